@@ -1,0 +1,69 @@
+//! DSDT: the PCI root (when there is PCI), COM1, and the S5 sleep state.
+
+use acpi_tables::aml::{
+    self, AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Name, Package, Path,
+    ResourceTemplate, Scope, IO,
+};
+use acpi_tables::sdt::Sdt;
+
+use super::{to_bytes, AcpiConfig, PciRootDescription, OEM_ID, OEM_REVISION, OEM_TABLE_ID};
+
+/// Matches devices::legacy::ports::ACPI_S5_SLEEP_TYPE.
+const S5_SLEEP_TYPE: u8 = 5;
+
+fn com1() -> Vec<u8> {
+    let ports = IO::new(0x3f8, 0x3f8, 0, 8);
+    let irq = Interrupt::new(true, true, false, false, 4);
+    let crs = ResourceTemplate::new(vec![&ports, &irq]);
+    to_bytes(&Device::new(
+        "_SB_.COM1".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0501")),
+            &Name::new("_UID".into(), &aml::ZERO),
+            &Name::new("_CRS".into(), &crs),
+        ],
+    ))
+}
+
+fn pci_root(pci: &PciRootDescription) -> Vec<u8> {
+    let mmio_end = pci.mmio32_base + (pci.mmio32_size - 1);
+    let buses = AddressSpace::new_bus_number(0u16, u16::from(pci.last_bus));
+    let config_ports = IO::new(0xcf8, 0xcf8, 1, 8);
+    let io_low = AddressSpace::new_io(0x0u16, 0xcf7, None);
+    let io_high = AddressSpace::new_io(0xd00u16, 0xffff, None);
+    let mmio32 = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        pci.mmio32_base,
+        mmio_end,
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![&buses, &config_ports, &io_low, &io_high, &mmio32]);
+    to_bytes(&Device::new(
+        "_SB_.PCI0".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0A08")),
+            &Name::new("_CID".into(), &EISAName::new("PNP0A03")),
+            &Name::new("_ADR".into(), &aml::ZERO),
+            &Name::new("_SEG".into(), &aml::ZERO),
+            &Name::new("_UID".into(), &aml::ZERO),
+            &Name::new("_BBN".into(), &aml::ZERO),
+            &Name::new("_CRS".into(), &crs),
+        ],
+    ))
+}
+
+pub(super) fn build(config: &AcpiConfig) -> Vec<u8> {
+    let mut body = to_bytes(&Scope::new(Path::new("_SB_"), vec![]));
+    body.extend(com1());
+    if let Some(pci) = &config.pci {
+        body.extend(pci_root(pci));
+    }
+    body.extend(to_bytes(&Name::new(
+        "_S5_".into(),
+        &Package::new(vec![&S5_SLEEP_TYPE, &aml::ZERO, &aml::ZERO, &aml::ZERO]),
+    )));
+    let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    dsdt.append_slice(&body);
+    dsdt.as_slice().to_vec()
+}

@@ -1,0 +1,12 @@
+//! Everything a nestor guest can touch.
+//!
+//! Devices know nothing of KVM: they see a [`bus::Bus`] of PIO or MMIO ranges, guest memory
+//! (through `vm_memory::GuestMemory`, the one DMA seam), and interrupt and notification
+//! handles (eventfds). The KVM wiring lives in the `vmm` crate.
+
+pub mod bus;
+pub mod legacy;
+pub mod vm_control;
+
+pub use bus::{Bus, BusDevice, BusError};
+pub use vm_control::{VmControl, VmExitReason};
