@@ -5,6 +5,7 @@
 //! handles (eventfds). The KVM wiring lives in the `vmm` crate.
 
 pub mod bus;
+pub mod dma;
 pub mod legacy;
 pub mod vm_control;
 
