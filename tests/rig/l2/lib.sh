@@ -1,0 +1,43 @@
+# Helpers for scenario scripts running inside the rig host (L2, busybox sh).
+# shellcheck shell=sh disable=SC2034
+
+RIG_NESTOR=/rig/nestor
+RIG_VMLINUX=/rig/l3/vmlinux
+RIG_BZIMAGE=/rig/l3/bzImage
+RIG_L3_INITRD=/rig/l3/initrd.cpio
+RIG_GUEST_CONSOLE=/dev/ttyS1
+
+rig_info() { echo "RIG-L2 info $*"; }
+
+# Ends the scenario with a failure reason.
+rig_fail() {
+    echo "$*" > /tmp/rig-fail
+    echo "RIG-L2 check FAIL $*"
+    exit 1
+}
+
+rig_pass() { echo "RIG-L2 check ok $*"; }
+
+# rig_nestor TAG TIMEOUT ARGS...: runs nestor; its stdout (the guest console)
+# goes to /tmp/TAG.out and to ttyS1, its stderr to /tmp/TAG.err and, once it
+# has ended, to this console. Sets NESTOR_RC (124 or 143 on timeout).
+rig_nestor() {
+    _tag=$1 _timeout=$2
+    shift 2
+    [ -x "$RIG_NESTOR" ] || rig_fail "nestor is not in the rig image"
+    echo "===== nestor $_tag: $*" > "$RIG_GUEST_CONSOLE"
+    echo "RIG-L2 run $_tag: nestor $*"
+    { timeout "$_timeout" "$RIG_NESTOR" "$@" 2> "/tmp/$_tag.err"
+      echo $? > "/tmp/$_tag.rc"; } | tee "/tmp/$_tag.out" > "$RIG_GUEST_CONSOLE"
+    NESTOR_RC=$(cat "/tmp/$_tag.rc")
+    echo "===== nestor $_tag exited $NESTOR_RC" > "$RIG_GUEST_CONSOLE"
+    sed "s/^/nestor-stderr[$_tag]: /" "/tmp/$_tag.err"
+    echo "RIG-L2 run $_tag: exit $NESTOR_RC"
+}
+
+# rig_boot_timer TAG: reports nestor's --boot-timer lines of a run as info.
+rig_boot_timer() {
+    grep -E '^nestor: (boot-timer|first KVM_RUN)' "/tmp/$1.err" | while read -r line; do
+        rig_info "$1 ${line#nestor: }"
+    done
+}

@@ -1,0 +1,95 @@
+# shellcheck shell=bash disable=SC2154
+# Runs one scenario: builds its L2 image, boots L2, reads the verdict.
+# Sourced by run.sh, which sets: kernel_vmlinux kernel_bzimage l3_initrd
+# nestor_bin (empty if not built) busybox_bin run_dir.
+
+# Prints the last lines of a log, framed, to stdout.
+show_tail() {
+    local what=$1 file=$2
+    printf -- '----- last 40 lines of %s (%s)\n' "$what" "$file"
+    if [[ -f $file ]]; then tail -n 40 "$file" | tr -d '\r'; else echo "(no log)"; fi
+    printf -- '----- end of %s\n' "$what"
+}
+
+# run_scenario NAME: prints "RIG NAME ok" or "RIG NAME FAIL reason"; returns 0 iff ok.
+run_scenario() {
+    local name=$1 script="$rig_dir/scenarios/$1.sh"
+    local host_check="$rig_dir/scenarios/$1.host.sh"
+    local dir="$run_dir/$name" reason="" timeout needs_nestor disk_size qemu_extra
+    local l2_log guest_log initrd rc result
+    local -a entries qemu_args=()
+    if [[ ! -f $script ]]; then
+        echo "RIG $name FAIL no such scenario ($script)"
+        return 1
+    fi
+    mkdir -p "$dir"
+    l2_log="$dir/l2-console.log"
+    guest_log="$dir/guest-console.log"
+    timeout=$(scenario_meta "$script" timeout 300)
+    needs_nestor=$(scenario_meta "$script" nestor no)
+    disk_size=$(scenario_meta "$script" disk "")
+    qemu_extra=$(scenario_meta "$script" qemu "")
+
+    entries=(dir:proc dir:sys dir:dev dir:tmp
+             "file:init:$rig_dir/l2/init.sh:755"
+             "file:bin/busybox:$busybox_bin:755" link:bin/sh:busybox
+             "file:rig/lib.sh:$rig_dir/l2/lib.sh:644"
+             "file:rig/scenario.sh:$script:644"
+             "file:rig/l3/vmlinux:$kernel_vmlinux:644"
+             "file:rig/l3/bzImage:$kernel_bzimage:644"
+             "file:rig/l3/initrd.cpio:$l3_initrd:644")
+    if [[ $needs_nestor == yes ]]; then
+        if [[ -z $nestor_bin ]]; then
+            echo "RIG $name FAIL nestor could not be built (see the cargo output above)"
+            return 1
+        fi
+        entries+=("file:rig/nestor:$nestor_bin:755")
+    fi
+    initrd=$(make_initramfs "${entries[@]}")
+
+    if [[ -n $disk_size ]]; then
+        rm -f "$dir/disk.img"
+        truncate -s "$disk_size" "$dir/disk.img"
+        # shellcheck disable=SC2054 # commas belong to the QEMU options
+        qemu_args+=(-drive "file=$dir/disk.img,format=raw,if=none,id=rigdisk"
+                    -device virtio-blk-pci,drive=rigdisk)
+    fi
+    # Word splitting of the header value is intended: it is a list of QEMU args.
+    # shellcheck disable=SC2206
+    [[ -n $qemu_extra ]] && qemu_args+=($qemu_extra)
+
+    log "$name: booting L2 (timeout ${timeout}s), logs in $dir"
+    rc=0
+    boot_l2 "$timeout" "$kernel_bzimage" "$initrd" \
+        "console=ttyS0 loglevel=4 panic=-1 rdinit=/init rig.scenario=$name" \
+        "$l2_log" "$guest_log" "${qemu_args[@]}" || rc=$?
+
+    result=$(grep -a '^RIG-L2 result ' "$l2_log" | tr -d '\r' | tail -n1 || true)
+    grep -a '^RIG-L2 info ' "$l2_log" | tr -d '\r' | sed "s/^RIG-L2 info /INFO $name /" || true
+    if [[ $result == "RIG-L2 result ok" ]]; then
+        :
+    elif [[ -n $result ]]; then
+        reason=${result#RIG-L2 result FAIL }
+    elif ! grep -aq '^RIG-L2 up' "$l2_log"; then
+        reason="L2 never reached its init (qemu status $rc)"
+    elif [[ $rc -eq 124 ]]; then
+        reason="timeout after ${timeout}s"
+    else
+        reason="L2 ended without a result (qemu status $rc)"
+    fi
+    if [[ -z $reason && -f $host_check ]]; then
+        local out
+        if ! out=$(RIG_DISK="$dir/disk.img" RIG_GUEST_LOG="$guest_log" \
+                   RIG_L2_LOG="$l2_log" bash "$host_check" 2>&1); then
+            reason="host check: $(printf '%s' "$out" | tail -n1)"
+        fi
+    fi
+    if [[ -z $reason ]]; then
+        echo "RIG $name ok"
+        return 0
+    fi
+    show_tail "L2 console" "$l2_log"
+    show_tail "guest console (nestor stdout in L2)" "$guest_log"
+    echo "RIG $name FAIL $reason"
+    return 1
+}

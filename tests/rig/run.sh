@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The nested rig: QEMU (TCG, emulated SVM + AMD IOMMU) boots a small Linux
+# rig host (L2) that runs nestor on its own /dev/kvm against a Linux guest (L3).
+#
+# usage: tests/rig/run.sh [SCENARIO...]     (no arguments: every scenario)
+# Prints "RIG NAME ok|FAIL reason" per scenario, then
+# "RIG done passed=N failed=M"; exits 0 only if nothing failed, 2 if host
+# packages are missing and it cannot install them.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/deps.sh
+. "$rig_dir/lib/deps.sh"
+# shellcheck source=lib/nestor.sh
+. "$rig_dir/lib/nestor.sh"
+# shellcheck source=lib/initramfs.sh
+. "$rig_dir/lib/initramfs.sh"
+# shellcheck source=lib/qemu.sh
+. "$rig_dir/lib/qemu.sh"
+# shellcheck source=lib/scenario.sh
+. "$rig_dir/lib/scenario.sh"
+
+scenarios=("$@")
+if [[ ${#scenarios[@]} -eq 0 ]]; then
+    for f in "$rig_dir"/scenarios/*.sh; do
+        [[ $f == *.host.sh ]] || scenarios+=("$(basename "$f" .sh)")
+    done
+fi
+
+ensure_host_packages
+busybox_bin=/bin/busybox
+[[ -x $busybox_bin ]] || die "busybox-static is installed but $busybox_bin is missing"
+
+kernel_out=$("$repo_dir/resources/guest/build-kernel.sh")
+kernel_vmlinux=$(sed -n 's/^vmlinux=//p' <<<"$kernel_out")
+kernel_bzimage=$(sed -n 's/^bzImage=//p' <<<"$kernel_out")
+
+nestor_bin=""
+for s in "${scenarios[@]}"; do
+    if [[ -f $rig_dir/scenarios/$s.sh &&
+          $(scenario_meta "$rig_dir/scenarios/$s.sh" nestor no) == yes ]]; then
+        nestor_bin=$(build_static_nestor) || nestor_bin=""
+        break
+    fi
+done
+
+guest_entries=(dir:proc dir:sys dir:dev dir:tmp
+               "file:init:$rig_dir/guest/init.sh:755"
+               "file:bin/busybox:$busybox_bin:755" link:bin/sh:busybox)
+for t in "$rig_dir"/guest/tasks/*.sh; do
+    guest_entries+=("file:tasks/$(basename "$t"):$t:644")
+done
+l3_initrd=$(make_initramfs "${guest_entries[@]}")
+
+run_dir="$rig_cache/runs/$(date +%Y%m%d-%H%M%S)-$$"
+mkdir -p "$run_dir"
+# Keep the ten most recent runs' logs.
+find "$rig_cache/runs" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' |
+    sort -rn | tail -n +11 | cut -d' ' -f2- | xargs -r rm -rf
+log "logs: $run_dir"
+
+passed=0 failed=0
+for s in "${scenarios[@]}"; do
+    if run_scenario "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "RIG done passed=$passed failed=$failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,26 @@
+# A virtio-blk disk behind nestor's virtio-iommu (strict mode): the guest finds
+# the IOMMU and the disk's IOMMU group, writes a checksummed pattern to
+# /dev/vda and reads it back with no IOMMU fault. The disk is the rig host's
+# /dev/vda, a raw image on the host that linux-viommu-blk.host.sh reads back.
+# rig-timeout: 420
+# rig-nestor: yes
+# rig-disk: 16M
+# shellcheck shell=sh
+set -u
+
+[ -b /dev/vda ] || rig_fail "rig host has no /dev/vda (QEMU disk missing)"
+cmdline="console=ttyS0 earlyprintk=serial loglevel=6 panic=-1 rdinit=/init iommu.strict=1 rig.task=viommu-blk"
+rig_nestor blk 150 run --kernel "$RIG_VMLINUX" --initrd "$RIG_L3_INITRD" \
+    --cpus 2 --memory 512M --cmdline "$cmdline" --disk path=/dev/vda,iommu=on --boot-timer
+rig_boot_timer blk
+[ "$NESTOR_RC" = 0 ] || rig_fail "nestor exited $NESTOR_RC"
+line=$(grep -m1 '^GUEST blk ' /tmp/blk.out | tr -d '\r')
+[ -n "$line" ] || rig_fail "guest printed no 'GUEST blk' line"
+rig_info "$line"
+field() { echo "$line" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+[ "$(field error)" = "" ] || rig_fail "guest block task: error=$(field error)"
+[ "$(field iommus)" != none ] || rig_fail "no IOMMU in the guest's /sys/class/iommu"
+[ "$(field group)" != none ] || rig_fail "/dev/vda has no iommu_group"
+[ "$(field written_sha256)" = "$(field read_sha256)" ] || rig_fail "read-back checksum differs"
+[ "$(field faults)" = 0 ] || rig_fail "guest dmesg reports IOMMU faults"
+rig_pass "viommu-blk in guest"
