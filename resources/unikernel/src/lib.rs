@@ -1,0 +1,10 @@
+//! Hardware-independent parts of the nestor unikernel guest.
+//!
+//! Everything here is plain logic over bytes and numbers so it can be unit tested on the
+//! host; the guest binary (`main.rs`) adds the hardware access around it.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod cmdline;
+pub mod memmap;
+pub mod text;

@@ -1,0 +1,84 @@
+//! Self-test scenarios selected with `probe=NAME[:ARG][,...]` or `probe=all`.
+//!
+//! Each scenario is one file in this folder exporting a `PROBE`; add it to [`PROBES`].
+//! A scenario gets the boot context and its `:ARG` (if any), reads further settings from
+//! the command line (`ctx.cmdline.number("blk_sector")`), and returns `Ok(())` or a
+//! one-line reason built with `format_line!`. The runner prints exactly one
+//! `PROBE NAME ok` / `PROBE NAME FAIL reason` line per scenario, then
+//! `PROBE done passed=N failed=M`, and exits with 0 when nothing failed, 1 otherwise.
+
+mod boot;
+mod hold;
+
+use crate::kprintln;
+use crate::power::{exit, EXIT_OK, EXIT_PROBE_FAILED};
+use crate::start_info::StartInfo;
+use unikernel::cmdline::Cmdline;
+use unikernel::format_line;
+use unikernel::text::Line;
+
+/// What every scenario can look at.
+pub struct Context {
+    pub start_info: StartInfo,
+    pub cmdline: Cmdline<'static>,
+}
+
+/// `Err` carries the failure reason printed after `FAIL`.
+pub type Outcome = Result<(), Line>;
+
+pub struct Probe {
+    pub name: &'static str,
+    pub run: fn(&Context, Option<&str>) -> Outcome,
+}
+
+/// Every scenario, in the order `probe=all` runs them.
+const PROBES: &[Probe] = &[boot::PROBE, hold::PROBE];
+
+#[derive(Default)]
+struct Tally {
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    fn report(&mut self, name: &str, outcome: Outcome) {
+        match outcome {
+            Ok(()) => {
+                self.passed += 1;
+                kprintln!("PROBE ", name, " ok");
+            }
+            Err(reason) => {
+                self.failed += 1;
+                kprintln!("PROBE ", name, " FAIL ", reason);
+            }
+        }
+    }
+
+    fn run(&mut self, ctx: &Context, probe: &Probe, arg: Option<&str>) {
+        let outcome = (probe.run)(ctx, arg);
+        self.report(probe.name, outcome);
+    }
+}
+
+/// Runs the requested scenarios in order and ends the VM with the verdict.
+pub fn run_requested(ctx: &Context) -> ! {
+    let mut tally = Tally::default();
+    for request in ctx.cmdline.probes() {
+        if request.name == "all" {
+            for probe in PROBES {
+                tally.run(ctx, probe, None);
+            }
+            continue;
+        }
+        match PROBES.iter().find(|p| p.name == request.name) {
+            Some(probe) => tally.run(ctx, probe, request.arg),
+            None => tally.report(request.name, Err(format_line!("unknown scenario"))),
+        }
+    }
+    kprintln!("PROBE done passed=", tally.passed, " failed=", tally.failed);
+    exit(if tally.failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_PROBE_FAILED
+    })
+}
