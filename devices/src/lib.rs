@@ -6,7 +6,9 @@
 
 pub mod bus;
 pub mod dma;
+pub mod interrupt;
 pub mod legacy;
+pub mod virtio;
 pub mod vm_control;
 
 pub use bus::{Bus, BusDevice, BusError};

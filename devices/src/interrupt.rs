@@ -1,0 +1,30 @@
+//! Message-signalled interrupts as devices see them.
+//!
+//! A device raises "vector N"; the VMM decides how that reaches the guest (KVM GSI routing
+//! and an irqfd per vector). Devices never learn about GSIs.
+
+use std::io;
+use std::sync::Arc;
+
+/// The address/data pair a guest programmed into an MSI-X table entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsiMessage {
+    pub address: u64,
+    pub data: u32,
+}
+
+/// The interrupt vectors of one device.
+///
+/// `trigger` is called from device worker threads and must stay cheap (one eventfd write);
+/// `set_route` is called from vCPU threads when the guest reprograms a vector.
+pub trait MsiInterruptGroup: Send + Sync {
+    /// Points `vector` at `message`; `None` removes the route (nothing is delivered).
+    fn set_route(&self, vector: u16, message: Option<MsiMessage>) -> io::Result<()>;
+    /// Delivers `vector` to the guest with the message last routed to it.
+    fn trigger(&self, vector: u16) -> io::Result<()>;
+}
+
+/// Creates vector groups; the VMM's implementation allocates GSIs and irqfds.
+pub trait MsiInterruptManager: Send + Sync {
+    fn create_group(&self, vectors: u16) -> io::Result<Arc<dyn MsiInterruptGroup>>;
+}

@@ -1,0 +1,16 @@
+//! Virtio 1.x devices over the modern virtio-pci transport.
+
+pub mod device;
+
+pub use device::{
+    ActivateContext, ActivateError, ActiveQueue, ThreadSetupHook, VirtioDevice, VirtioInterrupt,
+    WorkerSpec,
+};
+
+/// Feature bit numbers shared by every device type.
+pub mod features {
+    use virtio_bindings::virtio_config;
+
+    pub const VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
+    pub const ACCESS_PLATFORM: u64 = 1 << virtio_config::VIRTIO_F_ACCESS_PLATFORM;
+}
