@@ -22,13 +22,15 @@ pub enum VmExitReason {
     GuestFailure(String),
     /// Something went wrong in the VMM.
     VmmFailure(String),
+    /// The user stopped the VM from the host (console escape).
+    HostStop,
 }
 
 impl VmExitReason {
     /// The process exit status nestor reports for this reason.
     pub fn exit_status(&self) -> i32 {
         match self {
-            VmExitReason::PowerOff | VmExitReason::Reset => 0,
+            VmExitReason::PowerOff | VmExitReason::Reset | VmExitReason::HostStop => 0,
             VmExitReason::ExitPort(status) => i32::from(*status),
             VmExitReason::GuestFailure(_) | VmExitReason::VmmFailure(_) => 1,
         }

@@ -11,6 +11,8 @@ pub const I8042_LEN: u64 = 5;
 pub const PCI_CONFIG_ADDRESS: u64 = 0xcf8;
 pub const PCI_CONFIG_LEN: u64 = 8;
 
+/// Inside the PCI configuration ports: the PCI config-port device must own 0xcf8-0xcff and
+/// hand 1-byte accesses at 0xcf9 to `ResetControl`, since bus ranges cannot overlap.
 pub const RESET_CONTROL: u64 = 0xcf9;
 
 /// ACPI hardware-reduced sleep control (0x3c0), sleep status (0x3c1) and reset (0x3c4).

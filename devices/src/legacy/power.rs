@@ -28,11 +28,10 @@ impl BusDevice for AcpiPowerControl {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         let Some(&value) = data.first() else { return };
+        const RESET_OFFSET: u64 = ACPI_RESET_REGISTER - ACPI_SLEEP_CONTROL;
         match offset {
-            o if o == ACPI_RESET_REGISTER - ACPI_SLEEP_CONTROL => {
-                if value == ACPI_RESET_VALUE {
-                    self.control.request_exit(VmExitReason::Reset);
-                }
+            RESET_OFFSET if value == ACPI_RESET_VALUE => {
+                self.control.request_exit(VmExitReason::Reset);
             }
             0 => {
                 let sleep_type = (value >> SLEEP_TYPE_SHIFT) & SLEEP_TYPE_MASK;

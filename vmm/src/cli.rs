@@ -1,0 +1,79 @@
+//! The command line, as clap sees it. Values are checked in [`crate::config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_memory_size, ConfigError, SerialMode, VmConfig};
+use crate::seccomp::SeccompMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nestor",
+    version,
+    about = "A small KVM virtual machine monitor with a paravirtual IOMMU",
+    long_about = "nestor boots a Linux kernel (bzImage, or vmlinux through its PVH entry) or a \
+                  PVH unikernel on KVM. Without --kernel it boots its bundled unikernel, which \
+                  tours the machine or, with --cmdline probe=..., runs self-tests."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a guest and run it until it powers off, resets or writes the exit port.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Kernel to boot: a Linux bzImage or an ELF with a PVH entry note (vmlinux, unikernel).
+    /// Default: the bundled unikernel.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Initial ramdisk, passed to the kernel.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+
+    /// Kernel command line. Default for Linux: "console=ttyS0 reboot=k panic=-1".
+    #[arg(long, value_name = "STRING")]
+    pub cmdline: Option<String>,
+
+    /// Guest memory, e.g. 256M or 2G (a plain number means MiB).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_memory_size)]
+    pub memory: u64,
+
+    /// Number of vCPUs, each on its own thread.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+
+    /// Where COM1 goes: stdio, file=PATH or off. Input comes from stdin when it is a terminal.
+    #[arg(long, value_name = "MODE", default_value = "stdio", value_parser = SerialMode::parse)]
+    pub serial: SerialMode,
+
+    /// Seccomp filters for every thread: on (violations kill nestor), log (violations are
+    /// logged by the kernel audit subsystem and allowed), or off.
+    #[arg(long, value_name = "MODE", default_value = "on", value_parser = SeccompMode::parse)]
+    pub seccomp: SeccompMode,
+
+    /// Report guest writes to the boot-timer port (0x440) and the first KVM_RUN on stderr,
+    /// in microseconds since nestor started.
+    #[arg(long)]
+    pub boot_timer: bool,
+
+    /// End the VM with an error if it is still running after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+impl RunArgs {
+    pub fn into_config(self) -> Result<VmConfig, ConfigError> {
+        VmConfig::from_args(self)
+    }
+}

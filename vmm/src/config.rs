@@ -1,0 +1,224 @@
+//! A checked VM configuration: everything the user said, validated before any KVM work.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arch::boot::{detect_format, BootError, KernelFormat};
+use arch::layout::{MIN_MEMORY, MMIO_HOLE_END, MMIO_HOLE_START};
+
+use crate::cli::RunArgs;
+use crate::seccomp::SeccompMode;
+
+/// The command line Linux gets when the user gives none.
+pub const DEFAULT_LINUX_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// APIC IDs are 8 bits in the MADT we build, and 0xff is the broadcast ID.
+pub const MAX_CPUS: u32 = 254;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot open {what} {path}: {source}")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Kernel {
+        path: PathBuf,
+        #[source]
+        source: BootError,
+    },
+    #[error("--memory {got} MiB is too small: nestor needs at least {min} MiB")]
+    MemoryTooSmall { got: u64, min: u64 },
+    #[error("--memory {got} MiB is more than this host has ({host} MiB); ask for less")]
+    MemoryTooLarge { got: u64, host: u64 },
+    #[error("--cpus must be between 1 and {max}, not {got}")]
+    Cpus { got: u32, max: u32 },
+    #[error("--timeout must be at least 1 second")]
+    Timeout,
+}
+
+/// What to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    Bundled,
+    File { path: PathBuf, format: KernelFormat },
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialMode {
+    Stdio,
+    File(PathBuf),
+    Off,
+}
+
+impl SerialMode {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "stdio" => Ok(SerialMode::Stdio),
+            "off" => Ok(SerialMode::Off),
+            other => match other.strip_prefix("file=") {
+                Some(path) if !path.is_empty() => Ok(SerialMode::File(path.into())),
+                _ => Err("expected stdio, off or file=PATH".into()),
+            },
+        }
+    }
+}
+
+/// Parses 512K, 256M, 2G, 1T or a plain number of MiB into bytes.
+pub fn parse_memory_size(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let (digits, shift) = match value.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&value[..i], 10),
+        Some((i, 'M' | 'm')) => (&value[..i], 20),
+        Some((i, 'G' | 'g')) => (&value[..i], 30),
+        Some((i, 'T' | 't')) => (&value[..i], 40),
+        _ => (value, 20),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{value}' is not a size like 256M or 2G"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{value}' is too large"))
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: KernelSource,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub memory: u64,
+    pub cpus: u8,
+    pub serial: SerialMode,
+    pub seccomp: SeccompMode,
+    pub boot_timer: bool,
+    pub timeout: Option<std::time::Duration>,
+}
+
+fn open(what: &'static str, path: &Path) -> Result<File, ConfigError> {
+    let file = File::open(path).map_err(|source| ConfigError::Open {
+        what,
+        path: path.into(),
+        source,
+    })?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(ConfigError::Open {
+            what,
+            path: path.into(),
+            source: std::io::Error::other("is a directory"),
+        });
+    }
+    Ok(file)
+}
+
+/// Host RAM in bytes, from /proc/meminfo.
+fn host_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl VmConfig {
+    pub fn from_args(args: RunArgs) -> Result<Self, ConfigError> {
+        let kernel = match &args.kernel {
+            None => KernelSource::Bundled,
+            Some(path) => {
+                let format = detect_format(&mut open("kernel", path)?).map_err(|source| {
+                    ConfigError::Kernel {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                KernelSource::File {
+                    path: path.clone(),
+                    format,
+                }
+            }
+        };
+        if let Some(initrd) = &args.initrd {
+            open("initrd", initrd)?;
+        }
+        let mib = |bytes: u64| bytes >> 20;
+        if args.memory < MIN_MEMORY {
+            return Err(ConfigError::MemoryTooSmall {
+                got: mib(args.memory),
+                min: mib(MIN_MEMORY),
+            });
+        }
+        if let Some(host) = host_memory() {
+            if args.memory > host {
+                return Err(ConfigError::MemoryTooLarge {
+                    got: mib(args.memory),
+                    host: mib(host),
+                });
+            }
+        }
+        if args.cpus == 0 || args.cpus > MAX_CPUS {
+            return Err(ConfigError::Cpus {
+                got: args.cpus,
+                max: MAX_CPUS,
+            });
+        }
+        if args.timeout == Some(0) {
+            return Err(ConfigError::Timeout);
+        }
+        let cmdline = match (&kernel, args.cmdline) {
+            (_, Some(cmdline)) => cmdline,
+            (KernelSource::Bundled, None) => String::new(),
+            (KernelSource::File { .. }, None) => DEFAULT_LINUX_CMDLINE.into(),
+        };
+        Ok(VmConfig {
+            kernel,
+            initrd: args.initrd,
+            cmdline,
+            memory: args.memory,
+            cpus: args.cpus as u8,
+            serial: args.serial,
+            seccomp: args.seccomp,
+            boot_timer: args.boot_timer,
+            timeout: args.timeout.map(std::time::Duration::from_secs),
+        })
+    }
+
+    /// Guest RAM as the guest sees it (RAM regions skip the MMIO hole).
+    pub fn guest_ram_top(&self) -> u64 {
+        if self.memory > MMIO_HOLE_START {
+            MMIO_HOLE_END + (self.memory - MMIO_HOLE_START)
+        } else {
+            self.memory
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_memory_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_memory_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_memory_size("128"), Ok(128 << 20));
+        assert!(parse_memory_size("lots").is_err());
+        assert!(parse_memory_size("M").is_err());
+        assert!(parse_memory_size("-1G").is_err());
+        assert!(parse_memory_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn serial_modes() {
+        assert_eq!(SerialMode::parse("stdio"), Ok(SerialMode::Stdio));
+        assert_eq!(SerialMode::parse("off"), Ok(SerialMode::Off));
+        assert_eq!(
+            SerialMode::parse("file=/tmp/x"),
+            Ok(SerialMode::File("/tmp/x".into()))
+        );
+        assert!(SerialMode::parse("file=").is_err());
+        assert!(SerialMode::parse("tcp").is_err());
+    }
+}

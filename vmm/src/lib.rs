@@ -1,0 +1,12 @@
+//! The nestor VMM: configuration, VM construction, vCPU threads, the event loop.
+
+pub mod cli;
+pub mod config;
+mod event_loop;
+pub mod logging;
+pub mod seccomp;
+mod unikernel;
+mod vcpu;
+mod vm;
+
+pub use vm::{run_vm, VmmError};

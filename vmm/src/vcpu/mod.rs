@@ -1,0 +1,127 @@
+//! vCPU threads: set up the CPU, run KVM_RUN, dispatch port and MMIO exits to the buses.
+
+mod kick;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use devices::{Bus, VmControl, VmExitReason};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+pub use kick::{install_kick_handler, kick_until_finished};
+
+use crate::seccomp::{self, SeccompMode, ThreadKind};
+
+/// What a vCPU thread needs besides its fd.
+pub struct VcpuContext {
+    pub index: u8,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub control: VmControl,
+    pub seccomp: SeccompMode,
+    /// When the boot vCPU first entered the guest, relative to nestor's start.
+    pub first_run: Arc<Mutex<Option<Duration>>>,
+}
+
+pub fn spawn_vcpu(fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("vcpu{}", ctx.index))
+        .spawn(move || {
+            if let Err(e) = seccomp::install(ThreadKind::Vcpu, ctx.seccomp) {
+                ctx.control
+                    .request_exit(VmExitReason::VmmFailure(format!("vcpu{}: {e}", ctx.index)));
+                return;
+            }
+            run_loop(fd, &ctx);
+        })
+}
+
+fn run_loop(mut fd: VcpuFd, ctx: &VcpuContext) {
+    if ctx.index == 0 {
+        *ctx.first_run.lock().unwrap() = Some(ctx.control.started().elapsed());
+    }
+    while !ctx.control.is_stopping() {
+        match fd.run() {
+            Ok(exit) => {
+                if let Some(reason) = handle_exit(exit, ctx) {
+                    ctx.control.request_exit(describe_failure(&mut fd, reason));
+                }
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) => {
+                ctx.control.request_exit(VmExitReason::VmmFailure(format!(
+                    "KVM_RUN failed on vcpu{}: {e}",
+                    ctx.index
+                )));
+            }
+        }
+    }
+}
+
+/// Adds where the guest was to a failure, since that is what a guest developer needs first.
+fn describe_failure(fd: &mut VcpuFd, reason: VmExitReason) -> VmExitReason {
+    let VmExitReason::GuestFailure(why) = reason else {
+        return reason;
+    };
+    let run = fd.get_kvm_run();
+    let detail = if run.exit_reason == kvm_bindings::KVM_EXIT_INTERNAL_ERROR {
+        // SAFETY: `internal` is the active union member for KVM_EXIT_INTERNAL_ERROR.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        format!(", suberror {}", internal.suberror)
+    } else {
+        String::new()
+    };
+    match fd.get_regs() {
+        Ok(regs) => VmExitReason::GuestFailure(format!("{why} at rip {:#x}{detail}", regs.rip)),
+        Err(_) => VmExitReason::GuestFailure(format!("{why}{detail}")),
+    }
+}
+
+/// Handles one exit; returns why the VM must end, if it must.
+fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) -> Option<VmExitReason> {
+    let cpu = ctx.index;
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !ctx.pio.read(u64::from(port), data) {
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::IoOut(port, data) => {
+            ctx.pio.write(u64::from(port), data);
+            None
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !ctx.mmio.read(addr, data) {
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            ctx.mmio.write(addr, data);
+            None
+        }
+        VcpuExit::Shutdown => Some(VmExitReason::GuestFailure(format!(
+            "vcpu{cpu} triple-faulted (the guest crashed before it could report an error)"
+        ))),
+        VcpuExit::Hlt => Some(VmExitReason::GuestFailure(format!(
+            "vcpu{cpu} halted with nothing to wake it"
+        ))),
+        VcpuExit::SystemEvent(kind, _) => Some(match kind {
+            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => VmExitReason::PowerOff,
+            kvm_bindings::KVM_SYSTEM_EVENT_RESET => VmExitReason::Reset,
+            other => VmExitReason::GuestFailure(format!("vcpu{cpu}: system event {other}")),
+        }),
+        VcpuExit::FailEntry(reason, _) => Some(VmExitReason::GuestFailure(format!(
+            "vcpu{cpu} could not enter the guest (hardware reason {reason:#x})"
+        ))),
+        VcpuExit::InternalError => Some(VmExitReason::GuestFailure(format!(
+            "KVM internal error on vcpu{cpu} (the guest ran something KVM cannot emulate)"
+        ))),
+        VcpuExit::Intr => None,
+        other => Some(VmExitReason::VmmFailure(format!(
+            "vcpu{cpu}: unexpected exit {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,89 @@
+//! The fixed PC devices on the PIO bus: COM1, exit and boot-timer ports, power and reset.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use devices::legacy::ports::*;
+use devices::legacy::{
+    boot_timer::BootMark, AcpiPowerControl, BootTimer, ExitPort, ResetControl, SerialDevice, I8042,
+};
+use devices::{Bus, VmControl};
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::error::{kvm_err, VmmError};
+use crate::config::SerialMode;
+
+pub struct LegacyDevices {
+    pub serial: Arc<Mutex<SerialDevice>>,
+    pub boot_marks: Arc<Mutex<Vec<BootMark>>>,
+}
+
+fn serial_output(mode: &SerialMode) -> Result<Box<dyn Write + Send>, VmmError> {
+    Ok(match mode {
+        SerialMode::Stdio => Box::new(std::io::stdout()),
+        SerialMode::Off => Box::new(std::io::sink()),
+        SerialMode::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| VmmError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+        ),
+    })
+}
+
+fn bus_err(e: devices::BusError) -> VmmError {
+    VmmError::Device(e.to_string())
+}
+
+pub fn add_legacy_devices(
+    vm: &VmFd,
+    pio: &Bus,
+    control: &VmControl,
+    serial_mode: &SerialMode,
+) -> Result<LegacyDevices, VmmError> {
+    let serial_irq = EventFd::new(0).map_err(|e| VmmError::Device(e.to_string()))?;
+    vm.register_irqfd(&serial_irq, COM1_GSI)
+        .map_err(kvm_err("KVM_IRQFD for COM1"))?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        serial_irq,
+        serial_output(serial_mode)?,
+    )));
+    pio.insert(serial.clone(), COM1_BASE, COM1_LEN)
+        .map_err(bus_err)?;
+
+    let boot_timer = BootTimer::new(control.clone());
+    let boot_marks = boot_timer.marks();
+    pio.insert(Arc::new(Mutex::new(boot_timer)), BOOT_TIMER_PORT, 1)
+        .map_err(bus_err)?;
+    pio.insert(
+        Arc::new(Mutex::new(ExitPort::new(control.clone()))),
+        EXIT_PORT,
+        1,
+    )
+    .map_err(bus_err)?;
+    pio.insert(
+        Arc::new(Mutex::new(AcpiPowerControl::new(control.clone()))),
+        ACPI_SLEEP_CONTROL,
+        ACPI_REGISTERS_LEN,
+    )
+    .map_err(bus_err)?;
+    pio.insert(
+        Arc::new(Mutex::new(ResetControl::new(control.clone()))),
+        RESET_CONTROL,
+        1,
+    )
+    .map_err(bus_err)?;
+    pio.insert(
+        Arc::new(Mutex::new(I8042::new(control.clone()))),
+        I8042_DATA,
+        I8042_LEN,
+    )
+    .map_err(bus_err)?;
+    Ok(LegacyDevices { serial, boot_marks })
+}

@@ -1,0 +1,158 @@
+//! Building a VM from a [`VmConfig`] and running it to its end.
+
+mod error;
+mod kernel;
+mod legacy;
+mod memory;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arch::acpi::{create_acpi_tables, AcpiConfig};
+use devices::{Bus, VmControl, VmExitReason};
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+
+use error::kvm_err;
+pub use error::VmmError;
+
+use crate::config::VmConfig;
+use crate::event_loop::EventLoop;
+use crate::seccomp::{self, ThreadKind};
+use crate::vcpu::{self, VcpuContext};
+
+/// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
+const TSS_ADDRESS: usize = 0xfffb_d000;
+
+fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmmError::KvmCapability(name));
+        }
+    }
+    Ok(())
+}
+
+fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    vm.set_tss_address(TSS_ADDRESS)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    Ok(vm)
+}
+
+/// Boots the guest described by `config` and returns nestor's exit status.
+pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
+    let control = VmControl::new(started).map_err(|e| VmmError::Device(e.to_string()))?;
+    let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+    check_kvm(&kvm)?;
+    let max_vcpus = kvm.get_max_vcpus();
+    if usize::from(config.cpus) > max_vcpus {
+        return Err(VmmError::Config(crate::config::ConfigError::Cpus {
+            got: config.cpus.into(),
+            max: max_vcpus as u32,
+        }));
+    }
+    let vm = create_vm(&kvm)?;
+    let mem = memory::create_guest_memory(&vm, config.memory)?;
+    let pio = Arc::new(Bus::new());
+    let mmio = Arc::new(Bus::new());
+    let legacy = legacy::add_legacy_devices(&vm, &pio, &control, &config.serial)?;
+
+    let acpi = AcpiConfig {
+        cpus: config.cpus,
+        ..Default::default()
+    };
+    let rsdp = create_acpi_tables(&mem, &acpi)?;
+    let entry = kernel::load_kernel(&mem, &config, rsdp)?;
+
+    let cpuid = arch::cpu::supported_cpuid(&kvm)?;
+    let mut vcpu_fds = Vec::with_capacity(config.cpus.into());
+    for index in 0..config.cpus {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        arch::cpu::setup_cpuid(&fd, &cpuid, index, config.cpus)?;
+        arch::cpu::setup_msrs(&fd)?;
+        arch::cpu::setup_lapic(&fd)?;
+        if index == 0 {
+            arch::cpu::setup_boot_cpu(&fd, &mem, &entry)?;
+        }
+        vcpu_fds.push(fd);
+    }
+
+    let mut event_loop = EventLoop::new(control.clone())?;
+    if config.serial == crate::config::SerialMode::Stdio {
+        event_loop.add_serial_input(legacy.serial.clone());
+    }
+
+    vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
+    let first_run = Arc::new(Mutex::new(None));
+    let mut threads = Vec::with_capacity(vcpu_fds.len());
+    for (index, fd) in vcpu_fds.into_iter().enumerate() {
+        let ctx = VcpuContext {
+            index: index as u8,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            control: control.clone(),
+            seccomp: config.seccomp,
+            first_run: first_run.clone(),
+        };
+        threads.push(vcpu::spawn_vcpu(fd, ctx).map_err(VmmError::Thread)?);
+    }
+
+    let loop_result = seccomp::install(ThreadKind::Vmm, config.seccomp)
+        .map_err(|e| VmmError::Seccomp(e.to_string()))
+        .and_then(|_| event_loop.run(config.timeout));
+    if let Err(e) = &loop_result {
+        control.request_exit(VmExitReason::VmmFailure(e.to_string()));
+    }
+    vcpu::kick_until_finished(threads);
+    drop(event_loop);
+
+    if config.boot_timer {
+        report_boot_timer(
+            *first_run.lock().unwrap(),
+            &legacy.boot_marks.lock().unwrap(),
+        );
+    }
+    let reason = control.exit_reason().unwrap_or(VmExitReason::VmmFailure(
+        "the VM ended without a reason".into(),
+    ));
+    loop_result?;
+    Ok(report_exit(&reason))
+}
+
+fn report_boot_timer(first_run: Option<Duration>, marks: &[devices::legacy::boot_timer::BootMark]) {
+    if let Some(t) = first_run {
+        eprintln!("nestor: first KVM_RUN at {} us", t.as_micros());
+    }
+    for mark in marks {
+        eprintln!(
+            "nestor: boot-timer code={} at {} us",
+            mark.code,
+            mark.since_start.as_micros()
+        );
+    }
+}
+
+/// Says why the VM ended when it was not a clean exit, and returns the exit status.
+fn report_exit(reason: &VmExitReason) -> u8 {
+    match reason {
+        VmExitReason::GuestFailure(why) => eprintln!("nestor: guest failed: {why}"),
+        VmExitReason::VmmFailure(why) => eprintln!("nestor: error: {why}"),
+        _ => log::info!("VM ended: {reason:?}"),
+    }
+    reason.exit_status() as u8
+}
