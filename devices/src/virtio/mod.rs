@@ -1,6 +1,7 @@
 //! Virtio 1.x devices over the modern virtio-pci transport.
 
 pub mod device;
+pub mod iommu;
 
 pub use device::{
     ActivateContext, ActivateError, ActiveQueue, ThreadSetupHook, VirtioDevice, VirtioInterrupt,

@@ -208,16 +208,28 @@ mod tests {
     fn unaligned_map_is_range() {
         let c = IommuConfig::default();
         assert_eq!(c.check_map(&map(0x1000, 0x1fff, 0x2000)), Ok(()));
-        assert_eq!(c.check_map(&map(0x1001, 0x1fff, 0x2000)), Err(Status::Range));
-        assert_eq!(c.check_map(&map(0x1000, 0x1ffe, 0x2000)), Err(Status::Range));
-        assert_eq!(c.check_map(&map(0x1000, 0x1fff, 0x2800)), Err(Status::Range));
+        assert_eq!(
+            c.check_map(&map(0x1001, 0x1fff, 0x2000)),
+            Err(Status::Range)
+        );
+        assert_eq!(
+            c.check_map(&map(0x1000, 0x1ffe, 0x2000)),
+            Err(Status::Range)
+        );
+        assert_eq!(
+            c.check_map(&map(0x1000, 0x1fff, 0x2800)),
+            Err(Status::Range)
+        );
     }
 
     #[test]
     fn map_outside_input_range_is_range() {
         let c = IommuConfig::default();
         let top = c.input_range.1;
-        assert_eq!(c.check_map(&map(top + 1, top + 0x1000, 0)), Err(Status::Range));
+        assert_eq!(
+            c.check_map(&map(top + 1, top + 0x1000, 0)),
+            Err(Status::Range)
+        );
         assert_eq!(
             c.check_map(&map(top - 0xfff, top + 0x1000, 0)),
             Err(Status::Range)
@@ -254,7 +266,10 @@ mod tests {
             c.check_map(&map(0xfed0_0000, 0xfee0_0fff, 0)),
             Err(Status::Inval)
         );
-        assert_eq!(c.check_map(&map(0xf_f000, 0x10_0fff, 0)), Err(Status::Inval));
+        assert_eq!(
+            c.check_map(&map(0xf_f000, 0x10_0fff, 0)),
+            Err(Status::Inval)
+        );
         assert_eq!(c.check_map(&map(0x10_0000, 0x10_0fff, 0)), Ok(()));
         assert_eq!(c.probe_size(), 48);
     }

@@ -1,0 +1,125 @@
+//! The virtio-iommu device as the transport sees it: features, config space, activation.
+
+use std::sync::Arc;
+
+use super::config::IommuConfig;
+use super::faults::{FaultCounters, FaultRateLimit};
+use super::protocol::{features, CONFIG_BYPASS_OFFSET, DEVICE_ID};
+use super::shared::{EndpointTranslator, Shared};
+use super::worker::Worker;
+use crate::virtio::device::read_config_bytes;
+use crate::virtio::{ActivateContext, ActivateError, VirtioDevice, WorkerSpec};
+
+/// Device feature bits offered. Never the legacy BYPASS bit: BYPASS_CONFIG replaces it.
+pub const OFFERED_FEATURES: u64 = features::INPUT_RANGE
+    | features::DOMAIN_RANGE
+    | features::MAP_UNMAP
+    | features::PROBE
+    | features::MMIO
+    | features::BYPASS_CONFIG;
+
+const QUEUE_SIZES: &[u16] = &[256, 64];
+
+pub struct Iommu {
+    shared: Arc<Shared>,
+    worker_spec: WorkerSpec,
+    worker: Option<Worker>,
+}
+
+impl Iommu {
+    pub fn new(config: IommuConfig, worker_spec: WorkerSpec) -> std::io::Result<Self> {
+        Self::with_fault_rate(config, FaultRateLimit::default(), worker_spec)
+    }
+
+    pub fn with_fault_rate(
+        config: IommuConfig,
+        rate: FaultRateLimit,
+        worker_spec: WorkerSpec,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            shared: Arc::new(Shared::new(config, rate)?),
+            worker_spec,
+            worker: None,
+        })
+    }
+
+    /// Registers `endpoint` (its ID as the VIOT computes it) and returns the translator its
+    /// device's `DmaMemory` uses.
+    pub fn add_endpoint(&self, endpoint: u32) -> Arc<EndpointTranslator> {
+        self.shared.domains_mut().add_endpoint(endpoint);
+        Arc::new(EndpointTranslator::new(endpoint, self.shared.clone()))
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn fault_counters(&self) -> FaultCounters {
+        self.shared.faults().counters()
+    }
+
+    fn stop_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}
+
+impl VirtioDevice for Iommu {
+    fn device_type(&self) -> u32 {
+        DEVICE_ID
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        QUEUE_SIZES
+    }
+
+    fn features(&self) -> u64 {
+        OFFERED_FEATURES
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let space = self.shared.config.config_space(self.shared.bypass());
+        read_config_bytes(&space.to_bytes(), offset, data);
+    }
+
+    /// Only the `bypass` byte is writable, and only with 0 or 1.
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        if offset == CONFIG_BYPASS_OFFSET as u64 && data.len() == 1 && data[0] <= 1 {
+            self.shared.set_bypass(data[0] == 1);
+        }
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        if ctx.queues.len() != QUEUE_SIZES.len() {
+            return Err(ActivateError::BadQueues(format!(
+                "virtio-iommu needs 2 queues, got {}",
+                ctx.queues.len()
+            )));
+        }
+        self.stop_worker();
+        self.worker = Some(Worker::start(
+            &self.worker_spec,
+            self.shared.clone(),
+            ctx.acked_features,
+            ctx.mem,
+            ctx.queues,
+            ctx.interrupt,
+        )?);
+        Ok(())
+    }
+
+    /// Device reset: every domain and mapping goes, the `bypass` byte stays (the spec keeps
+    /// it across device reset).
+    fn reset(&mut self) {
+        self.stop_worker();
+        self.shared.domains_mut().reset();
+        self.shared.faults().clear();
+    }
+}
+
+impl Drop for Iommu {
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}

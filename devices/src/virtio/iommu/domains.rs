@@ -1,0 +1,595 @@
+//! Domains, endpoints and mappings, with the spec's rules for each request.
+//!
+//! Mappings of a domain live in a `BTreeMap` keyed by IOVA start. Mappings never overlap, so
+//! the only mapping that can contain an address (or overlap a range ending at `end`) is the
+//! last one starting at or before it: every lookup is O(log n).
+
+use std::collections::{BTreeMap, HashMap};
+
+use vm_memory::Permissions;
+
+use super::config::Limits;
+use super::protocol::{Map, Status, MAP_F_READ, MAP_F_WRITE};
+use crate::dma::{DmaFault, DmaMapping};
+
+/// The region created by one MAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// Inclusive.
+    pub end: u64,
+    pub phys: u64,
+    pub flags: u32,
+}
+
+impl Mapping {
+    fn allows(&self, access: Permissions) -> bool {
+        let needs_read = matches!(access, Permissions::Read | Permissions::ReadWrite);
+        let needs_write = matches!(access, Permissions::Write | Permissions::ReadWrite);
+        (!needs_read || self.flags & MAP_F_READ != 0)
+            && (!needs_write || self.flags & MAP_F_WRITE != 0)
+    }
+
+    fn permissions(&self) -> Permissions {
+        match (self.flags & MAP_F_READ != 0, self.flags & MAP_F_WRITE != 0) {
+            (true, true) => Permissions::ReadWrite,
+            (true, false) => Permissions::Read,
+            (false, true) => Permissions::Write,
+            (false, false) => Permissions::No,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Domain {
+    bypass: bool,
+    endpoints: usize,
+    mappings: BTreeMap<u64, Mapping>,
+}
+
+/// How an endpoint's DMA is routed right now.
+#[derive(Debug)]
+pub enum Route<'a> {
+    /// Not an endpoint of this IOMMU.
+    Unknown,
+    /// Not attached to any domain.
+    Unattached,
+    /// Attached to a bypass domain.
+    Bypass,
+    /// Attached to a domain with these mappings.
+    Mapped(&'a BTreeMap<u64, Mapping>),
+}
+
+#[derive(Debug)]
+pub struct Domains {
+    limits: Limits,
+    domains: HashMap<u32, Domain>,
+    /// Every endpoint this IOMMU translates, and the domain it is attached to.
+    endpoints: HashMap<u32, Option<u32>>,
+    total_mappings: usize,
+}
+
+impl Domains {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            domains: HashMap::new(),
+            endpoints: HashMap::new(),
+            total_mappings: 0,
+        }
+    }
+
+    pub fn add_endpoint(&mut self, endpoint: u32) {
+        self.endpoints.entry(endpoint).or_insert(None);
+    }
+
+    pub fn has_endpoint(&self, endpoint: u32) -> bool {
+        self.endpoints.contains_key(&endpoint)
+    }
+
+    pub fn domain_count(&self) -> usize {
+        self.domains.len()
+    }
+
+    pub fn total_mappings(&self) -> usize {
+        self.total_mappings
+    }
+
+    pub fn mapping_count(&self, domain: u32) -> Option<usize> {
+        self.domains.get(&domain).map(|d| d.mappings.len())
+    }
+
+    pub fn domain_of(&self, endpoint: u32) -> Option<u32> {
+        self.endpoints.get(&endpoint).copied().flatten()
+    }
+
+    /// Forgets every domain and attachment (device reset); endpoints stay known.
+    pub fn reset(&mut self) {
+        self.domains.clear();
+        self.total_mappings = 0;
+        for domain in self.endpoints.values_mut() {
+            *domain = None;
+        }
+    }
+
+    /// Attaches `endpoint` to `domain`, creating the domain, and moving the endpoint out of
+    /// the domain it was in (which dies if that was its last endpoint).
+    pub fn attach(&mut self, domain: u32, endpoint: u32, bypass: bool) -> Result<(), Status> {
+        let current = *self.endpoints.get(&endpoint).ok_or(Status::NoEnt)?;
+        match self.domains.get(&domain) {
+            Some(existing) if existing.bypass != bypass => return Err(Status::Inval),
+            Some(_) if current == Some(domain) => return Ok(()),
+            Some(_) => {}
+            None => {
+                let old_dies = current
+                    .and_then(|old| self.domains.get(&old))
+                    .is_some_and(|old| old.endpoints == 1);
+                if self.domains.len() - old_dies as usize >= self.limits.max_domains {
+                    return Err(Status::NoMem);
+                }
+            }
+        }
+        if let Some(old) = current {
+            self.leave(old);
+        }
+        let entry = self.domains.entry(domain).or_insert_with(|| Domain {
+            bypass,
+            ..Domain::default()
+        });
+        entry.endpoints += 1;
+        self.endpoints.insert(endpoint, Some(domain));
+        Ok(())
+    }
+
+    /// Detaches `endpoint` from `domain`; INVAL when it is not attached there.
+    pub fn detach(&mut self, domain: u32, endpoint: u32) -> Result<(), Status> {
+        let current = *self.endpoints.get(&endpoint).ok_or(Status::NoEnt)?;
+        if current != Some(domain) {
+            return Err(Status::Inval);
+        }
+        self.leave(domain);
+        self.endpoints.insert(endpoint, None);
+        Ok(())
+    }
+
+    /// One endpoint leaves `domain`; the last one takes the domain and its mappings along.
+    fn leave(&mut self, domain: u32) {
+        let Some(d) = self.domains.get_mut(&domain) else {
+            return;
+        };
+        d.endpoints -= 1;
+        if d.endpoints == 0 {
+            let gone = self.domains.remove(&domain).unwrap();
+            self.total_mappings -= gone.mappings.len();
+        }
+    }
+
+    fn mappable(&mut self, domain: u32) -> Result<&mut Domain, Status> {
+        let d = self.domains.get_mut(&domain).ok_or(Status::NoEnt)?;
+        if d.bypass {
+            return Err(Status::Inval);
+        }
+        Ok(d)
+    }
+
+    /// Adds a mapping; INVAL if it overlaps an existing one, NOMEM past a limit.
+    pub fn map(&mut self, map: &Map) -> Result<(), Status> {
+        let limits = self.limits;
+        let total = self.total_mappings;
+        let d = self.mappable(map.domain)?;
+        let overlaps = d
+            .mappings
+            .range(..=map.virt_end)
+            .next_back()
+            .is_some_and(|(_, m)| m.end >= map.virt_start);
+        if overlaps {
+            return Err(Status::Inval);
+        }
+        if d.mappings.len() >= limits.max_mappings_per_domain || total >= limits.max_total_mappings
+        {
+            return Err(Status::NoMem);
+        }
+        d.mappings.insert(
+            map.virt_start,
+            Mapping {
+                end: map.virt_end,
+                phys: map.phys_start,
+                flags: map.flags,
+            },
+        );
+        self.total_mappings += 1;
+        Ok(())
+    }
+
+    /// Removes every mapping inside `[start, end]` and returns how many. RANGE, removing
+    /// nothing, if a mapping straddles either edge.
+    pub fn unmap(&mut self, domain: u32, start: u64, end: u64) -> Result<usize, Status> {
+        let d = self.mappable(domain)?;
+        let straddles_start = d
+            .mappings
+            .range(..start)
+            .next_back()
+            .is_some_and(|(_, m)| m.end >= start);
+        let straddles_end = d
+            .mappings
+            .range(start..=end)
+            .next_back()
+            .is_some_and(|(_, m)| m.end > end);
+        if straddles_start || straddles_end {
+            return Err(Status::Range);
+        }
+        let doomed: Vec<u64> = d.mappings.range(start..=end).map(|(&s, _)| s).collect();
+        for s in &doomed {
+            d.mappings.remove(s);
+        }
+        self.total_mappings -= doomed.len();
+        Ok(doomed.len())
+    }
+
+    pub fn route(&self, endpoint: u32) -> Route<'_> {
+        match self.endpoints.get(&endpoint) {
+            None => Route::Unknown,
+            Some(None) => Route::Unattached,
+            Some(Some(domain)) => match self.domains.get(domain) {
+                Some(d) if d.bypass => Route::Bypass,
+                Some(d) => Route::Mapped(&d.mappings),
+                None => Route::Unattached,
+            },
+        }
+    }
+}
+
+/// Translates `[iova, iova + len)` through `mappings`, requiring `access` everywhere, and
+/// returns the pieces clipped to the range. Costs O(log n + pieces).
+pub fn translate_mapped(
+    mappings: &BTreeMap<u64, Mapping>,
+    iova: u64,
+    len: u64,
+    access: Permissions,
+) -> Result<Vec<DmaMapping>, DmaFault> {
+    let mut pieces = Vec::new();
+    if len == 0 {
+        return Ok(pieces);
+    }
+    let last = iova
+        .checked_add(len - 1)
+        .ok_or(DmaFault::Unmapped { iova })?;
+    let mut cursor = iova;
+    loop {
+        let (&start, m) = mappings
+            .range(..=cursor)
+            .next_back()
+            .filter(|(_, m)| m.end >= cursor)
+            .ok_or(DmaFault::Unmapped { iova: cursor })?;
+        if !m.allows(access) {
+            return Err(DmaFault::Forbidden { iova: cursor });
+        }
+        let piece_end = m.end.min(last);
+        pieces.push(DmaMapping {
+            iova: cursor,
+            gpa: m.phys + (cursor - start),
+            len: piece_end - cursor + 1,
+            access: m.permissions(),
+        });
+        if piece_end == last {
+            return Ok(pieces);
+        }
+        cursor = piece_end + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RW: u32 = MAP_F_READ | MAP_F_WRITE;
+
+    fn domains() -> Domains {
+        let mut d = Domains::new(Limits::default());
+        d.add_endpoint(1);
+        d.add_endpoint(2);
+        d
+    }
+
+    fn map_req(domain: u32, start: u64, end: u64, flags: u32) -> Map {
+        Map {
+            domain,
+            virt_start: start,
+            virt_end: end,
+            phys_start: start + 0x10_0000,
+            flags,
+        }
+    }
+
+    /// A domain with endpoint 1 attached, as every spec example starts.
+    fn attached() -> Domains {
+        let mut d = domains();
+        d.attach(1, 1, false).unwrap();
+        d
+    }
+
+    fn map(d: &mut Domains, start: u64, end: u64) {
+        d.map(&map_req(1, start, end, RW)).unwrap();
+    }
+
+    fn starts(d: &Domains) -> Vec<u64> {
+        match d.route(1) {
+            Route::Mapped(m) => m.keys().copied().collect(),
+            other => panic!("not mapped: {other:?}"),
+        }
+    }
+
+    // The seven UNMAP examples of the spec, with its literal addresses (the domain layer
+    // does not check alignment).
+
+    #[test]
+    fn spec_unmap_of_nothing_succeeds() {
+        let mut d = attached();
+        assert_eq!(d.unmap(1, 0, 4), Ok(0));
+    }
+
+    #[test]
+    fn spec_unmap_exact_mapping() {
+        let mut d = attached();
+        map(&mut d, 0, 9);
+        assert_eq!(d.unmap(1, 0, 9), Ok(1));
+        assert!(starts(&d).is_empty());
+    }
+
+    #[test]
+    fn spec_unmap_two_adjacent_mappings_at_once() {
+        let mut d = attached();
+        map(&mut d, 0, 4);
+        map(&mut d, 5, 9);
+        assert_eq!(d.unmap(1, 0, 9), Ok(2));
+        assert!(starts(&d).is_empty());
+    }
+
+    #[test]
+    fn spec_unmap_that_would_split_fails_and_removes_nothing() {
+        let mut d = attached();
+        map(&mut d, 0, 9);
+        assert_eq!(d.unmap(1, 0, 4), Err(Status::Range));
+        assert_eq!(starts(&d), vec![0]);
+    }
+
+    #[test]
+    fn spec_unmap_first_of_two_mappings() {
+        let mut d = attached();
+        map(&mut d, 0, 4);
+        map(&mut d, 5, 9);
+        assert_eq!(d.unmap(1, 0, 4), Ok(1));
+        assert_eq!(starts(&d), vec![5]);
+    }
+
+    #[test]
+    fn spec_unmap_larger_than_the_mapping() {
+        let mut d = attached();
+        map(&mut d, 0, 4);
+        assert_eq!(d.unmap(1, 0, 9), Ok(1));
+        assert!(starts(&d).is_empty());
+    }
+
+    #[test]
+    fn spec_unmap_across_a_hole() {
+        let mut d = attached();
+        map(&mut d, 0, 4);
+        map(&mut d, 10, 14);
+        assert_eq!(d.unmap(1, 0, 14), Ok(2));
+        assert!(starts(&d).is_empty());
+    }
+
+    #[test]
+    fn unmap_straddling_the_start_fails_and_removes_nothing() {
+        let mut d = attached();
+        map(&mut d, 0, 9);
+        map(&mut d, 10, 19);
+        assert_eq!(d.unmap(1, 5, 19), Err(Status::Range));
+        assert_eq!(starts(&d), vec![0, 10]);
+        assert_eq!(d.total_mappings(), 2);
+    }
+
+    #[test]
+    fn map_over_an_existing_mapping_is_inval() {
+        let mut d = attached();
+        map(&mut d, 0x1000, 0x2fff);
+        for (s, e) in [(0x1000, 0x1fff), (0, 0x1000), (0x2fff, 0x3fff), (0, 0xffff)] {
+            assert_eq!(d.map(&map_req(1, s, e, RW)), Err(Status::Inval), "{s:#x}");
+        }
+        assert_eq!(d.map(&map_req(1, 0x3000, 0x3fff, RW)), Ok(()));
+        assert_eq!(d.map(&map_req(1, 0, 0xfff, RW)), Ok(()));
+    }
+
+    #[test]
+    fn map_and_unmap_on_missing_domain_is_noent() {
+        let mut d = domains();
+        assert_eq!(d.map(&map_req(5, 0, 0xfff, RW)), Err(Status::NoEnt));
+        assert_eq!(d.unmap(5, 0, 0xfff), Err(Status::NoEnt));
+    }
+
+    #[test]
+    fn map_and_unmap_on_bypass_domain_is_inval() {
+        let mut d = domains();
+        d.attach(3, 1, true).unwrap();
+        assert_eq!(d.map(&map_req(3, 0, 0xfff, RW)), Err(Status::Inval));
+        assert_eq!(d.unmap(3, 0, 0xfff), Err(Status::Inval));
+        assert!(matches!(d.route(1), Route::Bypass));
+    }
+
+    #[test]
+    fn attach_with_inconsistent_bypass_flag_is_inval() {
+        let mut d = domains();
+        d.attach(3, 1, true).unwrap();
+        assert_eq!(d.attach(3, 2, false), Err(Status::Inval));
+        assert_eq!(d.domain_of(2), None);
+    }
+
+    #[test]
+    fn attach_unknown_endpoint_is_noent() {
+        let mut d = domains();
+        assert_eq!(d.attach(1, 99, false), Err(Status::NoEnt));
+        assert_eq!(d.detach(1, 99), Err(Status::NoEnt));
+        assert!(matches!(d.route(99), Route::Unknown));
+    }
+
+    #[test]
+    fn attach_moves_the_endpoint_and_the_old_domain_dies_with_its_mappings() {
+        let mut d = attached();
+        map(&mut d, 0, 0xfff);
+        d.attach(2, 1, false).unwrap();
+        assert_eq!(d.domain_of(1), Some(2));
+        assert_eq!(d.mapping_count(1), None);
+        assert_eq!(d.total_mappings(), 0);
+        // Re-created empty: the old mappings are gone for good.
+        d.attach(1, 1, false).unwrap();
+        assert_eq!(d.mapping_count(1), Some(0));
+    }
+
+    #[test]
+    fn shared_domain_survives_until_its_last_endpoint_leaves() {
+        let mut d = attached();
+        d.attach(1, 2, false).unwrap();
+        map(&mut d, 0, 0xfff);
+        d.detach(1, 1).unwrap();
+        assert_eq!(d.mapping_count(1), Some(1));
+        d.detach(1, 2).unwrap();
+        assert_eq!(d.mapping_count(1), None);
+        assert!(matches!(d.route(2), Route::Unattached));
+    }
+
+    #[test]
+    fn reattach_to_the_same_domain_keeps_its_mappings() {
+        let mut d = attached();
+        map(&mut d, 0, 0xfff);
+        d.attach(1, 1, false).unwrap();
+        assert_eq!(d.mapping_count(1), Some(1));
+    }
+
+    #[test]
+    fn detach_from_the_wrong_domain_is_inval() {
+        let mut d = attached();
+        assert_eq!(d.detach(2, 1), Err(Status::Inval));
+        assert_eq!(d.detach(1, 2), Err(Status::Inval));
+        assert_eq!(d.domain_of(1), Some(1));
+    }
+
+    #[test]
+    fn domain_limit_answers_nomem_but_a_move_that_frees_one_succeeds() {
+        let mut d = Domains::new(Limits {
+            max_domains: 1,
+            ..Limits::default()
+        });
+        d.add_endpoint(1);
+        d.add_endpoint(2);
+        d.attach(1, 1, false).unwrap();
+        assert_eq!(d.attach(2, 2, false), Err(Status::NoMem));
+        d.attach(2, 1, false).unwrap();
+        assert_eq!(d.domain_count(), 1);
+    }
+
+    #[test]
+    fn mapping_limits_answer_nomem() {
+        let mut d = Domains::new(Limits {
+            max_domains: 8,
+            max_mappings_per_domain: 2,
+            max_total_mappings: 3,
+        });
+        d.add_endpoint(1);
+        d.add_endpoint(2);
+        d.attach(1, 1, false).unwrap();
+        d.attach(2, 2, false).unwrap();
+        d.map(&map_req(1, 0, 0xfff, RW)).unwrap();
+        d.map(&map_req(1, 0x1000, 0x1fff, RW)).unwrap();
+        assert_eq!(d.map(&map_req(1, 0x2000, 0x2fff, RW)), Err(Status::NoMem));
+        d.map(&map_req(2, 0, 0xfff, RW)).unwrap();
+        assert_eq!(d.map(&map_req(2, 0x1000, 0x1fff, RW)), Err(Status::NoMem));
+        d.unmap(1, 0, 0xfff).unwrap();
+        d.map(&map_req(2, 0x1000, 0x1fff, RW)).unwrap();
+    }
+
+    #[test]
+    fn translation_spans_adjacent_mappings() {
+        let mut d = attached();
+        d.map(&Map {
+            domain: 1,
+            virt_start: 0x1000,
+            virt_end: 0x1fff,
+            phys_start: 0x8000,
+            flags: RW,
+        })
+        .unwrap();
+        d.map(&Map {
+            domain: 1,
+            virt_start: 0x2000,
+            virt_end: 0x2fff,
+            phys_start: 0x4000,
+            flags: MAP_F_READ,
+        })
+        .unwrap();
+        let Route::Mapped(m) = d.route(1) else {
+            panic!()
+        };
+        let pieces = translate_mapped(m, 0x1ff0, 0x20, Permissions::Read).unwrap();
+        assert_eq!(
+            pieces,
+            vec![
+                DmaMapping {
+                    iova: 0x1ff0,
+                    gpa: 0x8ff0,
+                    len: 0x10,
+                    access: Permissions::ReadWrite
+                },
+                DmaMapping {
+                    iova: 0x2000,
+                    gpa: 0x4000,
+                    len: 0x10,
+                    access: Permissions::Read
+                },
+            ]
+        );
+        assert_eq!(
+            translate_mapped(m, 0x1ff0, 0x20, Permissions::Write),
+            Err(DmaFault::Forbidden { iova: 0x2000 })
+        );
+        assert_eq!(
+            translate_mapped(m, 0x2ff0, 0x20, Permissions::Read),
+            Err(DmaFault::Unmapped { iova: 0x3000 })
+        );
+        assert_eq!(
+            translate_mapped(m, 0xff0, 0x20, Permissions::Read),
+            Err(DmaFault::Unmapped { iova: 0xff0 })
+        );
+        assert_eq!(
+            translate_mapped(m, u64::MAX, 2, Permissions::Read),
+            Err(DmaFault::Unmapped { iova: u64::MAX })
+        );
+    }
+
+    #[test]
+    fn write_only_and_no_access_mappings_are_enforced() {
+        let mut d = attached();
+        d.map(&map_req(1, 0, 0xfff, MAP_F_WRITE)).unwrap();
+        d.map(&map_req(1, 0x1000, 0x1fff, 0)).unwrap();
+        let Route::Mapped(m) = d.route(1) else {
+            panic!()
+        };
+        assert!(translate_mapped(m, 0, 8, Permissions::Write).is_ok());
+        assert!(translate_mapped(m, 0, 8, Permissions::Read).is_err());
+        assert!(translate_mapped(m, 0x1000, 8, Permissions::Read).is_err());
+        assert!(translate_mapped(m, 0x1000, 8, Permissions::Write).is_err());
+    }
+
+    #[test]
+    fn lookups_stay_fast_with_many_mappings() {
+        let mut d = attached();
+        for i in 0..50_000u64 {
+            map(&mut d, i * 0x2000, i * 0x2000 + 0xfff);
+        }
+        let Route::Mapped(m) = d.route(1) else {
+            panic!()
+        };
+        let pieces = translate_mapped(m, 49_999 * 0x2000 + 8, 8, Permissions::Read).unwrap();
+        assert_eq!(pieces[0].gpa, 49_999 * 0x2000 + 0x10_0008);
+        assert_eq!(d.unmap(1, 0, 100 * 0x2000 - 1), Ok(100));
+        assert_eq!(d.total_mappings(), 49_900);
+    }
+}

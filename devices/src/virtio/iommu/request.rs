@@ -1,0 +1,95 @@
+//! Executing one requestq request against the shared state.
+
+use super::protocol::{
+    parse_request, resv_mem_property, Request, RequestError, Status, HEAD_SIZE, TAIL_SIZE,
+};
+use super::shared::Shared;
+
+/// Longest device-readable part any request needs (PROBE).
+pub const MAX_READABLE: usize = HEAD_SIZE + 68;
+
+/// How much of an oversized PROBE properties area is zero-filled; the rest is left alone.
+const MAX_PROPERTY_FILL: usize = 64 << 10;
+
+/// What the device writes back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Write nothing, used length 0.
+    Nothing,
+    /// Write `properties` (if any) at the start of the writable part and `status` in the
+    /// tail at its end.
+    Status {
+        status: Status,
+        properties: Option<Vec<u8>>,
+    },
+}
+
+impl Answer {
+    fn status(status: Status) -> Self {
+        Answer::Status {
+            status,
+            properties: None,
+        }
+    }
+}
+
+/// Answers the request in `readable`, given `writable_len` bytes to answer into.
+pub fn execute(shared: &Shared, negotiated: u64, readable: &[u8], writable_len: u32) -> Answer {
+    if (writable_len as usize) < TAIL_SIZE {
+        return Answer::Nothing;
+    }
+    let request = match parse_request(readable, negotiated) {
+        Ok(request) => request,
+        Err(RequestError::Unanswerable) => return Answer::Nothing,
+        Err(RequestError::Status(status)) => return Answer::status(status),
+    };
+    let properties_len = writable_len as usize - TAIL_SIZE;
+    let result = match request {
+        Request::Attach(a) => shared
+            .config
+            .check_domain(a.domain)
+            .and_then(|()| shared.domains_mut().attach(a.domain, a.endpoint, a.bypass)),
+        Request::Detach(d) => shared
+            .config
+            .check_domain(d.domain)
+            .and_then(|()| shared.domains_mut().detach(d.domain, d.endpoint)),
+        Request::Map(m) => shared
+            .config
+            .check_map(&m)
+            .and_then(|()| shared.domains_mut().map(&m)),
+        Request::Unmap(u) => shared
+            .config
+            .check_unmap(&u)
+            .and_then(|()| {
+                shared
+                    .domains_mut()
+                    .unmap(u.domain, u.virt_start, u.virt_end)
+            })
+            .map(|_| ()),
+        Request::Probe(p) => return probe(shared, p.endpoint, properties_len),
+    };
+    Answer::status(match result {
+        Ok(()) => Status::Ok,
+        Err(status) => status,
+    })
+}
+
+fn probe(shared: &Shared, endpoint: u32, properties_len: usize) -> Answer {
+    if !shared.domains().has_endpoint(endpoint) {
+        return Answer::status(Status::NoEnt);
+    }
+    if properties_len < shared.config.probe_size() as usize {
+        return Answer::status(Status::Inval);
+    }
+    let mut properties = vec![0u8; properties_len.min(MAX_PROPERTY_FILL)];
+    for (slot, region) in properties
+        .chunks_exact_mut(super::protocol::RESV_MEM_SIZE)
+        .zip(&shared.config.reserved_regions)
+    {
+        slot.copy_from_slice(&resv_mem_property(region.subtype, region.start, region.end));
+    }
+    Answer::Status {
+        status: Status::Ok,
+        properties: Some(properties),
+    }
+}
