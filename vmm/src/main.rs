@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 use vmm::cli::{Cli, Command};
@@ -10,7 +11,10 @@ use vmm::{run_vm, VmmError};
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     vmm::logging::init(cli.verbose);
     let result = match cli.command {
         Command::Run(args) => args
@@ -23,6 +27,30 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("nestor: error: {e}");
             ExitCode::from(e.exit_status())
+        }
+    }
+}
+
+/// clap's errors span several lines; a user gets one, plus where to look.
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("nestor: error: {first} (see nestor --help)");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,84 @@
+//! Booting the bundled unikernel on /dev/kvm.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn bundled_unikernel_prints_its_banner_and_powers_off() {
+    if !kvm_available("bundled_unikernel_prints_its_banner_and_powers_off") {
+        return;
+    }
+    let output = run(&[]);
+    assert_status(&output, 0);
+    assert!(
+        stdout(&output).contains("nestor unikernel"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn probe_boot_sees_every_cpu_and_the_memory_asked_for() {
+    if !kvm_available("probe_boot_sees_every_cpu_and_the_memory_asked_for") {
+        return;
+    }
+    let output = run(&["--cmdline", "probe=boot", "--cpus", "2", "--memory", "128M"]);
+    assert_status(&output, 0);
+    let lines = probe_lines(&output);
+    assert!(lines.contains(&"PROBE boot ok".to_string()), "{lines:?}");
+    assert_eq!(lines.last().unwrap(), "PROBE done passed=1 failed=0");
+}
+
+#[test]
+fn a_failing_probe_makes_nestor_exit_non_zero() {
+    if !kvm_available("a_failing_probe_makes_nestor_exit_non_zero") {
+        return;
+    }
+    let output = run(&["--cmdline", "probe=no-such-scenario"]);
+    assert_status(&output, 1);
+    let lines = probe_lines(&output);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PROBE no-such-scenario FAIL")),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().unwrap(), "PROBE done passed=0 failed=1");
+}
+
+#[test]
+fn serial_output_can_go_to_a_file() {
+    if !kvm_available("serial_output_can_go_to_a_file") {
+        return;
+    }
+    let dir = TempDir::new("serial-file");
+    let log = dir.path().join("console.log");
+    let output = run(&["--serial", &format!("file={}", log.display())]);
+    assert_status(&output, 0);
+    assert!(!stdout(&output).contains("nestor unikernel"));
+    let console = std::fs::read_to_string(&log).unwrap();
+    assert!(console.contains("nestor unikernel"), "{console}");
+}
+
+#[test]
+fn boot_timer_reports_the_first_guest_instruction() {
+    if !kvm_available("boot_timer_reports_the_first_guest_instruction") {
+        return;
+    }
+    let output = run(&["--boot-timer", "--serial", "off"]);
+    assert_status(&output, 0);
+    let err = stderr(&output);
+    assert!(err.contains("nestor: first KVM_RUN at "), "{err}");
+    assert!(err.contains("nestor: boot-timer code=0 at "), "{err}");
+}
+
+#[test]
+fn a_guest_that_outlives_its_timeout_is_stopped_with_a_reason() {
+    if !kvm_available("a_guest_that_outlives_its_timeout_is_stopped_with_a_reason") {
+        return;
+    }
+    let output = run(&["--cmdline", "probe=hold:60000", "--timeout", "1"]);
+    assert_status(&output, 1);
+    assert!(stderr(&output).contains("--timeout"), "{}", stderr(&output));
+}

@@ -1,0 +1,72 @@
+//! User mistakes: one line on stderr, exit 2, no panic, before any guest runs.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn missing_kernel_file() {
+    let output = run(&["--kernel", "/nonexistent/bzImage"]);
+    assert_usage_error(&output, "/nonexistent/bzImage");
+}
+
+#[test]
+fn text_file_as_kernel() {
+    let dir = TempDir::new("text-kernel");
+    let kernel = dir.file("kernel.txt", b"this is not a kernel\n");
+    let output = run(&["--kernel", kernel.to_str().unwrap()]);
+    assert_usage_error(&output, "neither a Linux bzImage nor an ELF");
+}
+
+#[test]
+fn empty_file_as_kernel() {
+    let dir = TempDir::new("empty-kernel");
+    let kernel = dir.file("empty", b"");
+    let output = run(&["--kernel", kernel.to_str().unwrap()]);
+    assert_usage_error(&output, "neither a Linux bzImage nor an ELF");
+}
+
+#[test]
+fn directory_as_kernel() {
+    let dir = TempDir::new("dir-kernel");
+    let output = run(&["--kernel", dir.path().to_str().unwrap()]);
+    assert_usage_error(&output, "is a directory");
+}
+
+#[test]
+fn elf_without_a_pvh_note() {
+    // nestor itself is an ELF with no PVH entry.
+    let output = run(&["--kernel", env!("CARGO_BIN_EXE_nestor")]);
+    assert_usage_error(&output, "no PVH entry note");
+}
+
+#[test]
+fn missing_initrd() {
+    let output = run(&["--initrd", "/nonexistent/initrd"]);
+    assert_usage_error(&output, "initrd");
+}
+
+#[test]
+fn memory_too_small_too_large_and_malformed() {
+    assert_usage_error(&run(&["--memory", "1M"]), "too small");
+    assert_usage_error(&run(&["--memory", "64T"]), "more than this host has");
+    assert_usage_error(&run(&["--memory", "lots"]), "--memory");
+}
+
+#[test]
+fn cpu_count_out_of_range() {
+    assert_usage_error(&run(&["--cpus", "0"]), "--cpus");
+    assert_usage_error(&run(&["--cpus", "100000"]), "--cpus");
+}
+
+#[test]
+fn bad_serial_mode() {
+    assert_usage_error(&run(&["--serial", "tcp:1234"]), "--serial");
+}
+
+#[test]
+fn unknown_flag() {
+    let output = nestor().args(["run", "--frobnicate"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!stderr(&output).contains("panicked"));
+}
