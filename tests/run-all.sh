@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests on /dev/kvm, and the
+# nested rig (real Linux guests under real KVM). Installs what it needs when run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null; then
+    echo "run-all: cargo is not installed; install a Rust toolchain (rustup) first" >&2
+    exit 2
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# On these machines /dev/kvm exists: a test that cannot open it must fail, not skip.
+if [ -e /dev/kvm ]; then
+    export NESTOR_REQUIRE_KVM=1
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit and integration tests)"
+cargo test --workspace
+
+step "benchmarks build"
+cargo bench --workspace --no-run
+
+if [ "${NESTOR_SKIP_RIG:-0}" = 1 ]; then
+    echo "run-all: NESTOR_SKIP_RIG=1: the nested rig was NOT run" >&2
+else
+    step "nested rig"
+    tests/rig/run.sh
+fi
