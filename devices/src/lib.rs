@@ -8,6 +8,7 @@ pub mod bus;
 pub mod dma;
 pub mod interrupt;
 pub mod legacy;
+pub mod pci;
 pub mod virtio;
 pub mod vm_control;
 

@@ -1,0 +1,156 @@
+//! PCI configuration mechanism #1: the address register at 0xcf8 and the data window at
+//! 0xcfc-0xcff.
+//!
+//! The two are separate bus devices because the reset control register sits at 0xcf9,
+//! between them. Only dword accesses reach the address register, as on real chipsets.
+
+use std::sync::{Arc, Mutex};
+
+use super::root::PciRoot;
+use super::Bdf;
+use crate::bus::BusDevice;
+
+pub const CONFIG_ADDRESS_PORT: u64 = 0xcf8;
+pub const CONFIG_DATA_PORT: u64 = 0xcfc;
+pub const CONFIG_DATA_LEN: u64 = 4;
+
+const ENABLE: u32 = 1 << 31;
+
+/// The decoded address register.
+fn decode(address: u32) -> Option<(Bdf, usize)> {
+    if address & ENABLE == 0 {
+        return None;
+    }
+    let bdf = Bdf::new(
+        (address >> 16) as u8,
+        (address >> 11) as u8,
+        (address >> 8) as u8,
+    );
+    Some((bdf, (address & 0xfc) as usize))
+}
+
+/// Shared state of the two ports.
+pub struct PciConfigIo {
+    root: Arc<Mutex<PciRoot>>,
+    address: u32,
+}
+
+impl PciConfigIo {
+    /// The address port device (insert at 0xcf8, length 1) and the data port device
+    /// (insert at 0xcfc, length 4).
+    pub fn ports(
+        root: Arc<Mutex<PciRoot>>,
+    ) -> (Arc<Mutex<ConfigAddressPort>>, Arc<Mutex<ConfigDataPort>>) {
+        let shared = Arc::new(Mutex::new(PciConfigIo { root, address: 0 }));
+        (
+            Arc::new(Mutex::new(ConfigAddressPort(shared.clone()))),
+            Arc::new(Mutex::new(ConfigDataPort(shared))),
+        )
+    }
+}
+
+pub struct ConfigAddressPort(Arc<Mutex<PciConfigIo>>);
+pub struct ConfigDataPort(Arc<Mutex<PciConfigIo>>);
+
+impl BusDevice for ConfigAddressPort {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset == 0 && data.len() == 4 {
+            data.copy_from_slice(&self.0.lock().unwrap().address.to_le_bytes());
+        } else {
+            data.fill(0xff);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (0, Ok(bytes)) = (offset, <[u8; 4]>::try_from(data)) {
+            // Bits 1:0 are reserved and read as zero.
+            self.0.lock().unwrap().address = u32::from_le_bytes(bytes) & !0x7f00_0003;
+        }
+    }
+}
+
+impl BusDevice for ConfigDataPort {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let io = self.0.lock().unwrap();
+        match decode(io.address) {
+            Some((bdf, reg)) => {
+                io.root
+                    .lock()
+                    .unwrap()
+                    .config_read_bytes(bdf, reg + offset as usize, data)
+            }
+            None => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let io = self.0.lock().unwrap();
+        if let Some((bdf, reg)) = decode(io.address) {
+            io.root
+                .lock()
+                .unwrap()
+                .config_write_bytes(bdf, reg + offset as usize, data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Bus;
+
+    fn ports() -> Bus {
+        let root = Arc::new(Mutex::new(PciRoot::new(Arc::new(Bus::new()), None)));
+        let (address, data) = PciConfigIo::ports(root);
+        let pio = Bus::new();
+        pio.insert(address, CONFIG_ADDRESS_PORT, 1).unwrap();
+        pio.insert(data, CONFIG_DATA_PORT, CONFIG_DATA_LEN).unwrap();
+        pio
+    }
+
+    fn select(pio: &Bus, address: u32) {
+        assert!(pio.write(CONFIG_ADDRESS_PORT, &address.to_le_bytes()));
+    }
+
+    #[test]
+    fn reads_the_host_bridge_in_every_width() {
+        let pio = ports();
+        select(&pio, 0x8000_0000);
+        let mut dword = [0u8; 4];
+        pio.read(CONFIG_DATA_PORT, &mut dword);
+        assert_eq!(u32::from_le_bytes(dword), 0x0d57_8086);
+        let mut word = [0u8; 2];
+        pio.read(CONFIG_DATA_PORT + 2, &mut word);
+        assert_eq!(u16::from_le_bytes(word), 0x0d57);
+        let mut byte = [0u8; 1];
+        pio.read(CONFIG_DATA_PORT + 1, &mut byte);
+        assert_eq!(byte, [0x80]);
+        // Class code at 0x08 through the offset bits of the address.
+        select(&pio, 0x8000_0008);
+        pio.read(CONFIG_DATA_PORT, &mut dword);
+        assert_eq!(u32::from_le_bytes(dword) >> 8, 0x06_00_00);
+        let mut back = [0u8; 4];
+        pio.read(CONFIG_ADDRESS_PORT, &mut back);
+        assert_eq!(u32::from_le_bytes(back), 0x8000_0008);
+    }
+
+    #[test]
+    fn absent_functions_and_disabled_cycles_read_all_ones() {
+        let pio = ports();
+        let mut dword = [0u8; 4];
+        for address in [0x0000_0000, 0x8000_0800, 0x8000_0100, 0x8001_0000] {
+            select(&pio, address);
+            pio.read(CONFIG_DATA_PORT, &mut dword);
+            assert_eq!(dword, [0xff; 4], "{address:#x}");
+        }
+        // Non-dword accesses to the address register change nothing.
+        select(&pio, 0x8000_0000);
+        pio.write(CONFIG_ADDRESS_PORT, &[0]);
+        pio.read(CONFIG_DATA_PORT, &mut dword);
+        assert_eq!(u32::from_le_bytes(dword), 0x0d57_8086);
+        // A 2-byte read at 0xcff crosses the dword: all-ones.
+        let mut word = [0u8; 2];
+        pio.read(CONFIG_DATA_PORT + 3, &mut word);
+        assert_eq!(word, [0xff; 2]);
+    }
+}
