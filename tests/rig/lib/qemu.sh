@@ -10,7 +10,7 @@ boot_l2() {
     local rc=0
     timeout -k 10 "$timeout" qemu-system-x86_64 \
         -M q35 -accel tcg -cpu EPYC,+svm,+npt -m 2048 -smp 2 \
-        -device amd-iommu -nographic -no-reboot -monitor none \
+        -device amd-iommu -nic none -nographic -no-reboot -monitor none \
         -serial stdio -serial "file:$guest_log" \
         -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
         "$@" </dev/null >"$l2_log" 2>&1 || rc=$?
