@@ -150,9 +150,12 @@ fn hypervisor_present() -> bool {
     cpuid(1).ecx & (1 << 31) != 0
 }
 
+/// A frequency source: whether it may be asked, how to ask it, and its name.
+type Finder = (bool, fn() -> Option<u64>, Source);
+
 fn detect() -> (u64, Source) {
     let hypervisor = hypervisor_present();
-    let sources: [(bool, fn() -> Option<u64>, Source); 4] = [
+    let sources: [Finder; 4] = [
         (hypervisor, from_hypervisor_leaf, Source::HypervisorLeaf),
         (hypervisor, from_kvmclock, Source::KvmClock),
         (true, from_cpuid_crystal, Source::CpuidCrystal),

@@ -124,8 +124,8 @@ pub fn install() {
     let stubs = &raw const exception_stubs as u64;
     // SAFETY: runs once on the boot CPU before anything else reads the IDT.
     unsafe {
-        let idt = &mut *(&raw mut IDT);
-        for (vector, gate) in idt.0.iter_mut().enumerate() {
+        let idt = &raw mut IDT;
+        for (vector, gate) in (*idt).0.iter_mut().enumerate() {
             let handler = stubs + vector as u64 * STUB_SIZE;
             *gate = Gate {
                 offset_low: handler as u16,
