@@ -41,3 +41,15 @@ rig_boot_timer() {
         rig_info "$1 ${line#nestor: }"
     done
 }
+
+# rig_expect_clean_exit TAG: fails the scenario unless nestor's run TAG exited 0,
+# quoting nestor's error line.
+rig_expect_clean_exit() {
+    [ "$NESTOR_RC" = 0 ] && return 0
+    _err=$(grep 'nestor: error' "/tmp/$1.err" | tail -n1)
+    [ -n "$_err" ] || _err=$(tail -n1 "/tmp/$1.err")
+    case $NESTOR_RC in
+        124|143) rig_fail "$1: nestor timed out (killed): ${_err:-no stderr}" ;;
+        *) rig_fail "$1: nestor exited $NESTOR_RC: ${_err:-no stderr}" ;;
+    esac
+}

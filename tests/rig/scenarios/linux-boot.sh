@@ -19,7 +19,7 @@ boot_one() {
     rig_boot_timer "$tag"
     grep -q 'Kernel panic' "/tmp/$tag.out" &&
         rig_fail "$tag: guest kernel panic: $(grep -m1 'Kernel panic' "/tmp/$tag.out")"
-    [ "$NESTOR_RC" = 0 ] || rig_fail "$tag: nestor exited $NESTOR_RC"
+    rig_expect_clean_exit "$tag"
     guest=$(grep -m1 '^GUEST kernel=' "/tmp/$tag.out" | tr -d '\r')
     [ -n "$guest" ] || rig_fail "$tag: guest init never printed its GUEST line"
     rig_info "$tag $guest"

@@ -13,7 +13,7 @@ cmdline="console=ttyS0 earlyprintk=serial loglevel=6 panic=-1 rdinit=/init iommu
 rig_nestor blk 150 run --kernel "$RIG_VMLINUX" --initrd "$RIG_L3_INITRD" \
     --cpus 2 --memory 512M --cmdline "$cmdline" --disk path=/dev/vda,iommu=on --boot-timer
 rig_boot_timer blk
-[ "$NESTOR_RC" = 0 ] || rig_fail "nestor exited $NESTOR_RC"
+rig_expect_clean_exit blk
 line=$(grep -m1 '^GUEST blk ' /tmp/blk.out | tr -d '\r')
 [ -n "$line" ] || rig_fail "guest printed no 'GUEST blk' line"
 rig_info "$line"
