@@ -1,0 +1,352 @@
+//! Seccomp: every thread of a running nestor is filtered, each kind's compiled filter kills
+//! on what it forbids and lets through what its thread needs, and `--seccomp` is checked.
+
+mod common;
+
+use std::ffi::CString;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use vmm::seccomp::{install, SeccompMode, ThreadKind};
+
+/// One thread of a running process as /proc shows it.
+#[derive(Debug)]
+struct ThreadStatus {
+    name: String,
+    seccomp_mode: Option<u32>,
+    filters: Option<u32>,
+}
+
+fn status_field(status: &str, key: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn threads_of(pid: u32) -> Vec<ThreadStatus> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+            Some(ThreadStatus {
+                name: status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Name:"))?
+                    .trim()
+                    .to_owned(),
+                seccomp_mode: status_field(&status, "Seccomp:"),
+                filters: status_field(&status, "Seccomp_filters:"),
+            })
+        })
+        .collect()
+}
+
+fn is_filtered(thread: &ThreadStatus) -> bool {
+    thread.seccomp_mode == Some(2) && thread.filters.is_some_and(|n| n >= 1)
+}
+
+/// The names nestor gives its threads, plus KVM's own per-VM kernel worker (the NX huge
+/// page recovery task), which the kernel starts inside the VM's process.
+fn is_known_thread_name(name: &str) -> bool {
+    let numbered = |prefix: &str| {
+        name.strip_prefix(prefix).is_some_and(|rest| {
+            let digits = rest.trim_start_matches(|c: char| c.is_ascii_lowercase());
+            !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+        })
+    };
+    name == "nestor"
+        || name == "fault-relay"
+        || numbered("vcpu")
+        || numbered("dev-")
+        || name.starts_with("kvm-")
+}
+
+/// A nestor run that is killed if the test fails before it ends.
+struct RunningNestor(Option<Child>);
+
+impl RunningNestor {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    fn finish(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for RunningNestor {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls until every expected thread exists and every thread is filtered, or gives up.
+fn wait_for_filtered_threads(pid: u32, expected: &[&str]) -> Vec<ThreadStatus> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let threads = threads_of(pid);
+        let all_there = expected
+            .iter()
+            .all(|name| threads.iter().any(|t| t.name == *name));
+        if (all_there && threads.iter().all(is_filtered)) || Instant::now() > deadline {
+            return threads;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
+    if !kvm_available("every_thread_of_a_running_vm_is_filtered_and_named_for_its_role") {
+        return;
+    }
+    let child = nestor()
+        .args(["run", "--cmdline", "probe=hold:3000", "--cpus", "2"])
+        .args(["--timeout", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start nestor");
+    let nestor_run = RunningNestor(Some(child));
+    let expected = ["nestor", "vcpu0", "vcpu1"];
+    let threads = wait_for_filtered_threads(nestor_run.pid(), &expected);
+
+    for name in expected {
+        assert!(
+            threads.iter().any(|t| t.name == name),
+            "no thread {name}: {threads:?}"
+        );
+    }
+    for thread in &threads {
+        assert!(is_filtered(thread), "unfiltered thread: {threads:?}");
+        assert!(
+            is_known_thread_name(&thread.name),
+            "a thread whose name says nothing of its role: {threads:?}"
+        );
+    }
+
+    let output = nestor_run.finish();
+    assert_status(&output, 0);
+    assert!(
+        stdout(&output).contains("PROBE hold ok"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+/// How a forked child ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    Exited(i32),
+    Signalled(i32),
+}
+
+/// Exit status of a child whose filter could not be installed.
+const INSTALL_FAILED: i32 = 100;
+
+/// Forks; the child installs `kind`'s filter under `mode`, runs `syscall` and exits 0.
+/// `syscall` runs in a forked copy of a multi-threaded process: it must not allocate.
+fn in_filtered_child(kind: ThreadKind, mode: SeccompMode, syscall: &dyn Fn()) -> Ending {
+    // SAFETY: the child only makes raw syscalls and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls on valid arguments; _exit never returns.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            if install(kind, mode).is_err() {
+                libc::_exit(INSTALL_FAILED);
+            }
+            syscall();
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid, "waitpid failed");
+    if libc::WIFSIGNALED(status) {
+        Ending::Signalled(libc::WTERMSIG(status))
+    } else {
+        Ending::Exited(libc::WEXITSTATUS(status))
+    }
+}
+
+/// Where the forbidden `openat` creates a file (it does in log mode).
+fn new_file_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("nestor-seccomp-{}", std::process::id()))
+}
+
+/// A syscall to make in a filtered child, and what to call it in a failure message.
+type NamedSyscall = (&'static str, Box<dyn Fn()>);
+
+/// What no nestor thread may do.
+fn forbidden_syscalls() -> Vec<NamedSyscall> {
+    let new_file = CString::new(new_file_path().into_os_string().into_encoded_bytes()).unwrap();
+    vec![
+        (
+            "execve",
+            Box::new(|| {
+                let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+                let envp = [std::ptr::null()];
+                // SAFETY: NUL-terminated argument and environment arrays.
+                unsafe { libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            }),
+        ),
+        (
+            "openat",
+            Box::new(move || {
+                // SAFETY: a valid path; the fd, if any, dies with the child.
+                unsafe {
+                    libc::openat(
+                        libc::AT_FDCWD,
+                        new_file.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY,
+                        0o600,
+                    )
+                };
+            }),
+        ),
+        (
+            "socket",
+            Box::new(|| {
+                // SAFETY: no pointers involved.
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            }),
+        ),
+        (
+            "mmap PROT_EXEC",
+            Box::new(|| {
+                // SAFETY: a fresh anonymous mapping, never touched.
+                unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_EXEC,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+            }),
+        ),
+    ]
+}
+
+/// A syscall on the thread kind's hot path (on a bad fd: allowed, and it fails harmlessly).
+fn hot_path_syscall(kind: ThreadKind) -> Box<dyn Fn()> {
+    match kind {
+        // SAFETY for all: no memory is touched by a call on fd -1.
+        ThreadKind::Vcpu => Box::new(|| unsafe {
+            libc::ioctl(-1, 0xae80, 0); // KVM_RUN
+        }),
+        ThreadKind::Vmm | ThreadKind::FaultRelay => Box::new(|| unsafe {
+            libc::epoll_wait(-1, std::ptr::null_mut(), 1, 0);
+        }),
+        ThreadKind::DeviceWorker => Box::new(|| unsafe {
+            libc::pread(-1, std::ptr::null_mut(), 0, 0);
+            libc::fdatasync(-1);
+        }),
+    }
+}
+
+fn allocate_and_write() {
+    let message = b"";
+    // SAFETY: a zero-length write of a valid buffer.
+    unsafe { libc::write(2, message.as_ptr().cast(), 0) };
+    // SAFETY: an anonymous read-write mapping, released at once.
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            1 << 20,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        libc::munmap(page, 1 << 20);
+    }
+}
+
+#[test]
+fn each_filter_kills_on_a_forbidden_syscall() {
+    for kind in ThreadKind::ALL {
+        for (what, syscall) in forbidden_syscalls() {
+            assert_eq!(
+                in_filtered_child(kind, SeccompMode::On, &*syscall),
+                Ending::Signalled(libc::SIGSYS),
+                "{} filter on {what}",
+                kind.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn each_filter_allows_what_its_thread_does() {
+    for kind in ThreadKind::ALL {
+        let hot = hot_path_syscall(kind);
+        let ending = in_filtered_child(kind, SeccompMode::On, &|| {
+            hot();
+            allocate_and_write();
+        });
+        assert_eq!(ending, Ending::Exited(0), "{} filter", kind.name());
+    }
+}
+
+#[test]
+fn log_mode_lets_a_forbidden_syscall_through() {
+    for kind in ThreadKind::ALL {
+        for (what, syscall) in forbidden_syscalls()
+            .into_iter()
+            .filter(|(what, _)| *what != "execve")
+        {
+            assert_eq!(
+                in_filtered_child(kind, SeccompMode::Log, &*syscall),
+                Ending::Exited(0),
+                "{} filter in log mode on {what}",
+                kind.name()
+            );
+        }
+    }
+    let _ = std::fs::remove_file(new_file_path());
+}
+
+#[test]
+fn off_mode_installs_nothing() {
+    for kind in ThreadKind::ALL {
+        assert!(vmm::seccomp::filter_for(kind, SeccompMode::Off).is_none());
+    }
+}
+
+#[test]
+fn every_seccomp_mode_boots_the_guest() {
+    if !kvm_available("every_seccomp_mode_boots_the_guest") {
+        return;
+    }
+    for mode in ["on", "log", "off"] {
+        let output = run(&["--cmdline", "probe=boot", "--cpus", "2", "--seccomp", mode]);
+        assert_status(&output, 0);
+        assert!(
+            stdout(&output).contains("PROBE boot ok"),
+            "--seccomp {mode}: {}",
+            stdout(&output)
+        );
+    }
+}
+
+#[test]
+fn unknown_seccomp_mode_is_a_usage_error() {
+    assert_usage_error(&run(&["--seccomp", "bogus"]), "--seccomp");
+}

@@ -1,0 +1,126 @@
+//! The seccomp policies as data: the numbers they hard-code (ioctls, signals) are the ones
+//! nestor really uses, and each thread's hot path comes first.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kvm_bindings::*;
+use serde_json::Value;
+use vmm::seccomp::ThreadKind;
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
+
+const KVMIO: u32 = 0xae;
+
+ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+ioctl_iow_nr!(KVM_IRQ_LINE, KVMIO, 0x61, kvm_irq_level);
+ioctl_iowr_nr!(KVM_IRQ_LINE_STATUS, KVMIO, 0x67, kvm_irq_level);
+ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
+ioctl_iow_nr!(KVM_IRQFD, KVMIO, 0x76, kvm_irqfd);
+ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
+ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
+
+/// Every ioctl a policy may name, by the name its rule's comment starts with.
+fn known_ioctls() -> BTreeMap<&'static str, u64> {
+    BTreeMap::from([
+        ("KVM_RUN", KVM_RUN()),
+        ("KVM_GET_REGS", KVM_GET_REGS()),
+        ("KVM_GET_SREGS", KVM_GET_SREGS()),
+        ("KVM_IRQ_LINE", KVM_IRQ_LINE()),
+        ("KVM_IRQ_LINE_STATUS", KVM_IRQ_LINE_STATUS()),
+        ("KVM_SET_GSI_ROUTING", KVM_SET_GSI_ROUTING()),
+        ("KVM_IRQFD", KVM_IRQFD()),
+        ("KVM_IOEVENTFD", KVM_IOEVENTFD()),
+        ("KVM_SIGNAL_MSI", KVM_SIGNAL_MSI()),
+        ("TCGETS", libc::TCGETS),
+        ("TCSETS", libc::TCSETS),
+    ])
+}
+
+fn policy_rules(kind: ThreadKind) -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../resources/seccomp")
+        .join(format!("{}.json", kind.name()));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let policy: Value = serde_json::from_str(&text).unwrap();
+    policy[kind.name()]["filter"].as_array().unwrap().clone()
+}
+
+/// The conditions of `rule` on argument `index`.
+fn conditions_on(rule: &Value, index: u64) -> Vec<&Value> {
+    rule["args"]
+        .as_array()
+        .map(|args| args.iter().filter(|c| c["index"] == index).collect())
+        .unwrap_or_default()
+}
+
+/// The name a condition's comment gives, up to the first colon.
+fn named(condition: &Value) -> &str {
+    let comment = condition["comment"].as_str().unwrap_or("");
+    comment.split(':').next().unwrap().trim()
+}
+
+#[test]
+fn ioctl_numbers_match_their_names() {
+    let known = known_ioctls();
+    for kind in ThreadKind::ALL {
+        for rule in policy_rules(kind)
+            .iter()
+            .filter(|r| r["syscall"] == "ioctl")
+        {
+            let requests = conditions_on(rule, 1);
+            assert_eq!(requests.len(), 1, "{}: {rule}", kind.name());
+            let name = named(requests[0]);
+            let expected = known
+                .get(name)
+                .unwrap_or_else(|| panic!("{}: unknown ioctl {name:?}", kind.name()));
+            assert_eq!(requests[0]["val"], *expected, "{}: {name}", kind.name());
+        }
+    }
+}
+
+#[test]
+fn the_kick_signal_is_the_one_nestor_sends() {
+    let kick = u64::try_from(vmm_sys_util::signal::SIGRTMIN()).unwrap();
+    let rules = policy_rules(ThreadKind::Vmm);
+    let allowed: Vec<&Value> = rules
+        .iter()
+        .filter(|r| r["syscall"] == "tgkill")
+        .flat_map(|r| conditions_on(r, 2))
+        .filter(|c| named(c) == "SIGRTMIN")
+        .collect();
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0]["val"], kick);
+}
+
+#[test]
+fn hot_path_rules_come_first() {
+    let first_rule = |kind| policy_rules(kind)[0].clone();
+    let vcpu = first_rule(ThreadKind::Vcpu);
+    assert_eq!(vcpu["syscall"], "ioctl");
+    assert_eq!(named(conditions_on(&vcpu, 1)[0]), "KVM_RUN");
+    for kind in [
+        ThreadKind::Vmm,
+        ThreadKind::DeviceWorker,
+        ThreadKind::FaultRelay,
+    ] {
+        assert_eq!(first_rule(kind)["syscall"], "epoll_wait", "{}", kind.name());
+    }
+}
+
+/// seccompiler drops a rule without conditions from a syscall that also has conditional
+/// rules, which would silently narrow what the policy meant to allow.
+#[test]
+fn no_syscall_is_both_unconditional_and_conditional() {
+    for kind in ThreadKind::ALL {
+        let rules = policy_rules(kind);
+        for rule in rules.iter().filter(|r| r["args"].is_null()) {
+            let conditional = rules
+                .iter()
+                .filter(|r| r["syscall"] == rule["syscall"] && !r["args"].is_null())
+                .count();
+            assert_eq!(conditional, 0, "{}: {}", kind.name(), rule["syscall"]);
+        }
+    }
+}
