@@ -1,5 +1,6 @@
-//! The local APIC in xAPIC (MMIO) mode: enough to send INIT and STARTUP IPIs.
+//! The local APIC in xAPIC (MMIO) mode: INIT and STARTUP IPIs, and the TSC-deadline timer.
 
+use crate::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::io::{mmio_read32, mmio_write32, rdmsr};
 
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -8,10 +9,13 @@ const BASE_X2APIC: u64 = 1 << 10;
 
 const REG_ID: u64 = 0x20;
 const REG_SPURIOUS: u64 = 0xf0;
+const REG_LVT_TIMER: u64 = 0x320;
 const REG_ICR_LOW: u64 = 0x300;
 const REG_ICR_HIGH: u64 = 0x310;
 
 const SPURIOUS_ENABLE: u32 = 1 << 8;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 const ICR_INIT: u32 = 0b101 << 8;
@@ -52,12 +56,25 @@ impl LocalApic {
         self.read(REG_ID) >> 24
     }
 
-    /// Sets the software-enable bit (spurious vector 0xff; interrupts stay masked by IF).
+    /// Sets the software-enable bit, with spurious interrupts on a vector the IDT ignores.
     pub fn enable(&self) {
         let svr = self.read(REG_SPURIOUS);
         if svr & SPURIOUS_ENABLE == 0 {
-            self.write(REG_SPURIOUS, svr | SPURIOUS_ENABLE | 0xff);
+            self.write(
+                REG_SPURIOUS,
+                (svr & !0xff) | SPURIOUS_ENABLE | SPURIOUS_VECTOR as u32,
+            );
         }
+    }
+
+    /// Timer in TSC-deadline mode: it fires TIMER_VECTOR once the TSC reaches the value
+    /// written to IA32_TSC_DEADLINE.
+    pub fn timer_tsc_deadline_mode(&self) {
+        self.write(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | TIMER_VECTOR as u32);
+    }
+
+    pub fn mask_timer(&self) {
+        self.write(REG_LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
     }
 
     fn send_ipi(&self, apic_id: u32, command: u32) -> bool {

@@ -7,8 +7,13 @@
 //! 4. Otherwise assume 2 GHz: x86_64 TSCs tick at 1-4 GHz, so waits stay within a factor
 //!    of 2 of what was asked, unlike a calibrated loop whose speed varies by three orders of
 //!    magnitude between hardware and emulation.
+//!
+//! Long waits sleep in `hlt` until the local APIC's TSC-deadline timer fires, so a waiting
+//! guest costs the host nothing; without that timer they spin on `rdtsc`.
 
+use crate::apic::LocalApic;
 use crate::io::wrmsr;
+use core::arch::asm;
 use core::arch::x86_64::{__cpuid_count, _rdtsc, CpuidResult};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -201,6 +206,38 @@ impl Deadline {
     pub fn passed(&self) -> bool {
         rdtsc() >= self.tsc
     }
+
+    /// Returns once the deadline has passed.
+    pub fn wait(&self) {
+        if tsc_deadline_timer() {
+            if let Ok(apic) = LocalApic::current() {
+                self.sleep(&apic);
+                return;
+            }
+        }
+        while !self.passed() {
+            core::hint::spin_loop();
+        }
+    }
+
+    fn sleep(&self, apic: &LocalApic) {
+        const IA32_TSC_DEADLINE: u32 = 0x6e0;
+        apic.enable();
+        apic.timer_tsc_deadline_mode();
+        while !self.passed() {
+            wrmsr(IA32_TSC_DEADLINE, self.tsc);
+            // SAFETY: the IDT handles the timer vector; sti's one-instruction shadow means
+            // the interrupt cannot slip in before hlt. Interrupts are off again afterwards.
+            unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+        }
+        wrmsr(IA32_TSC_DEADLINE, 0);
+        apic.mask_timer();
+    }
+}
+
+/// CPUID.1:ECX.TSC_DEADLINE.
+fn tsc_deadline_timer() -> bool {
+    cpuid(1).ecx & (1 << 24) != 0
 }
 
 /// Milliseconds between two TSC readings.

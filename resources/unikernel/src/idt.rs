@@ -1,12 +1,18 @@
 //! A minimal IDT: every CPU exception prints what happened and ends the VM with status 3,
-//! so a guest bug is a clean failure instead of a hang or a triple fault.
+//! so a guest bug is a clean failure instead of a hang or a triple fault. Two interrupt
+//! vectors follow: the local APIC timer (used to sleep in `hlt`) and its spurious vector.
 
 use crate::power::{exit, EXIT_CRASH};
 use crate::{kprint, kprintln};
 use core::arch::{asm, global_asm};
 use unikernel::text::hex;
 
-const VECTORS: usize = 32;
+const EXCEPTIONS: usize = 32;
+/// Local APIC timer: acknowledged and otherwise ignored; it only ends a `hlt`.
+pub const TIMER_VECTOR: u8 = 32;
+/// Local APIC spurious interrupts: ignored.
+pub const SPURIOUS_VECTOR: u8 = 33;
+const VECTORS: usize = 34;
 /// Bytes per stub in `exception_stubs` (each is aligned to this).
 const STUB_SIZE: u64 = 16;
 
@@ -71,6 +77,20 @@ exception_common:
     andq $-16, %rsp
     call exception_report
     ud2
+
+    .balign 16
+    .global timer_interrupt
+timer_interrupt:
+    pushq %rax
+    movl $0xfee000b0, %eax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+
+    .balign 16
+    .global spurious_interrupt
+spurious_interrupt:
+    iretq
     .popsection
     "#,
     options(att_syntax)
@@ -78,6 +98,8 @@ exception_common:
 
 extern "C" {
     static exception_stubs: u8;
+    static timer_interrupt: u8;
+    static spurious_interrupt: u8;
 }
 
 #[repr(C)]
@@ -118,15 +140,22 @@ struct IdtPointer {
     base: u64,
 }
 
-/// Fills and loads the IDT. Vectors past 31 are beyond the limit and raise #GP, which is
-/// reported like any other exception.
+fn handler(vector: usize) -> u64 {
+    match vector {
+        v if v < EXCEPTIONS => &raw const exception_stubs as u64 + v as u64 * STUB_SIZE,
+        v if v == TIMER_VECTOR as usize => &raw const timer_interrupt as u64,
+        _ => &raw const spurious_interrupt as u64,
+    }
+}
+
+/// Fills and loads the IDT. Vectors past the last entry are beyond the limit and raise #GP,
+/// which is reported like any other exception.
 pub fn install() {
-    let stubs = &raw const exception_stubs as u64;
     // SAFETY: runs once on the boot CPU before anything else reads the IDT.
     unsafe {
         let idt = &raw mut IDT;
         for (vector, gate) in (*idt).0.iter_mut().enumerate() {
-            let handler = stubs + vector as u64 * STUB_SIZE;
+            let handler = handler(vector);
             *gate = Gate {
                 offset_low: handler as u16,
                 selector: KERNEL_CS,

@@ -1,4 +1,5 @@
-//! `hold:MS`: keep the guest running about MS milliseconds (TSC time), then pass.
+//! `hold:MS`: keep the guest running about MS milliseconds (TSC time), then pass. The
+//! guest sleeps in `hlt` meanwhile when it has a TSC-deadline timer.
 
 use super::{Context, Outcome, Probe};
 use crate::clock::{elapsed_ms, rdtsc, Deadline};
@@ -21,10 +22,7 @@ fn run(_ctx: &Context, arg: Option<&str>) -> Outcome {
         },
     };
     let start = rdtsc();
-    let deadline = Deadline::after_ms(ms);
-    while !deadline.passed() {
-        core::hint::spin_loop();
-    }
+    Deadline::after_ms(ms).wait();
     let held = elapsed_ms(start, rdtsc());
     if held < ms {
         return Err(format_line!("held ", held, " ms of ", ms));

@@ -9,6 +9,7 @@
 
 mod boot;
 mod hold;
+mod pio_loop;
 
 use crate::kprintln;
 use crate::power::{exit, EXIT_OK, EXIT_PROBE_FAILED};
@@ -32,7 +33,7 @@ pub struct Probe {
 }
 
 /// Every scenario, in the order `probe=all` runs them.
-const PROBES: &[Probe] = &[boot::PROBE, hold::PROBE];
+const PROBES: &[Probe] = &[boot::PROBE, hold::PROBE, pio_loop::PROBE];
 
 #[derive(Default)]
 struct Tally {
