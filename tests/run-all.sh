@@ -19,6 +19,7 @@ fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path resources/unikernel/Cargo.toml -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
