@@ -7,7 +7,12 @@
 show_tail() {
     local what=$1 file=$2
     printf -- '----- last 40 lines of %s (%s)\n' "$what" "$file"
-    if [[ -f $file ]]; then tail -n 40 "$file" | tr -d '\r'; else echo "(no log)"; fi
+    if [[ -f $file ]]; then
+        # Drop carriage returns and the firmware's terminal escape sequences.
+        tail -n 40 "$file" | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g'
+    else
+        echo "(no log)"
+    fi
     printf -- '----- end of %s\n' "$what"
 }
 
@@ -88,6 +93,8 @@ run_scenario() {
         echo "RIG $name ok"
         return 0
     fi
+    grep -v "TCG doesn't support requested feature" "$l2_log.qemu" 2>/dev/null |
+        tail -n 10 | sed 's/^/qemu: /' || true
     show_tail "L2 console" "$l2_log"
     show_tail "guest console (nestor stdout in L2)" "$guest_log"
     echo "RIG $name FAIL $reason"
