@@ -4,8 +4,9 @@
 #
 # usage: tests/rig/run.sh [SCENARIO...]     (no arguments: every scenario)
 # Prints "RIG NAME ok|FAIL reason" per scenario, then
-# "RIG done passed=N failed=M"; exits 0 only if nothing failed, 2 if host
-# packages are missing and it cannot install them.
+# "RIG done passed=N failed=M pending=P"; exits 0 only if nothing failed
+# (pending scenarios excepted), 2 if host packages are missing and it cannot
+# install them.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 
@@ -61,9 +62,22 @@ find "$rig_cache/runs" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' |
     sort -rn | tail -n +11 | cut -d' ' -f2- | xargs -r rm -rf
 log "logs: $run_dir"
 
-passed=0 failed=0
+# A scenario with a "# rig-pending: WHY" header waits for a feature nestor does
+# not have yet: it runs and reports FAIL as usual, but does not fail the rig.
+passed=0 failed=0 pending=0
 for s in "${scenarios[@]}"; do
-    if run_scenario "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    why=""
+    [[ -f $rig_dir/scenarios/$s.sh ]] && why=$(scenario_meta "$rig_dir/scenarios/$s.sh" pending "")
+    if run_scenario "$s"; then
+        passed=$((passed + 1))
+        [[ -z $why ]] || log "$s passes now: remove its rig-pending header"
+    elif [[ -n $why ]]; then
+        pending=$((pending + 1))
+        echo "RIG $s pending: expected to fail until $why"
+    else
+        failed=$((failed + 1))
+    fi
 done
-echo "RIG done passed=$passed failed=$failed"
+echo "RIG done passed=$passed failed=$failed pending=$pending"
+echo "rig: $passed passed, $failed failed, $pending skipped"
 [[ $failed -eq 0 ]]
