@@ -33,6 +33,9 @@ fi
 ensure_host_packages
 busybox_bin=/bin/busybox
 [[ -x $busybox_bin ]] || die "busybox-static is installed but $busybox_bin is missing"
+if readelf -l "$busybox_bin" | grep -q INTERP; then
+    die "$busybox_bin is dynamically linked: install busybox-static instead of busybox"
+fi
 
 kernel_out=$("$repo_dir/resources/guest/build-kernel.sh")
 kernel_vmlinux=$(sed -n 's/^vmlinux=//p' <<<"$kernel_out")
