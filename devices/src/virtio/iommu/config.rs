@@ -238,8 +238,10 @@ mod tests {
 
     #[test]
     fn map_whose_physical_end_wraps_is_range() {
-        let mut c = IommuConfig::default();
-        c.input_range = (0, u64::MAX);
+        let c = IommuConfig {
+            input_range: (0, u64::MAX),
+            ..IommuConfig::default()
+        };
         assert_eq!(
             c.check_map(&map(0, 0x1fff, u64::MAX - 0xfff)),
             Err(Status::Range)
@@ -248,8 +250,10 @@ mod tests {
 
     #[test]
     fn domain_outside_domain_range_is_range() {
-        let mut c = IommuConfig::default();
-        c.domain_range = (1, 10);
+        let c = IommuConfig {
+            domain_range: (1, 10),
+            ..IommuConfig::default()
+        };
         assert_eq!(c.check_domain(0), Err(Status::Range));
         assert_eq!(c.check_domain(11), Err(Status::Range));
         assert_eq!(c.check_domain(10), Ok(()));

@@ -68,7 +68,12 @@ where
     Q: QueueT,
 {
     let mut used_any = false;
-    while let Some(record) = shared.faults().pop() {
+    loop {
+        // Not in the loop condition: its lock guard would live through the body.
+        let next = shared.faults().pop();
+        let Some(record) = next else {
+            break;
+        };
         let Some(chain) = queue.pop_descriptor_chain(mem) else {
             shared.faults().unpop(record);
             break;

@@ -1,0 +1,61 @@
+//! Fault records reaching the driver through the eventq.
+
+use vm_memory::{Bytes, GuestAddress, Permissions};
+
+use super::rig::*;
+use crate::dma::EndpointTranslate;
+use crate::virtio::iommu::protocol::{
+    FaultRecord, FAULT_F_ADDRESS, FAULT_F_WRITE, FAULT_RECORD_SIZE, FAULT_R_DOMAIN,
+};
+
+const BUFFERS_AT: u64 = 0x40_000;
+
+fn record_at(rig: &Rig, at: u64) -> FaultRecord {
+    let mut bytes = [0u8; FAULT_RECORD_SIZE];
+    rig.mem.read_slice(&mut bytes, GuestAddress(at)).unwrap();
+    FaultRecord::from_bytes(&bytes)
+}
+
+#[test]
+fn a_fault_fills_one_posted_buffer_of_exactly_24_bytes() {
+    let rig = Rig::new();
+    let _ = rig
+        .translator(DISK)
+        .translate(0xdead_0000, 4, Permissions::Write);
+    let used = rig.deliver_into(BUFFERS_AT, &[64, 64]);
+    assert_eq!(used, vec![(0, 24)]);
+    let record = record_at(&rig, BUFFERS_AT);
+    assert_eq!(
+        record,
+        FaultRecord {
+            reason: FAULT_R_DOMAIN,
+            flags: FAULT_F_WRITE | FAULT_F_ADDRESS,
+            endpoint: DISK,
+            address: 0xdead_0000,
+        }
+    );
+    assert_eq!(rig.shared.faults().pending(), 0);
+}
+
+#[test]
+fn records_wait_when_no_buffer_is_posted() {
+    let rig = Rig::new();
+    let t = rig.translator(DISK);
+    let _ = t.translate(0x1000, 4, Permissions::Read);
+    let _ = t.translate(0x2000, 4, Permissions::Read);
+    assert_eq!(rig.deliver_into(BUFFERS_AT, &[]), vec![]);
+    assert_eq!(rig.shared.faults().pending(), 2);
+    assert_eq!(rig.deliver_into(BUFFERS_AT, &[24]), vec![(0, 24)]);
+    assert_eq!(record_at(&rig, BUFFERS_AT).address, 0x1000);
+    assert_eq!(rig.deliver_into(BUFFERS_AT, &[24]), vec![(0, 24)]);
+    assert_eq!(record_at(&rig, BUFFERS_AT).address, 0x2000);
+}
+
+#[test]
+fn a_buffer_too_small_returns_empty_and_the_record_takes_the_next() {
+    let rig = Rig::new();
+    let _ = rig.translator(DISK).translate(0x1000, 4, Permissions::Read);
+    let used = rig.deliver_into(BUFFERS_AT, &[16, 24]);
+    assert_eq!(used, vec![(0, 0), (1, 24)]);
+    assert_eq!(record_at(&rig, BUFFERS_AT + 16).address, 0x1000);
+}

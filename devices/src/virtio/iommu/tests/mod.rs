@@ -1,0 +1,8 @@
+//! Device-level tests: requests and events travel through real split virtqueues in guest
+//! memory, as a driver would send them.
+
+mod eventq;
+mod fuzz;
+mod requests;
+mod rig;
+mod translation;
