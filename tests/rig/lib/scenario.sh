@@ -83,10 +83,12 @@ run_scenario() {
         reason="L2 ended without a result (qemu status $rc)"
     fi
     if [[ -z $reason && -f $host_check ]]; then
-        local out
-        if ! out=$(RIG_DISK="$dir/disk.img" RIG_GUEST_LOG="$guest_log" \
-                   RIG_L2_LOG="$l2_log" bash "$host_check" 2>&1); then
-            reason="host check: $(printf '%s' "$out" | tail -n1)"
+        local out host_rc=0
+        out=$(RIG_DISK="$dir/disk.img" RIG_GUEST_LOG="$guest_log" RIG_L2_LOG="$l2_log" \
+              RIG_VMLINUX="$kernel_vmlinux" bash "$host_check" 2>&1) || host_rc=$?
+        grep '^INFO ' <<<"$out" | sed "s/^INFO /INFO $name /" || true
+        if [[ $host_rc -ne 0 ]]; then
+            reason="host check: $(grep -v '^INFO ' <<<"$out" | tail -n1)"
         fi
     fi
     if [[ -z $reason ]]; then
