@@ -10,6 +10,7 @@
 mod boot;
 mod hold;
 mod pio_loop;
+mod viommu;
 
 use crate::kprintln;
 use crate::power::{exit, EXIT_OK, EXIT_PROBE_FAILED};
@@ -33,7 +34,7 @@ pub struct Probe {
 }
 
 /// Every scenario, in the order `probe=all` runs them.
-const PROBES: &[Probe] = &[boot::PROBE, hold::PROBE, pio_loop::PROBE];
+const PROBES: &[Probe] = &[boot::PROBE, hold::PROBE, pio_loop::PROBE, viommu::PROBE];
 
 #[derive(Default)]
 struct Tally {
