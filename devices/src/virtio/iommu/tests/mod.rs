@@ -6,3 +6,4 @@ mod fuzz;
 mod requests;
 mod rig;
 mod translation;
+mod worker;
