@@ -8,37 +8,15 @@
 use acpi_tables::viot::{PciDevice, PciRange, VirtIoPciIommu, VIOT};
 use acpi_tables::Aml;
 
-/// A function on PCI segment 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PciBdf {
-    pub bus: u8,
-    /// 0..32
-    pub device: u8,
-    /// 0..8
-    pub function: u8,
-}
+use crate::pci::Bdf;
 
-impl PciBdf {
-    pub fn new(bus: u8, device: u8, function: u8) -> Self {
-        Self {
-            bus,
-            device: device & 0x1f,
-            function: function & 0x7,
-        }
-    }
-
-    pub fn as_u16(&self) -> u16 {
-        u16::from(self.bus) << 8 | u16::from(self.device) << 3 | u16::from(self.function)
-    }
-
-    fn as_acpi(&self) -> PciDevice {
-        PciDevice::new(0, self.bus, self.device, self.function)
-    }
+fn acpi_device(bdf: Bdf) -> PciDevice {
+    PciDevice::new(0, bdf.bus, bdf.device, bdf.function)
 }
 
 /// The endpoint ID a guest derives from the VIOT for the device at `bdf`.
-pub fn endpoint_id(bdf: PciBdf) -> u32 {
-    u32::from(bdf.as_u16())
+pub fn endpoint_id(bdf: Bdf) -> u32 {
+    u32::from(bdf.id())
 }
 
 /// The complete VIOT (header and checksum included), ready for `AcpiConfig::extra_tables`.
@@ -46,15 +24,15 @@ pub fn build_viot(
     oem_id: [u8; 6],
     oem_table_id: [u8; 8],
     oem_revision: u32,
-    iommu: PciBdf,
-    endpoints: &[PciBdf],
+    iommu: Bdf,
+    endpoints: &[Bdf],
 ) -> Vec<u8> {
     let mut viot = VIOT::new(oem_id, oem_table_id, oem_revision);
-    let handle = viot.add_virtio_pci_iommu(VirtIoPciIommu::new(iommu.as_acpi()));
+    let handle = viot.add_virtio_pci_iommu(VirtIoPciIommu::new(acpi_device(iommu)));
     for endpoint in endpoints {
         viot.add_pci_range(PciRange::new(
-            endpoint.as_acpi(),
-            endpoint.as_acpi(),
+            acpi_device(*endpoint),
+            acpi_device(*endpoint),
             &handle,
         ));
     }
@@ -77,9 +55,9 @@ mod tests {
 
     #[test]
     fn viot_layout_has_the_iommu_node_then_one_range_per_endpoint() {
-        let iommu = PciBdf::new(0, 3, 0);
-        let disk = PciBdf::new(0, 1, 0);
-        let rng = PciBdf::new(0, 2, 0);
+        let iommu = Bdf::new(0, 3, 0);
+        let disk = Bdf::new(0, 1, 0);
+        let rng = Bdf::new(0, 2, 0);
         let t = build_viot(*b"NESTOR", *b"NESTORVM", 1, iommu, &[disk, rng]);
         assert_eq!(&t[0..4], b"VIOT");
         assert_eq!(le32(&t, 4) as usize, t.len());
@@ -90,22 +68,22 @@ mod tests {
         // virtio-pci IOMMU node at 48.
         assert_eq!((t[48], le16(&t, 50)), (3, 16));
         assert_eq!(le16(&t, 52), 0, "segment");
-        assert_eq!(le16(&t, 54), iommu.as_u16());
+        assert_eq!(le16(&t, 54), iommu.id());
         // PCI range nodes point back at offset 48.
         for (i, ep) in [disk, rng].iter().enumerate() {
             let n = 64 + i * 24;
             assert_eq!((t[n], le16(&t, n + 2)), (1, 24));
             assert_eq!(le32(&t, n + 4), endpoint_id(*ep), "endpoint_start");
             assert_eq!((le16(&t, n + 8), le16(&t, n + 10)), (0, 0), "segments");
-            assert_eq!(le16(&t, n + 12), ep.as_u16());
-            assert_eq!(le16(&t, n + 14), ep.as_u16());
+            assert_eq!(le16(&t, n + 12), ep.id());
+            assert_eq!(le16(&t, n + 14), ep.id());
             assert_eq!(le16(&t, n + 16), 48, "output node");
         }
     }
 
     #[test]
     fn endpoint_id_is_the_bdf() {
-        assert_eq!(endpoint_id(PciBdf::new(0, 1, 0)), 0x08);
-        assert_eq!(endpoint_id(PciBdf::new(1, 31, 7)), 0x1ff);
+        assert_eq!(endpoint_id(Bdf::new(0, 1, 0)), 0x08);
+        assert_eq!(endpoint_id(Bdf::new(1, 31, 7)), 0x1ff);
     }
 }
