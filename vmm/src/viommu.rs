@@ -1,0 +1,147 @@
+//! The virtio-iommu as the VMM sets it up: the `--viommu` and `iommu=on|off` options, the
+//! device (reserving the guest memory map's reserved ranges as IOVAs), the endpoints of the
+//! devices behind it, and the VIOT table that tells the guest which those are.
+//!
+//! `--viommu` creates the device even without endpoints; any `iommu=on` device creates it
+//! implicitly. `bypass=` sets the initial config `bypass` byte: off by default, so an
+//! endpoint the guest never attached cannot reach memory. A guest without a virtio-iommu
+//! driver needs `--viommu bypass=on` to use `iommu=on` devices.
+
+use std::sync::Arc;
+
+use arch::acpi::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
+use arch::memory_map::{memory_map, MemoryType};
+use devices::dma::EndpointTranslate;
+use devices::pci::Bdf;
+use devices::virtio::iommu::viot::{build_viot, endpoint_id};
+use devices::virtio::iommu::{Iommu, IommuConfig};
+use devices::virtio::{VirtioDevice, WorkerSpec};
+
+/// What `--viommu` asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViommuOptions {
+    pub bypass: bool,
+}
+
+impl ViommuOptions {
+    /// `--viommu` alone (empty value), or `--viommu bypass=on|off`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut options = Self::default();
+        for item in value.split(',').filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                Some(("bypass", v)) => options.bypass = parse_on_off(v)?,
+                _ => {
+                    return Err(format!(
+                        "unknown --viommu option '{item}' (want bypass=on|off)"
+                    ))
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// `on` or `off`, as in `iommu=on`.
+pub fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{value}' is neither on nor off")),
+    }
+}
+
+/// IOVA ranges the guest must not map: the memory map's reserved areas (the MSI window is
+/// always reserved by the device itself).
+fn reserved_ranges(memory_size: u64) -> Vec<(u64, u64)> {
+    memory_map(memory_size)
+        .into_iter()
+        .filter(|e| e.kind == MemoryType::Reserved && e.size > 0)
+        .map(|e| (e.addr, e.addr + e.size - 1))
+        .collect()
+}
+
+/// The virtio-iommu while the VM is being built.
+pub struct ViommuBuilder {
+    iommu: Iommu,
+    endpoints: Vec<Bdf>,
+}
+
+impl ViommuBuilder {
+    pub fn new(
+        options: ViommuOptions,
+        memory_size: u64,
+        worker: WorkerSpec,
+    ) -> std::io::Result<Self> {
+        let config = IommuConfig {
+            default_bypass: options.bypass,
+            ..IommuConfig::with_reserved(reserved_ranges(memory_size))
+        };
+        Ok(Self {
+            iommu: Iommu::new(config, worker)?,
+            endpoints: Vec::new(),
+        })
+    }
+
+    /// Puts the device at `bdf` behind the IOMMU; its transport translates with the result.
+    pub fn add_endpoint(&mut self, bdf: Bdf) -> Arc<dyn EndpointTranslate> {
+        self.endpoints.push(bdf);
+        self.iommu.add_endpoint(endpoint_id(bdf))
+    }
+
+    /// The device for the transport, and the VIOT for `AcpiConfig::extra_tables`.
+    pub fn finish(self, iommu_bdf: Bdf) -> (Box<dyn VirtioDevice>, Vec<u8>) {
+        let viot = build_viot(
+            OEM_ID,
+            OEM_TABLE_ID,
+            OEM_REVISION,
+            iommu_bdf,
+            &self.endpoints,
+        );
+        (Box::new(self.iommu), viot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::Permissions;
+
+    #[test]
+    fn viommu_options() {
+        assert_eq!(
+            ViommuOptions::parse(""),
+            Ok(ViommuOptions { bypass: false })
+        );
+        assert_eq!(
+            ViommuOptions::parse("bypass=on"),
+            Ok(ViommuOptions { bypass: true })
+        );
+        assert!(ViommuOptions::parse("bypass=maybe").is_err());
+        assert!(ViommuOptions::parse("colour=blue").is_err());
+        assert_eq!(parse_on_off("off"), Ok(false));
+    }
+
+    #[test]
+    fn reserved_ranges_come_from_the_memory_map() {
+        assert_eq!(reserved_ranges(256 << 20), vec![(0x9_fc00, 0xf_ffff)]);
+    }
+
+    #[test]
+    fn endpoints_translate_and_appear_in_the_viot() {
+        let options = ViommuOptions { bypass: true };
+        let mut builder =
+            ViommuBuilder::new(options, 256 << 20, WorkerSpec::unconfined("t")).unwrap();
+        let disk = builder.add_endpoint(Bdf::new(0, 2, 0));
+        assert!(
+            disk.translate(0x1000, 8, Permissions::Read).is_ok(),
+            "bypass"
+        );
+        let (device, viot) = builder.finish(Bdf::new(0, 3, 0));
+        assert_eq!(device.device_type(), 23);
+        assert_eq!(&viot[0..4], b"VIOT");
+        assert_eq!(viot.len(), 48 + 16 + 24);
+        let mut config = [0u8; 40];
+        device.read_config(0, &mut config);
+        assert_eq!(u32::from_le_bytes(config[32..36].try_into().unwrap()), 48);
+    }
+}
