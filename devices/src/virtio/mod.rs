@@ -1,7 +1,13 @@
 //! Virtio 1.x devices over the modern virtio-pci transport.
 
+pub mod block;
+pub mod console;
 pub mod device;
 pub mod iommu;
+pub mod pci;
+pub mod rng;
+pub mod testing;
+pub mod worker;
 
 pub use device::{
     ActivateContext, ActivateError, ActiveQueue, ThreadSetupHook, VirtioDevice, VirtioInterrupt,

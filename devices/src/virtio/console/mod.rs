@@ -1,0 +1,214 @@
+//! virtio-console with one port (hvc0 in Linux): output to a host writer, input from an
+//! optional host file descriptor (the VMM's stdin when it is a terminal).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::Bytes;
+
+use super::device::{
+    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, WorkerSpec,
+};
+use super::worker::{QueueHandler, Worker};
+use crate::dma::DmaMemory;
+
+pub const QUEUE_SIZE: u16 = 64;
+const RECEIVE_QUEUE: usize = 0;
+const TRANSMIT_QUEUE: usize = 1;
+/// Input kept while the driver has no receive buffers; more is dropped.
+const MAX_PENDING_INPUT: usize = 4096;
+/// Output taken from one transmit buffer chain at most.
+const MAX_OUTPUT_PER_CHAIN: usize = 64 << 10;
+
+/// struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr (little-endian).
+const CONFIG_LEN: usize = 12;
+
+pub type ConsoleOutput = Box<dyn Write + Send>;
+
+pub struct Console {
+    config: [u8; CONFIG_LEN],
+    // Shared with the worker, so a reset (which ends the worker) keeps them.
+    output: Arc<Mutex<ConsoleOutput>>,
+    input: Option<Arc<File>>,
+    spec: WorkerSpec,
+    worker: Option<Worker>,
+}
+
+impl Console {
+    pub fn new(output: ConsoleOutput, input: Option<File>, spec: WorkerSpec) -> Self {
+        let mut config = [0u8; CONFIG_LEN];
+        config[4..8].copy_from_slice(&1u32.to_le_bytes());
+        Self {
+            config,
+            output: Arc::new(Mutex::new(output)),
+            input: input.map(Arc::new),
+            spec,
+            worker: None,
+        }
+    }
+}
+
+pub struct ConsoleHandler {
+    mem: DmaMemory,
+    receive: Option<Queue>,
+    transmit: Option<Queue>,
+    interrupt: Arc<dyn VirtioInterrupt>,
+    /// Virtio queue index of each queue the worker watches, by position.
+    queue_indices: Vec<usize>,
+    output: Arc<Mutex<ConsoleOutput>>,
+    input: Option<Arc<File>>,
+    pending: VecDeque<u8>,
+    buffer: Vec<u8>,
+}
+
+impl ConsoleHandler {
+    fn transmit(&mut self) {
+        let Some(queue) = self.transmit.as_mut() else {
+            return;
+        };
+        let mut completed = false;
+        let mut output = self.output.lock().unwrap();
+        while let Some(chain) = queue.pop_descriptor_chain(&self.mem) {
+            let head = chain.head_index();
+            let mut taken = 0;
+            for desc in chain.readable() {
+                let n = (desc.len() as usize).min(MAX_OUTPUT_PER_CHAIN - taken);
+                let buf = &mut self.buffer[..n];
+                if n == 0 || self.mem.read_slice(buf, desc.addr()).is_err() {
+                    break;
+                }
+                let _ = output.write_all(buf);
+                taken += n;
+            }
+            let _ = output.flush();
+            if queue.add_used(&self.mem, head, 0).is_err() {
+                break;
+            }
+            completed = true;
+        }
+        if completed {
+            self.interrupt.notify_queue(TRANSMIT_QUEUE as u16);
+        }
+    }
+
+    fn deliver_input(&mut self) {
+        let Some(queue) = self.receive.as_mut() else {
+            return;
+        };
+        let mut completed = false;
+        while !self.pending.is_empty() {
+            let Some(chain) = queue.pop_descriptor_chain(&self.mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let mut written = 0u32;
+            for desc in chain.writable() {
+                let n = (desc.len() as usize).min(self.pending.len());
+                let bytes: Vec<u8> = self.pending.iter().take(n).copied().collect();
+                if n == 0 || self.mem.write_slice(&bytes, desc.addr()).is_err() {
+                    break;
+                }
+                self.pending.drain(..n);
+                written += n as u32;
+            }
+            if queue.add_used(&self.mem, head, written).is_err() {
+                break;
+            }
+            completed = true;
+        }
+        if completed {
+            self.interrupt.notify_queue(RECEIVE_QUEUE as u16);
+        }
+    }
+}
+
+impl QueueHandler for ConsoleHandler {
+    fn process_queue(&mut self, position: usize) {
+        match self
+            .queue_indices
+            .get(position)
+            .copied()
+            .unwrap_or(usize::MAX)
+        {
+            RECEIVE_QUEUE => self.deliver_input(),
+            _ => self.transmit(),
+        }
+    }
+
+    fn process_input(&mut self, _index: usize) -> bool {
+        let Some(input) = self.input.as_ref() else {
+            return false;
+        };
+        let mut chunk = [0u8; 256];
+        match (&**input).read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                let room = MAX_PENDING_INPUT - self.pending.len();
+                self.pending.extend(&chunk[..n.min(room)]);
+                self.deliver_input();
+                true
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Console {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_CONSOLE
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        0
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        let mut receive = None;
+        let mut transmit = None;
+        let mut fds = Vec::new();
+        let mut queue_indices = Vec::new();
+        for q in ctx.queues {
+            match usize::from(q.index) {
+                RECEIVE_QUEUE => receive = Some(q.queue),
+                TRANSMIT_QUEUE => transmit = Some(q.queue),
+                _ => continue,
+            }
+            queue_indices.push(usize::from(q.index));
+            fds.push(q.notifier);
+        }
+        let input_fds = self.input.iter().map(|f| f.as_raw_fd()).collect();
+        let handler = ConsoleHandler {
+            mem: ctx.mem,
+            receive,
+            transmit,
+            interrupt: ctx.interrupt,
+            queue_indices,
+            output: self.output.clone(),
+            input: self.input.clone(),
+            pending: VecDeque::new(),
+            buffer: vec![0; MAX_OUTPUT_PER_CHAIN],
+        };
+        self.worker = Some(Worker::spawn(&self.spec, fds, input_fds, handler)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}
