@@ -139,7 +139,8 @@ impl PciConfiguration {
         if !size.is_power_of_two() || size < 16 || too_big {
             return Err(ConfigError::BarSize(size));
         }
-        if address & (size - 1) != 0 || (kind == BarRegionKind::Memory32 && address > u64::from(u32::MAX))
+        if address & (size - 1) != 0
+            || (kind == BarRegionKind::Memory32 && address > u64::from(u32::MAX))
         {
             return Err(ConfigError::BarAlignment { address, size });
         }
