@@ -6,6 +6,9 @@
 mod dsdt;
 mod fadt;
 mod madt;
+mod mcfg;
+
+pub use mcfg::build_mcfg;
 
 use acpi_tables::{rsdp::Rsdp, xsdt::XSDT, Aml};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
