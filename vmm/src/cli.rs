@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_memory_size, ConfigError, SerialMode, VmConfig};
+use crate::device_options::{DiskOptions, RngOptions};
 use crate::seccomp::SeccompMode;
+use crate::viommu::ViommuOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +72,27 @@ pub struct RunArgs {
     /// End the VM with an error if it is still running after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+
+    /// A virtio-blk disk backed by a raw image or block device: path=FILE[,readonly=on]
+    /// [,iommu=on]. Repeatable; PCI device numbers follow the order given.
+    #[arg(long, value_name = "OPTIONS", value_parser = DiskOptions::parse)]
+    pub disk: Vec<DiskOptions>,
+
+    /// A virtio-rng device fed from the host's getrandom; optionally iommu=on.
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
+          value_parser = RngOptions::parse)]
+    pub rng: Option<RngOptions>,
+
+    /// A virtio-console (hvc0) on stdout; it takes stdin from the serial port when stdin
+    /// is a terminal.
+    #[arg(long)]
+    pub console: bool,
+
+    /// A virtio-iommu, even with no iommu=on device behind it; bypass=on lets endpoints the
+    /// guest never attached reach memory.
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
+          value_parser = ViommuOptions::parse)]
+    pub viommu: Option<ViommuOptions>,
 }
 
 impl RunArgs {

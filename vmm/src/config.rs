@@ -7,7 +7,9 @@ use arch::boot::{detect_format, BootError, KernelFormat};
 use arch::layout::{MIN_MEMORY, MMIO_HOLE_END, MMIO_HOLE_START};
 
 use crate::cli::RunArgs;
+use crate::device_options::{DiskOptions, RngOptions};
 use crate::seccomp::SeccompMode;
+use crate::viommu::ViommuOptions;
 
 /// The command line Linux gets when the user gives none.
 pub const DEFAULT_LINUX_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
@@ -96,6 +98,16 @@ pub struct VmConfig {
     pub seccomp: SeccompMode,
     pub boot_timer: bool,
     pub timeout: Option<std::time::Duration>,
+    pub devices: VirtioConfig,
+}
+
+/// The virtio devices asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct VirtioConfig {
+    pub disks: Vec<DiskOptions>,
+    pub rng: Option<RngOptions>,
+    pub console: bool,
+    pub viommu: Option<ViommuOptions>,
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File, ConfigError> {
@@ -181,6 +193,12 @@ impl VmConfig {
             seccomp: args.seccomp,
             boot_timer: args.boot_timer,
             timeout: args.timeout.map(std::time::Duration::from_secs),
+            devices: VirtioConfig {
+                disks: args.disk,
+                rng: args.rng,
+                console: args.console,
+                viommu: args.viommu,
+            },
         })
     }
 

@@ -2,13 +2,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod device_options;
 mod event_loop;
+mod interrupts;
 pub mod logging;
 pub mod seccomp;
 mod unikernel;
 mod vcpu;
+pub mod viommu;
 mod vm;
-#[allow(dead_code)] // wired into the VM builder with the virtio-pci devices
-mod viommu;
 
 pub use vm::{run_vm, VmmError};

@@ -4,6 +4,7 @@ mod error;
 mod kernel;
 mod legacy;
 mod memory;
+mod pci;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,15 +65,17 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
             max: max_vcpus as u32,
         }));
     }
-    let vm = create_vm(&kvm)?;
+    let vm = Arc::new(create_vm(&kvm)?);
     let mem = memory::create_guest_memory(&vm, config.memory)?;
     let pio = Arc::new(Bus::new());
     let mmio = Arc::new(Bus::new());
     let legacy = legacy::add_legacy_devices(&vm, &pio, &control, &config.serial)?;
+    let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control)?;
 
     let acpi = AcpiConfig {
         cpus: config.cpus,
-        ..Default::default()
+        pci: Some(pci.description.clone()),
+        extra_tables: pci.acpi_tables.clone(),
     };
     let rsdp = create_acpi_tables(&mem, &acpi)?;
     let entry = kernel::load_kernel(&mem, &config, rsdp)?;
@@ -93,7 +96,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     }
 
     let mut event_loop = EventLoop::new(control.clone())?;
-    if config.serial == crate::config::SerialMode::Stdio {
+    if config.serial == crate::config::SerialMode::Stdio && !pci.console_owns_stdin {
         event_loop.add_serial_input(legacy.serial.clone());
     }
 

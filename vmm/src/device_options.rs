@@ -1,0 +1,91 @@
+//! `--disk`, `--rng` and `--console`: the virtio devices on the command line.
+
+use std::path::PathBuf;
+
+use crate::viommu::parse_on_off;
+
+/// `--disk path=FILE[,readonly=on|off][,iommu=on|off]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskOptions {
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub iommu: bool,
+}
+
+impl DiskOptions {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut path = None;
+        let mut read_only = false;
+        let mut iommu = false;
+        for item in value.split(',') {
+            match item.split_once('=') {
+                Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
+                Some(("readonly", v)) => read_only = parse_on_off(v)?,
+                Some(("iommu", v)) => iommu = parse_on_off(v)?,
+                _ => {
+                    return Err(format!(
+                        "unknown --disk option '{item}' (want path=FILE, readonly=on|off, iommu=on|off)"
+                    ))
+                }
+            }
+        }
+        let path = path.ok_or("--disk needs path=FILE")?;
+        Ok(Self {
+            path,
+            read_only,
+            iommu,
+        })
+    }
+}
+
+/// `--rng` or `--rng iommu=on|off`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RngOptions {
+    pub iommu: bool,
+}
+
+impl RngOptions {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut options = Self::default();
+        for item in value.split(',').filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                Some(("iommu", v)) => options.iommu = parse_on_off(v)?,
+                _ => return Err(format!("unknown --rng option '{item}' (want iommu=on|off)")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_options() {
+        assert_eq!(
+            DiskOptions::parse("path=/tmp/a.img"),
+            Ok(DiskOptions {
+                path: "/tmp/a.img".into(),
+                read_only: false,
+                iommu: false
+            })
+        );
+        let d = DiskOptions::parse("path=x,readonly=on,iommu=on").unwrap();
+        assert!(d.read_only && d.iommu);
+        assert!(DiskOptions::parse("readonly=on").is_err());
+        assert!(DiskOptions::parse("path=").is_err());
+        assert!(DiskOptions::parse("path=x,readonly=yes").is_err());
+        assert!(DiskOptions::parse("path=x,cache=none").is_err());
+    }
+
+    #[test]
+    fn rng_options() {
+        assert_eq!(RngOptions::parse(""), Ok(RngOptions { iommu: false }));
+        assert_eq!(
+            RngOptions::parse("iommu=on"),
+            Ok(RngOptions { iommu: true })
+        );
+        assert!(RngOptions::parse("iommu").is_err());
+    }
+}

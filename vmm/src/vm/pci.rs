@@ -1,0 +1,199 @@
+//! The PCI bus and the virtio devices on it: host bridge, CF8/CFC and ECAM access, one
+//! virtio-pci function per device, the virtio-iommu when anything is behind it, and the
+//! ACPI tables that describe them (MCFG, VIOT).
+//!
+//! Device numbers follow the command line: the disks in the order given, then the rng,
+//! the console, and last the virtio-iommu.
+
+use std::fs::File;
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex};
+
+use arch::acpi::{build_mcfg, PciRootDescription};
+use arch::layout::{PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
+use devices::dma::EndpointTranslate;
+use devices::interrupt::MsiInterruptManager;
+use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
+use devices::pci::ecam::ECAM_SIZE;
+use devices::pci::{BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, LAST_BUS};
+use devices::virtio::block::Block;
+use devices::virtio::console::Console;
+use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
+use devices::virtio::rng::Rng;
+use devices::virtio::{ThreadSetupHook, VirtioDevice, WorkerSpec};
+use devices::{Bus, VmControl};
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
+
+use super::error::VmmError;
+use crate::config::VmConfig;
+use crate::interrupts::KvmInterrupts;
+use crate::seccomp::device_worker_setup;
+use crate::viommu::ViommuBuilder;
+
+/// What the rest of the VM needs from the PCI setup.
+pub struct PciDevices {
+    /// MCFG and, with a virtio-iommu, VIOT.
+    pub acpi_tables: Vec<Vec<u8>>,
+    pub description: PciRootDescription,
+    /// The virtio-console reads stdin, so the serial port must not.
+    pub console_owns_stdin: bool,
+    /// Keeps the devices (and their workers) alive for the VM's lifetime.
+    _root: Arc<Mutex<PciRoot>>,
+}
+
+fn device_err(what: impl std::fmt::Display) -> VmmError {
+    VmmError::Device(what.to_string())
+}
+
+struct Builder<'a> {
+    root: Arc<Mutex<PciRoot>>,
+    bars: BarAllocator,
+    interrupts: KvmInterrupts,
+    mem: &'a GuestMemoryMmap,
+    setup: ThreadSetupHook,
+}
+
+impl Builder<'_> {
+    fn reserve(&self) -> Result<Bdf, VmmError> {
+        self.root.lock().unwrap().reserve_slot().map_err(device_err)
+    }
+
+    fn spec(&self, name: String) -> WorkerSpec {
+        WorkerSpec::new(name, self.setup.clone())
+    }
+
+    fn add(
+        &mut self,
+        bdf: Bdf,
+        device: Box<dyn VirtioDevice>,
+        endpoint: Option<Arc<dyn EndpointTranslate>>,
+    ) -> Result<(), VmmError> {
+        let bar = self
+            .bars
+            .allocate(VIRTIO_PCI_BAR_SIZE)
+            .map_err(device_err)?;
+        let vectors = device.queue_max_sizes().len() as u16 + 1;
+        let msi = self
+            .interrupts
+            .create_group(vectors)
+            .map_err(|e| device_err(format!("MSI vectors for {bdf}: {e}")))?;
+        let transport = VirtioPciDevice::new(bdf, device, self.mem.clone(), msi, bar, endpoint)
+            .map_err(|e| device_err(format!("{bdf}: {e}")))?;
+        log::info!("PCI {bdf}: virtio device, BAR at {bar:#x}");
+        self.root
+            .lock()
+            .unwrap()
+            .add_device(bdf, Arc::new(Mutex::new(transport)))
+            .map_err(device_err)
+    }
+}
+
+/// A duplicate of stdin for the console, when stdin is a terminal.
+fn terminal_stdin() -> Option<File> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return None;
+    }
+    stdin.as_fd().try_clone_to_owned().ok().map(File::from)
+}
+
+pub fn add_pci_devices(
+    vm: &Arc<VmFd>,
+    mem: &GuestMemoryMmap,
+    pio: &Bus,
+    mmio: &Arc<Bus>,
+    config: &VmConfig,
+    control: &VmControl,
+) -> Result<PciDevices, VmmError> {
+    let interrupts = KvmInterrupts::new(vm.clone());
+    let ioevents: Arc<dyn IoEventRegistry> = Arc::new(interrupts.clone());
+    let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), Some(ioevents))));
+    let (address_port, data_port) = PciConfigIo::ports(root.clone());
+    pio.insert(address_port, CONFIG_ADDRESS_PORT, 1)
+        .map_err(device_err)?;
+    pio.insert(data_port, CONFIG_DATA_PORT, CONFIG_DATA_LEN)
+        .map_err(device_err)?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciEcam::new(root.clone()))),
+        PCI_ECAM_START,
+        ECAM_SIZE,
+    )
+    .map_err(device_err)?;
+
+    let mut builder = Builder {
+        root: root.clone(),
+        bars: BarAllocator::new(PCI_MMIO32_START, PCI_MMIO32_SIZE).map_err(device_err)?,
+        interrupts,
+        mem,
+        setup: device_worker_setup(config.seccomp, control.clone()),
+    };
+    let devices = &config.devices;
+    let wants_iommu = devices.viommu.is_some()
+        || devices.disks.iter().any(|d| d.iommu)
+        || devices.rng.is_some_and(|r| r.iommu);
+    let mut viommu = if wants_iommu {
+        let spec = builder.spec("dev-iommu0".into());
+        Some(
+            ViommuBuilder::new(devices.viommu.unwrap_or_default(), config.memory, spec)
+                .map_err(device_err)?,
+        )
+    } else {
+        None
+    };
+    let mut endpoint = |bdf: Bdf, behind: bool| match (&mut viommu, behind) {
+        (Some(iommu), true) => Some(iommu.add_endpoint(bdf)),
+        _ => None,
+    };
+
+    for (index, disk) in devices.disks.iter().enumerate() {
+        let bdf = builder.reserve()?;
+        let block = Block::open(
+            &disk.path,
+            disk.read_only,
+            &format!("nestor-disk{index}"),
+            builder.spec(format!("dev-blk{index}")),
+        )
+        .map_err(|source| VmmError::File {
+            path: disk.path.display().to_string(),
+            source,
+        })?;
+        builder.add(bdf, Box::new(block), endpoint(bdf, disk.iommu))?;
+    }
+    if let Some(rng) = devices.rng {
+        let bdf = builder.reserve()?;
+        let device = Rng::new(builder.spec("dev-rng0".into()));
+        builder.add(bdf, Box::new(device), endpoint(bdf, rng.iommu))?;
+    }
+    let mut console_owns_stdin = false;
+    if devices.console {
+        let bdf = builder.reserve()?;
+        let input = terminal_stdin();
+        console_owns_stdin = input.is_some();
+        let device = Console::new(
+            Box::new(std::io::stdout()),
+            input,
+            builder.spec("dev-con0".into()),
+        );
+        builder.add(bdf, Box::new(device), None)?;
+    }
+    let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
+    if let Some(iommu) = viommu {
+        let bdf = builder.reserve()?;
+        let (device, viot) = iommu.finish(bdf);
+        builder.add(bdf, device, None)?;
+        acpi_tables.push(viot);
+    }
+    Ok(PciDevices {
+        acpi_tables,
+        description: PciRootDescription {
+            ecam_base: PCI_ECAM_START,
+            last_bus: LAST_BUS,
+            mmio32_base: PCI_MMIO32_START as u32,
+            mmio32_size: PCI_MMIO32_SIZE as u32,
+        },
+        console_owns_stdin,
+        _root: root,
+    })
+}
