@@ -9,8 +9,11 @@
 
 mod boot;
 mod hold;
+mod pci;
 mod pio_loop;
 mod viommu;
+mod virtio_blk;
+mod virtio_rng;
 
 use crate::kprintln;
 use crate::power::{exit, EXIT_OK, EXIT_PROBE_FAILED};
@@ -34,7 +37,15 @@ pub struct Probe {
 }
 
 /// Every scenario, in the order `probe=all` runs them.
-const PROBES: &[Probe] = &[boot::PROBE, hold::PROBE, pio_loop::PROBE, viommu::PROBE];
+const PROBES: &[Probe] = &[
+    boot::PROBE,
+    hold::PROBE,
+    pio_loop::PROBE,
+    viommu::PROBE,
+    pci::PROBE,
+    virtio_blk::PROBE,
+    virtio_rng::PROBE,
+];
 
 #[derive(Default)]
 struct Tally {
