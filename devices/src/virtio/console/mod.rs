@@ -212,3 +212,71 @@ impl VirtioDevice for Console {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::dma_memory;
+    use crate::virtio::testing::{Buffer, DriverQueue};
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct NoInterrupt;
+    impl VirtioInterrupt for NoInterrupt {
+        fn notify_queue(&self, _: u16) {}
+        fn notify_config(&self) {}
+    }
+
+    #[test]
+    fn output_goes_to_the_writer_and_input_to_receive_buffers() {
+        let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40000)]).unwrap();
+        let mut rx = DriverQueue::new(0x1000, 8);
+        let mut tx = DriverQueue::new(0x4000, 8);
+        let captured = Captured::default();
+        let mut handler = ConsoleHandler {
+            mem: dma_memory(ram.clone(), None),
+            receive: Some(rx.device_queue()),
+            transmit: Some(tx.device_queue()),
+            interrupt: Arc::new(NoInterrupt),
+            queue_indices: vec![RECEIVE_QUEUE, TRANSMIT_QUEUE],
+            output: Arc::new(Mutex::new(Box::new(captured.clone()))),
+            input: None,
+            pending: VecDeque::new(),
+            buffer: vec![0; MAX_OUTPUT_PER_CHAIN],
+        };
+        ram.write_slice(b"hello ", GuestAddress(0x10000)).unwrap();
+        ram.write_slice(b"hvc0\n", GuestAddress(0x10100)).unwrap();
+        tx.add_chain(
+            &ram,
+            &[Buffer::readable(0x10000, 6), Buffer::readable(0x10100, 5)],
+        );
+        // A writable buffer on the transmit queue is skipped, and a chain out of RAM too.
+        tx.add_chain(&ram, &[Buffer::writable(0x10200, 4)]);
+        tx.add_chain(&ram, &[Buffer::readable(0x3ff00, 0x1000)]);
+        handler.process_queue(1);
+        assert_eq!(&captured.0.lock().unwrap()[..], b"hello hvc0\n");
+        assert_eq!(tx.used_idx(&ram), 3);
+
+        handler.pending.extend(b"abc");
+        handler.process_queue(0);
+        assert_eq!(rx.used_idx(&ram), 0);
+        rx.add_chain(&ram, &[Buffer::writable(0x20000, 2)]);
+        rx.add_chain(&ram, &[Buffer::writable(0x20100, 8)]);
+        handler.process_queue(0);
+        assert_eq!(rx.used_elem(&ram, 0).1, 2);
+        assert_eq!(rx.used_elem(&ram, 1).1, 1);
+        assert_eq!(ram.read_obj::<u8>(GuestAddress(0x20100)).unwrap(), b'c');
+    }
+}

@@ -5,6 +5,9 @@ pub mod common_cfg;
 pub mod interrupt;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
+
 pub use transport::{TransportError, VirtioPciDevice};
 
 /// BAR bytes every virtio-pci function needs.
