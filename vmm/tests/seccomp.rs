@@ -107,15 +107,20 @@ fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
     if !kvm_available("every_thread_of_a_running_vm_is_filtered_and_named_for_its_role") {
         return;
     }
+    let dir = TempDir::new("seccomp-threads");
+    let disk = dir.file("disk.img", &[0u8; 64 << 10]);
+    // The probes activate the devices, so their workers exist while the guest holds.
     let child = nestor()
-        .args(["run", "--cmdline", "probe=hold:3000", "--cpus", "2"])
-        .args(["--timeout", "120"])
+        .args(["run", "--cpus", "2", "--rng", "--timeout", "120"])
+        .arg("--disk")
+        .arg(format!("path={}", disk.display()))
+        .args(["--cmdline", "probe=virtio-blk,virtio-rng,hold:3000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start nestor");
     let nestor_run = RunningNestor(Some(child));
-    let expected = ["nestor", "vcpu0", "vcpu1"];
+    let expected = ["nestor", "vcpu0", "vcpu1", "dev-blk0", "dev-rng0"];
     let threads = wait_for_filtered_threads(nestor_run.pid(), &expected);
 
     for name in expected {
@@ -135,7 +140,7 @@ fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
     let output = nestor_run.finish();
     assert_status(&output, 0);
     assert!(
-        stdout(&output).contains("PROBE hold ok"),
+        stdout(&output).contains("PROBE done passed=3 failed=0"),
         "{}",
         stdout(&output)
     );
@@ -331,18 +336,44 @@ fn off_mode_installs_nothing() {
 }
 
 #[test]
-fn every_seccomp_mode_boots_the_guest() {
-    if !kvm_available("every_seccomp_mode_boots_the_guest") {
+fn every_seccomp_mode_runs_every_device() {
+    if !kvm_available("every_seccomp_mode_runs_every_device") {
         return;
     }
+    let dir = TempDir::new("seccomp-modes");
+    let disk = dir.file("disk.img", &[0u8; 64 << 10]);
+    let plain_disk = format!("path={}", disk.display());
+    let translated_disk = format!("{plain_disk},iommu=on");
+    let scenarios: [&[&str]; 2] = [
+        &[
+            "--cpus",
+            "2",
+            "--disk",
+            &plain_disk,
+            "--rng",
+            "--console",
+            "--cmdline",
+            "probe=boot,pci,virtio-blk,virtio-rng",
+        ],
+        &[
+            "--disk",
+            &translated_disk,
+            "--rng",
+            "iommu=on",
+            "--cmdline",
+            "probe=viommu blk_sector=3",
+        ],
+    ];
     for mode in ["on", "log", "off"] {
-        let output = run(&["--cmdline", "probe=boot", "--cpus", "2", "--seccomp", mode]);
-        assert_status(&output, 0);
-        assert!(
-            stdout(&output).contains("PROBE boot ok"),
-            "--seccomp {mode}: {}",
-            stdout(&output)
-        );
+        for args in scenarios {
+            let output = run(&[args, &["--seccomp", mode]].concat());
+            assert_status(&output, 0);
+            assert!(
+                stdout(&output).contains("PROBE done") && stdout(&output).contains("failed=0"),
+                "--seccomp {mode} {args:?}: {}",
+                stdout(&output)
+            );
+        }
     }
 }
 
