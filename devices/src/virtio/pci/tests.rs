@@ -301,3 +301,52 @@ fn hostile_queue_settings_are_ignored() {
         r.read(offset, 4);
     }
 }
+
+#[test]
+fn random_config_and_bar_traffic_never_panics() {
+    use crate::bus::Bus;
+    use crate::pci::PciRoot;
+    use std::sync::Mutex;
+
+    let r = rig(None);
+    let mmio = Arc::new(Bus::new());
+    let mut root = PciRoot::new(mmio.clone(), None);
+    let bdf = root.reserve_slot().unwrap();
+    root.add_device(bdf, Arc::new(Mutex::new(r.dev))).unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let value = next();
+        let len = [1usize, 2, 4, 8][(value >> 60) as usize & 3];
+        match value & 3 {
+            0 => {
+                root.config_write_bytes(bdf, (next() & 0xff) as usize, &value.to_le_bytes()[..len])
+            }
+            1 => {
+                let mut buf = [0u8; 8];
+                root.config_read_bytes(bdf, (next() & 0xfff) as usize, &mut buf[..len]);
+            }
+            _ => {
+                let (address, size) = root_bar(&root, bdf);
+                let at = address + next() % size;
+                if value & 1 == 0 {
+                    mmio.write(at, &value.to_le_bytes()[..len]);
+                } else {
+                    mmio.read(at, &mut [0u8; 8][..len]);
+                }
+            }
+        }
+    }
+}
+
+/// Where BAR 0 decodes now, from the configuration space.
+fn root_bar(root: &crate::pci::PciRoot, bdf: Bdf) -> (u64, u64) {
+    let low = u64::from(root.config_read(bdf, 4) & !0xf);
+    let high = u64::from(root.config_read(bdf, 5));
+    (high << 32 | low, BAR_SIZE)
+}
