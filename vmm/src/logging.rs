@@ -1,31 +1,95 @@
 //! A minimal `log` backend on stderr: warnings by default, more with -v.
+//!
+//! Guests can make devices log (a corrupt ring, a faulting DMA), so output is rate-limited,
+//! and virtio-queue's messages, which are all about what the guest put in its rings, count as
+//! info rather than errors.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Metadata, Record};
 
-struct StderrLogger;
+/// At most this many lines per window; the rest are counted and reported once.
+const LINES_PER_WINDOW: u32 = 20;
+const WINDOW: Duration = Duration::from_secs(1);
+const GUEST_DRIVEN_TARGETS: &[&str] = &["virtio_queue"];
+
+struct RateLimit {
+    window_start: Option<Instant>,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// Whether a line may be printed now, and how many were dropped before it.
+    fn admit(&mut self, now: Instant) -> (bool, u64) {
+        let window_over = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= WINDOW);
+        if window_over {
+            self.window_start = Some(now);
+            self.lines = 0;
+        }
+        if self.lines >= LINES_PER_WINDOW {
+            self.suppressed += 1;
+            return (false, 0);
+        }
+        self.lines += 1;
+        (true, std::mem::take(&mut self.suppressed))
+    }
+}
+
+struct StderrLogger {
+    limit: Mutex<RateLimit>,
+}
+
+fn effective_level(record: &Metadata) -> Level {
+    let guest_driven = GUEST_DRIVEN_TARGETS
+        .iter()
+        .any(|t| record.target().starts_with(t));
+    if guest_driven {
+        record.level().max(Level::Info)
+    } else {
+        record.level()
+    }
+}
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        effective_level(metadata) <= log::max_level()
     }
 
     fn log(&self, record: &Record) {
-        if self.enabled(record.metadata()) {
-            let level = match record.level() {
-                Level::Error => "error",
-                Level::Warn => "warning",
-                Level::Info => "info",
-                Level::Debug => "debug",
-                Level::Trace => "trace",
-            };
-            eprintln!("nestor: {level}: {}", record.args());
+        if !self.enabled(record.metadata()) {
+            return;
         }
+        let (admitted, suppressed) = self.limit.lock().unwrap().admit(Instant::now());
+        if !admitted {
+            return;
+        }
+        if suppressed > 0 {
+            eprintln!("nestor: warning: {suppressed} log lines suppressed");
+        }
+        let level = match effective_level(record.metadata()) {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        };
+        eprintln!("nestor: {level}: {}", record.args());
     }
 
     fn flush(&self) {}
 }
 
-static LOGGER: StderrLogger = StderrLogger;
+static LOGGER: StderrLogger = StderrLogger {
+    limit: Mutex::new(RateLimit {
+        window_start: None,
+        lines: 0,
+        suppressed: 0,
+    }),
+};
 
 /// `verbosity` counts -v flags: 0 warnings, 1 info, 2 debug, 3+ trace.
 pub fn init(verbosity: u8) {
@@ -37,5 +101,37 @@ pub fn init(verbosity: u8) {
     };
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_cut_and_counted() {
+        let mut limit = RateLimit {
+            window_start: None,
+            lines: 0,
+            suppressed: 0,
+        };
+        let t0 = Instant::now();
+        for _ in 0..LINES_PER_WINDOW {
+            assert_eq!(limit.admit(t0), (true, 0));
+        }
+        assert_eq!(limit.admit(t0), (false, 0));
+        assert_eq!(limit.admit(t0), (false, 0));
+        assert_eq!(limit.admit(t0 + WINDOW), (true, 2));
+    }
+
+    #[test]
+    fn virtio_queue_errors_are_guest_driven() {
+        let record = Metadata::builder()
+            .level(Level::Error)
+            .target("virtio_queue::queue")
+            .build();
+        assert_eq!(effective_level(&record), Level::Info);
+        let ours = Metadata::builder().level(Level::Error).target("vmm").build();
+        assert_eq!(effective_level(&ours), Level::Error);
     }
 }
