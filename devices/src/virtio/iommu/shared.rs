@@ -85,7 +85,10 @@ impl Shared {
         len: u64,
         access: Permissions,
     ) -> Result<Vec<DmaMapping>, DmaFault> {
-        let result = {
+        let result = if iova.checked_add(len).is_none() {
+            // vm-memory ranges are half-open u64 ranges: one ending past 2^64 cannot exist.
+            Err((FAULT_R_MAPPING, DmaFault::Unmapped { iova }))
+        } else {
             let domains = self.domains();
             match domains.route(endpoint) {
                 Route::Unknown => Err((FAULT_R_UNKNOWN, DmaFault::Blocked { iova })),
@@ -114,12 +117,11 @@ impl Shared {
     }
 }
 
+/// `iova + len` must not overflow (checked by the caller).
 fn identity(iova: u64, len: u64) -> Vec<DmaMapping> {
     if len == 0 {
         return Vec::new();
     }
-    // Clip at the top of the address space rather than wrap.
-    let len = len.min(u64::MAX - iova + 1);
     vec![DmaMapping {
         iova,
         gpa: iova,

@@ -51,3 +51,53 @@ fn random_requests_never_panic_and_answer_by_the_used_length_rules() {
     let domains = rig.shared.domains();
     assert!(domains.domain_count() <= 4);
 }
+
+#[test]
+fn random_dma_never_panics_whatever_the_mappings() {
+    use crate::dma::{dma_memory, EndpointTranslate};
+    use std::sync::Arc;
+    use vm_memory::{Bytes, GuestAddress, Permissions};
+
+    let rig = Rig::new();
+    let mut rnd = Random(0x1234_5678_9abc_def1);
+    assert_eq!(
+        rig.attach(1, DISK),
+        Some(crate::virtio::iommu::protocol::Status::Ok)
+    );
+    for i in 0..64 {
+        let start = rnd.below(256) * PAGE;
+        rig.map(
+            1,
+            start,
+            start + PAGE - 1,
+            (i % 8) * PAGE,
+            rnd.below(4) as u32,
+        );
+    }
+    let accesses = [
+        Permissions::No,
+        Permissions::Read,
+        Permissions::Write,
+        Permissions::ReadWrite,
+    ];
+    for round in 0..4000 {
+        rig.shared.set_bypass(round % 2 == 0);
+        let endpoint = if rnd.below(2) == 0 { DISK } else { RNG };
+        let iova = match rnd.below(3) {
+            0 => rnd.below(256 * PAGE),
+            1 => u64::MAX - rnd.below(64),
+            _ => rnd.next(),
+        };
+        let len = match rnd.below(3) {
+            0 => rnd.below(3 * PAGE),
+            1 => u64::MAX - rnd.below(4),
+            _ => rnd.next(),
+        };
+        let access = accesses[rnd.below(4) as usize];
+        let _ = rig.translator(endpoint).translate(iova, len, access);
+        let dma = dma_memory(rig.mem.clone(), Some(Arc::new(rig.translator(endpoint))));
+        let mut buf = [0u8; 64];
+        let _ = dma.read_slice(&mut buf[..rnd.below(64) as usize], GuestAddress(iova));
+        let _ = dma.write_slice(&buf[..rnd.below(64) as usize], GuestAddress(iova));
+    }
+}

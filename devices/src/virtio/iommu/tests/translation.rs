@@ -123,9 +123,17 @@ fn translation_near_the_top_of_the_address_space_does_not_wrap() {
     let rig = Rig::new();
     rig.shared.set_bypass(true);
     let t = rig.translator(DISK);
-    let pieces = t.translate(u64::MAX, 16, Permissions::Read).unwrap();
-    assert_eq!(pieces[0].len, 1);
+    assert_eq!(
+        t.translate(u64::MAX, 1, Permissions::Read),
+        Err(DmaFault::Unmapped { iova: u64::MAX })
+    );
+    let pieces = t.translate(u64::MAX - 16, 16, Permissions::Read).unwrap();
+    assert_eq!(pieces[0].len, 16);
     assert!(t.translate(0, 0, Permissions::Read).unwrap().is_empty());
+    let whole = t.translate(0, u64::MAX, Permissions::Read).unwrap();
+    assert_eq!((whole[0].gpa, whole[0].len), (0, u64::MAX));
+    let dma = dma_memory(rig.mem.clone(), Some(Arc::new(t)));
+    dma.write_obj(5u32, GuestAddress(0)).unwrap();
 }
 
 #[test]
