@@ -7,6 +7,8 @@
 use std::io;
 use std::sync::Arc;
 
+use super::worker_thread::WorkerThread;
+
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -16,25 +18,25 @@ use crate::dma::DmaMemory;
 /// worker's seccomp filter with it).
 pub type ThreadSetupHook = Arc<dyn Fn() + Send + Sync>;
 
-/// How a device names and prepares its worker thread.
+/// A device's worker thread: named, prepared by its setup hook, started with the VM.
 #[derive(Clone)]
 pub struct WorkerSpec {
     /// The thread name, e.g. `dev-blk0` (at most 15 bytes, the Linux limit).
     pub name: String,
-    pub setup: ThreadSetupHook,
+    pub thread: Arc<WorkerThread>,
 }
 
 impl WorkerSpec {
-    pub fn new(name: impl Into<String>, setup: ThreadSetupHook) -> Self {
-        Self {
-            name: name.into(),
-            setup,
-        }
+    /// Starts the thread now; it runs `setup` before any activation's work.
+    pub fn new(name: impl Into<String>, setup: ThreadSetupHook) -> std::io::Result<Self> {
+        let name = name.into();
+        let thread = WorkerThread::start(&name, setup)?;
+        Ok(Self { name, thread })
     }
 
     /// A spec whose setup does nothing (tests, benchmarks).
     pub fn unconfined(name: impl Into<String>) -> Self {
-        Self::new(name, Arc::new(|| {}))
+        Self::new(name, Arc::new(|| {})).expect("cannot start a worker thread")
     }
 }
 

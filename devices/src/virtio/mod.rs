@@ -8,6 +8,7 @@ pub mod pci;
 pub mod rng;
 pub mod testing;
 pub mod worker;
+pub mod worker_thread;
 
 pub use device::{
     ActivateContext, ActivateError, ActiveQueue, ThreadSetupHook, VirtioDevice, VirtioInterrupt,

@@ -6,12 +6,12 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::device::WorkerSpec;
+use super::worker_thread::JobHandle;
 
 const KILL_TOKEN: u64 = u64::MAX;
 const EXTRA_TOKEN_BASE: u64 = 1 << 32;
@@ -29,7 +29,7 @@ pub trait QueueHandler: Send + 'static {
 /// A running worker; stopping (or dropping) it ends the thread and waits for it.
 pub struct Worker {
     kill: EventFd,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JobHandle>,
 }
 
 impl Worker {
@@ -60,16 +60,12 @@ impl Worker {
             )?;
         }
         let thread_kill = kill.try_clone()?;
-        let setup = spec.setup.clone();
-        let thread = std::thread::Builder::new()
-            .name(spec.name.clone())
-            .spawn(move || {
-                setup();
-                for i in 0..queue_fds.len() {
-                    handler.process_queue(i);
-                }
-                run(&epoll, &thread_kill, &queue_fds, &input_fds, &mut handler);
-            })?;
+        let thread = spec.thread.run(move || {
+            for i in 0..queue_fds.len() {
+                handler.process_queue(i);
+            }
+            run(&epoll, &thread_kill, &queue_fds, &input_fds, &mut handler);
+        })?;
         Ok(Worker {
             kill,
             thread: Some(thread),
@@ -161,7 +157,8 @@ mod tests {
                 let name = std::thread::current().name().map(str::to_owned);
                 setup_tx.lock().unwrap().send(name).unwrap();
             }),
-        );
+        )
+        .unwrap();
         let q0 = EventFd::new(EFD_NONBLOCK).unwrap();
         let q1 = EventFd::new(EFD_NONBLOCK).unwrap();
         let notify1 = q1.try_clone().unwrap();

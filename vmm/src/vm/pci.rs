@@ -60,8 +60,9 @@ impl Builder<'_> {
         self.root.lock().unwrap().reserve_slot().map_err(device_err)
     }
 
-    fn spec(&self, name: String) -> WorkerSpec {
-        WorkerSpec::new(name, self.setup.clone())
+    /// Starts the device's worker thread now, on the VMM thread before any filter exists.
+    fn spec(&self, name: String) -> Result<WorkerSpec, VmmError> {
+        WorkerSpec::new(name, self.setup.clone()).map_err(VmmError::Thread)
     }
 
     fn add(
@@ -134,7 +135,7 @@ pub fn add_pci_devices(
         || devices.disks.iter().any(|d| d.iommu)
         || devices.rng.is_some_and(|r| r.iommu);
     let mut viommu = if wants_iommu {
-        let spec = builder.spec("dev-iommu0".into());
+        let spec = builder.spec("dev-iommu0".into())?;
         Some(
             ViommuBuilder::new(devices.viommu.unwrap_or_default(), config.memory, spec)
                 .map_err(device_err)?,
@@ -153,7 +154,7 @@ pub fn add_pci_devices(
             &disk.path,
             disk.read_only,
             &format!("nestor-disk{index}"),
-            builder.spec(format!("dev-blk{index}")),
+            builder.spec(format!("dev-blk{index}"))?,
         )
         .map_err(|source| VmmError::File {
             path: disk.path.display().to_string(),
@@ -163,7 +164,7 @@ pub fn add_pci_devices(
     }
     if let Some(rng) = devices.rng {
         let bdf = builder.reserve()?;
-        let device = Rng::new(builder.spec("dev-rng0".into()));
+        let device = Rng::new(builder.spec("dev-rng0".into())?);
         builder.add(bdf, Box::new(device), endpoint(bdf, rng.iommu))?;
     }
     let mut console_owns_stdin = false;
@@ -174,7 +175,7 @@ pub fn add_pci_devices(
         let device = Console::new(
             Box::new(std::io::stdout()),
             input,
-            builder.spec("dev-con0".into()),
+            builder.spec("dev-con0".into())?,
         );
         builder.add(bdf, Box::new(device), None)?;
     }

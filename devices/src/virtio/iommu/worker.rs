@@ -2,7 +2,6 @@
 //! queued fault records, and stops when told to.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use log::{error, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -12,6 +11,7 @@ use super::protocol::{EVENT_QUEUE, REQUEST_QUEUE};
 use super::queues::{deliver_faults, process_requests};
 use super::shared::Shared;
 use crate::dma::DmaMemory;
+use crate::virtio::worker_thread::JobHandle;
 use crate::virtio::{ActiveQueue, VirtioInterrupt, WorkerSpec};
 
 const TOKEN_REQUESTS: u64 = 0;
@@ -22,7 +22,7 @@ const TOKEN_STOP: u64 = 3;
 /// A running worker; dropping it without [`Worker::stop`] leaves the thread running.
 pub struct Worker {
     stop: EventFd,
-    handle: JoinHandle<()>,
+    handle: JobHandle,
 }
 
 impl Worker {
@@ -45,13 +45,7 @@ impl Worker {
             epoll: Epoll::new()?,
         };
         state.register()?;
-        let setup = spec.setup.clone();
-        let handle = std::thread::Builder::new()
-            .name(spec.name.clone())
-            .spawn(move || {
-                setup();
-                state.run();
-            })?;
+        let handle = spec.thread.run(move || state.run())?;
         Ok(Self { stop, handle })
     }
 

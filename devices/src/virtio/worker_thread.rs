@@ -1,0 +1,100 @@
+//! A device's worker thread, started when the VM is built and reused by every activation.
+//!
+//! Drivers activate devices from vCPU threads (a DRIVER_OK write). A thread started there
+//! would inherit the vCPU's seccomp filter, and the vCPU filter would have to allow what a
+//! worker does. Starting the thread up front, before any filter exists, lets it install
+//! exactly its own; each activation then runs on it as a job.
+
+use std::io;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The long-lived thread. Dropping the last handle ends it once its current job returns.
+pub struct WorkerThread {
+    jobs: Mutex<Sender<Job>>,
+}
+
+/// Waits for one job to finish.
+pub struct JobHandle {
+    done: Receiver<()>,
+}
+
+impl JobHandle {
+    /// Returns Err if the job ended without finishing (it panicked).
+    pub fn join(self) -> Result<(), ()> {
+        self.done.recv().map_err(|_| ())
+    }
+}
+
+impl WorkerThread {
+    /// Starts the thread; it runs `setup` first, then jobs in order.
+    pub fn start(name: &str, setup: Arc<dyn Fn() + Send + Sync>) -> io::Result<Arc<Self>> {
+        let (jobs, queue) = channel::<Job>();
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                setup();
+                while let Ok(job) = queue.recv() {
+                    job();
+                }
+            })?;
+        Ok(Arc::new(Self {
+            jobs: Mutex::new(jobs),
+        }))
+    }
+
+    /// Runs `job` on the thread.
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) -> io::Result<JobHandle> {
+        let (finished, done) = channel();
+        let job: Job = Box::new(move || {
+            job();
+            let _ = finished.send(());
+        });
+        self.jobs
+            .lock()
+            .unwrap()
+            .send(job)
+            .map_err(|_| io::Error::other("the device worker thread has ended"))?;
+        Ok(JobHandle { done })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn setup_runs_once_then_jobs_run_in_order_on_the_named_thread() {
+        let setups = Arc::new(AtomicUsize::new(0));
+        let counter = setups.clone();
+        let thread = WorkerThread::start(
+            "dev-test0",
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+        let (tx, rx) = channel();
+        for i in 0..3 {
+            let tx = tx.clone();
+            thread
+                .run(move || {
+                    let name = std::thread::current().name().map(str::to_string);
+                    tx.send((i, name)).unwrap();
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+        }
+        let seen: Vec<_> = rx.try_iter().collect();
+        assert_eq!(seen.len(), 3);
+        assert!(seen
+            .iter()
+            .enumerate()
+            .all(|(i, (j, name))| i == *j && name.as_deref() == Some("dev-test0")));
+        assert_eq!(setups.load(Ordering::SeqCst), 1);
+    }
+}
