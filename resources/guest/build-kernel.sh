@@ -19,7 +19,7 @@ outdir=${1:-}
 cache_root=${NESTOR_CACHE:-$HOME/.cache/nestor}
 src_pkg=linux-source-6.12
 tarball=/usr/src/$src_pkg.tar.xz
-deps=(bc flex bison libelf-dev libssl-dev cpio xz-utils make gcc)
+deps=(bc flex bison libelf-dev libssl-dev cpio xz-utils lz4 make gcc)
 
 log() { printf 'build-kernel: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -2,7 +2,7 @@
 # Host packages the rig needs. Sourced by run.sh.
 
 rig_packages=(qemu-system-x86 busybox-static cpio
-              linux-source-6.12 bc flex bison libelf-dev libssl-dev xz-utils make gcc)
+              linux-source-6.12 bc flex bison libelf-dev libssl-dev xz-utils lz4 make gcc)
 
 # Installs what is missing when root; otherwise says what to install and exits 2.
 ensure_host_packages() {

@@ -6,7 +6,6 @@
 # rig-timeout: 420
 # rig-nestor: yes
 # rig-disk: 16M
-# rig-pending: nestor has --disk (virtio-blk) and the virtio-iommu wired in
 # shellcheck shell=sh
 set -u
 
