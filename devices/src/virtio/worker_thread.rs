@@ -21,10 +21,14 @@ pub struct JobHandle {
     done: Receiver<()>,
 }
 
+/// The job ended without finishing: it panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("the device worker job did not finish")]
+pub struct JobPanicked;
+
 impl JobHandle {
-    /// Returns Err if the job ended without finishing (it panicked).
-    pub fn join(self) -> Result<(), ()> {
-        self.done.recv().map_err(|_| ())
+    pub fn join(self) -> Result<(), JobPanicked> {
+        self.done.recv().map_err(|_| JobPanicked)
     }
 }
 
