@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::config::IommuConfig;
 use super::faults::{FaultCounters, FaultRateLimit};
-use super::protocol::{features, CONFIG_BYPASS_OFFSET, DEVICE_ID};
+use super::protocol::{features, CONFIG_BYPASS_OFFSET, DEVICE_ID, EVENT_QUEUE, REQUEST_QUEUE};
 use super::shared::{EndpointTranslator, Shared};
 use super::worker::Worker;
 use crate::virtio::device::read_config_bytes;
@@ -91,10 +91,10 @@ impl VirtioDevice for Iommu {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        if ctx.queues.len() != QUEUE_SIZES.len() {
+        let indices: Vec<u16> = ctx.queues.iter().map(|q| q.index).collect();
+        if indices != [REQUEST_QUEUE as u16, EVENT_QUEUE as u16] {
             return Err(ActivateError::BadQueues(format!(
-                "virtio-iommu needs 2 queues, got {}",
-                ctx.queues.len()
+                "virtio-iommu needs the requestq and the eventq, got queues {indices:?}"
             )));
         }
         self.stop_worker();

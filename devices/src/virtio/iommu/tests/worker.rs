@@ -106,3 +106,22 @@ fn the_worker_delivers_a_fault_without_being_notified() {
     assert_eq!(dev.fault_counters().delivered, 1);
     dev.reset();
 }
+
+#[test]
+fn activation_without_the_eventq_is_refused() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+    let mut dev = Iommu::new(IommuConfig::default(), WorkerSpec::unconfined("viommu-t")).unwrap();
+    let requestq = MockSplitQueue::create(&mem, GuestAddress(REQUESTQ_AT), 16);
+    let (tx, _rx) = channel();
+    let result = dev.activate(ActivateContext {
+        mem: dma_memory(mem.clone(), None),
+        queues: vec![ActiveQueue {
+            index: 0,
+            queue: requestq.create_queue().unwrap(),
+            notifier: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        }],
+        interrupt: Arc::new(RecordingInterrupt(Mutex::new(tx))),
+        acked_features: ALL_FEATURES,
+    });
+    assert!(result.is_err());
+}
