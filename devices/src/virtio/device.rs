@@ -66,6 +66,18 @@ pub struct ActivateContext {
     pub acked_features: u64,
 }
 
+impl ActivateContext {
+    /// For single-queue devices: the one queue, which must be queue 0.
+    pub fn take_single_queue(&mut self, device: &str) -> Result<ActiveQueue, ActivateError> {
+        match self.queues.as_slice() {
+            [q] if q.index == 0 => Ok(self.queues.remove(0)),
+            _ => Err(ActivateError::BadQueues(format!(
+                "{device} needs exactly its one queue"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
     #[error("the driver enabled queues the device cannot use: {0}")]

@@ -91,14 +91,8 @@ impl VirtioDevice for Block {
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
-    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let mut queues = ctx.queues;
-        if queues.len() != 1 || queues[0].index != 0 {
-            return Err(ActivateError::BadQueues(
-                "virtio-blk needs its one queue".into(),
-            ));
-        }
-        let q = queues.remove(0);
+    fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
+        let q = ctx.take_single_queue("virtio-blk")?;
         let handler = BlockHandler::new(ctx.mem, self.disk.clone(), q.queue, 0, ctx.interrupt);
         self.worker = Some(Worker::spawn(
             &self.spec,
@@ -110,9 +104,8 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
+        // Dropping the worker stops it.
+        self.worker = None;
     }
 }
 

@@ -118,14 +118,8 @@ impl VirtioDevice for Rng {
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
-    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let mut queues = ctx.queues;
-        if queues.len() != 1 {
-            return Err(ActivateError::BadQueues(
-                "virtio-rng needs its one queue".into(),
-            ));
-        }
-        let q = queues.remove(0);
+    fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
+        let q = ctx.take_single_queue("virtio-rng")?;
         let handler = RngHandler::new(ctx.mem, q.queue, ctx.interrupt);
         self.worker = Some(Worker::spawn(
             &self.spec,
@@ -137,9 +131,8 @@ impl VirtioDevice for Rng {
     }
 
     fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
+        // Dropping the worker stops it.
+        self.worker = None;
     }
 }
 
