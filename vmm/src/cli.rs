@@ -69,6 +69,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub boot_timer: bool,
 
+    /// Offer hardware virtualization (VMX or SVM, as the host has it) to the guest, so it can
+    /// run KVM guests of its own. Off by default: a guest that sees it initialises its KVM.
+    #[arg(long)]
+    pub nested: bool,
+
     /// End the VM with an error if it is still running after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,

@@ -97,6 +97,7 @@ pub struct VmConfig {
     pub serial: SerialMode,
     pub seccomp: SeccompMode,
     pub boot_timer: bool,
+    pub nested: bool,
     pub timeout: Option<std::time::Duration>,
     pub devices: VirtioConfig,
 }
@@ -192,6 +193,7 @@ impl VmConfig {
             serial: args.serial,
             seccomp: args.seccomp,
             boot_timer: args.boot_timer,
+            nested: args.nested,
             timeout: args.timeout.map(std::time::Duration::from_secs),
             devices: VirtioConfig {
                 disks: args.disk,

@@ -86,7 +86,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        arch::cpu::setup_cpuid(&fd, &cpuid, index, config.cpus)?;
+        arch::cpu::setup_cpuid(&fd, &cpuid, index, config.cpus, config.nested)?;
         arch::cpu::setup_msrs(&fd)?;
         arch::cpu::setup_lapic(&fd)?;
         if index == 0 {
