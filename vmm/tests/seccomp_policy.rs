@@ -124,36 +124,3 @@ fn no_syscall_is_both_unconditional_and_conditional() {
         }
     }
 }
-
-/// A rule without its comments, for comparing what two policies allow.
-fn without_comments(rule: &Value) -> Value {
-    let mut rule = rule.clone();
-    let object = rule.as_object_mut().unwrap();
-    object.remove("comment");
-    if let Some(args) = object.get_mut("args").and_then(Value::as_array_mut) {
-        for condition in args {
-            condition.as_object_mut().unwrap().remove("comment");
-        }
-    }
-    rule
-}
-
-/// Filters stack: a device worker started from a vCPU thread (at DRIVER_OK) runs under the
-/// vCPU filter as well as its own, so the vCPU policy must allow whatever a worker does.
-#[test]
-fn the_vcpu_policy_allows_what_its_device_workers_do() {
-    let vcpu: Vec<Value> = policy_rules(ThreadKind::Vcpu)
-        .iter()
-        .map(without_comments)
-        .collect();
-    for rule in policy_rules(ThreadKind::DeviceWorker)
-        .iter()
-        .map(without_comments)
-    {
-        let unconditional = serde_json::json!({ "syscall": rule["syscall"] });
-        assert!(
-            vcpu.contains(&rule) || vcpu.contains(&unconditional),
-            "the vcpu policy lacks the device worker's {rule}"
-        );
-    }
-}
