@@ -1,7 +1,7 @@
 //! What a thread's filter adds to one syscall on its hot path, without KVM's noise: a forked
 //! child installs the filter (or none) and times many calls that fail at once on fd -1.
-//! `ioctl` is checked against the request list (KVM_RUN first); `read` is allowed without
-//! conditions, which the kernel caches, so it should cost nothing extra.
+//! `ioctl` is checked against the request list (KVM_RUN first); `write` is allowed without
+//! conditions, which the kernel caches, so only the filtered syscall entry is left.
 //!
 //! Run: `cargo bench -p vmm --bench seccomp_filter`. The exit-level comparison (whole
 //! KVM_RUN round trips) is `benches/seccomp.sh`.
@@ -64,9 +64,9 @@ fn kvm_run_on_bad_fd() {
     unsafe { libc::ioctl(-1, KVM_RUN, 0) };
 }
 
-fn read_on_bad_fd() {
+fn write_on_bad_fd() {
     // SAFETY: as above.
-    unsafe { libc::read(-1, std::ptr::null_mut(), 0) };
+    unsafe { libc::write(-1, std::ptr::null(), 0) };
 }
 
 fn main() {
@@ -77,7 +77,7 @@ fn main() {
             ThreadKind::Vcpu,
             kvm_run_on_bad_fd as fn(),
         ),
-        ("read, vcpu filter", ThreadKind::Vcpu, read_on_bad_fd),
+        ("write, vcpu filter", ThreadKind::Vcpu, write_on_bad_fd),
     ] {
         let mut on = Vec::new();
         let mut off = Vec::new();
