@@ -131,7 +131,10 @@ mod tests {
             .target("virtio_queue::queue")
             .build();
         assert_eq!(effective_level(&record), Level::Info);
-        let ours = Metadata::builder().level(Level::Error).target("vmm").build();
+        let ours = Metadata::builder()
+            .level(Level::Error)
+            .target("vmm")
+            .build();
         assert_eq!(effective_level(&ours), Level::Error);
     }
 }
