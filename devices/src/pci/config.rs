@@ -21,6 +21,8 @@ const INTERRUPT_REG: usize = 15;
 
 /// Command register: I/O space, memory space, bus master, INTx disable.
 const COMMAND_WRITABLE: u32 = 0x0407;
+/// Command register bit: the function may master the bus (DMA, MSI writes).
+const COMMAND_BUS_MASTER: u32 = 1 << 2;
 /// Status register bit: the capability list is valid.
 const STATUS_CAPABILITIES: u32 = 1 << 20;
 /// Cache line size and latency timer.
@@ -169,6 +171,11 @@ impl PciConfiguration {
         Some((b.address, b.size))
     }
 
+    /// Whether the guest set Bus Master Enable in the command register.
+    pub fn bus_master_enabled(&self) -> bool {
+        self.regs[COMMAND_STATUS_REG] & COMMAND_BUS_MASTER != 0
+    }
+
     /// Appends a capability. `body` starts with the capability ID and a placeholder next
     /// pointer; `writable` (same length or shorter) marks the bits the guest may change.
     /// Returns the capability's offset.
@@ -293,12 +300,15 @@ mod tests {
     #[test]
     fn command_register_keeps_only_defined_bits() {
         let mut c = config();
+        assert!(!c.bus_master_enabled());
         write32(&mut c, 1, 0xffff_ffff);
         assert_eq!(c.read_reg(1) & 0xffff, 0x0407);
         // Status is read-only.
         assert_eq!(c.read_reg(1) >> 16, 0);
+        assert!(c.bus_master_enabled());
         c.write_reg(1, 0, &[0x02]);
         assert_eq!(c.read_reg(1) & 0xffff, 0x0402);
+        assert!(!c.bus_master_enabled());
     }
 
     #[test]

@@ -24,8 +24,17 @@ pub struct VirtioPciNotifyCap {
     pub notify_off_multiplier: u32,
 }
 
+/// struct virtio_pci_cfg_cap: a window through configuration space onto the BAR.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VirtioPciCfgCap {
+    pub cap: VirtioPciCap,
+    pub pci_cfg_data: [u8; 4],
+}
+
 const _: () = assert!(std::mem::size_of::<VirtioPciCap>() == 16);
 const _: () = assert!(std::mem::size_of::<VirtioPciNotifyCap>() == 20);
+const _: () = assert!(std::mem::size_of::<VirtioPciCfgCap>() == 20);
 
 pub const PCI_CAP_ID_VENDOR: u8 = 0x09;
 
@@ -33,6 +42,13 @@ pub const CFG_TYPE_COMMON: u8 = 1;
 pub const CFG_TYPE_NOTIFY: u8 = 2;
 pub const CFG_TYPE_ISR: u8 = 3;
 pub const CFG_TYPE_DEVICE: u8 = 4;
+pub const CFG_TYPE_PCI: u8 = 5;
+
+/// Byte offsets inside struct virtio_pci_cfg_cap of the fields the driver writes.
+pub const PCI_CFG_BAR: usize = 4;
+pub const PCI_CFG_OFFSET: usize = 8;
+pub const PCI_CFG_LENGTH: usize = 12;
+pub const PCI_CFG_DATA: usize = 16;
 
 /// The BAR that holds every virtio structure and the MSI-X table (64-bit: BARs 0 and 1).
 pub const VIRTIO_BAR: u8 = 0;
@@ -106,6 +122,43 @@ impl VirtioPciNotifyCap {
     }
 }
 
+impl VirtioPciCfgCap {
+    /// The window starts closed: length 0 selects nothing.
+    pub fn new() -> Self {
+        let mut cap = VirtioPciCap::new(CFG_TYPE_PCI, 0, 0);
+        cap.cap_len = std::mem::size_of::<Self>() as u8;
+        Self {
+            cap,
+            pci_cfg_data: [0; 4],
+        }
+    }
+
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut b = self.cap.to_bytes();
+        b.extend_from_slice(&self.pci_cfg_data);
+        b
+    }
+
+    /// What the guest may write: bar, offset, length and pci_cfg_data; the rest is fixed.
+    pub fn writable_mask() -> Vec<u8> {
+        let mut mask = vec![0u8; std::mem::size_of::<Self>()];
+        mask[PCI_CFG_BAR] = 0xff;
+        mask[PCI_CFG_OFFSET..PCI_CFG_DATA + 4].fill(0xff);
+        mask
+    }
+}
+
+/// The BAR access a pci_cfg_data access stands for: `(offset, length)` in the virtio BAR.
+/// None when the driver programmed what the spec forbids: another BAR, a length other than
+/// 1, 2 or 4, an offset not aligned to the length, or a range past the end of the BAR.
+pub fn pci_cfg_target(bar: u8, offset: u32, length: u32) -> Option<(u64, usize)> {
+    if bar != VIRTIO_BAR || !matches!(length, 1 | 2 | 4) || !offset.is_multiple_of(length) {
+        return None;
+    }
+    let (offset, length) = (u64::from(offset), u64::from(length));
+    (offset + length <= BAR_SIZE).then_some((offset, length as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,8 +175,34 @@ mod tests {
         assert_eq!(notify[2], 20);
         assert_eq!(&notify[12..16], &8u32.to_le_bytes());
         assert_eq!(&notify[16..20], &4u32.to_le_bytes());
+        let cfg = VirtioPciCfgCap::new().to_bytes();
+        assert_eq!(cfg.len(), 20);
+        assert_eq!(&cfg[..5], &[0x09, 0, 20, 5, 0]);
+        assert_eq!(&cfg[8..], &[0; 12]);
+        let mask = VirtioPciCfgCap::writable_mask();
+        assert_eq!(mask.len(), 20);
+        assert_eq!(&mask[..8], &[0, 0, 0, 0, 0xff, 0, 0, 0]);
+        assert!(mask[8..].iter().all(|&m| m == 0xff));
         const { assert!(MSIX_TABLE_LEN / 16 > MAX_QUEUES as u64) };
         const { assert!(NOTIFY_LEN / NOTIFY_MULTIPLIER as u64 >= MAX_QUEUES as u64) };
         const { assert!(MSIX_PBA_OFFSET + MSIX_PBA_LEN <= BAR_SIZE) };
+    }
+
+    #[test]
+    fn pci_cfg_target_accepts_only_what_the_spec_allows() {
+        assert_eq!(pci_cfg_target(0, 0x14, 1), Some((0x14, 1)));
+        assert_eq!(pci_cfg_target(0, 0x16, 2), Some((0x16, 2)));
+        assert_eq!(pci_cfg_target(0, 0x7ffc, 4), Some((0x7ffc, 4)));
+        assert_eq!(pci_cfg_target(1, 0x14, 1), None);
+        assert_eq!(pci_cfg_target(0xff, 0, 4), None);
+        for length in [0, 3, 5, 8, u32::MAX] {
+            assert_eq!(pci_cfg_target(0, 0, length), None);
+        }
+        assert_eq!(pci_cfg_target(0, 0x15, 2), None);
+        assert_eq!(pci_cfg_target(0, 0x16, 4), None);
+        assert_eq!(pci_cfg_target(0, 0x8000, 1), None);
+        assert_eq!(pci_cfg_target(0, 0x7ffe, 4), None);
+        assert_eq!(pci_cfg_target(0, u32::MAX, 1), None);
+        assert_eq!(pci_cfg_target(0, u32::MAX - 3, 4), None);
     }
 }

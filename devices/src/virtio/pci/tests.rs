@@ -1,5 +1,6 @@
-//! The transport as a driver sees it: BAR registers, feature negotiation, activation,
-//! notification, MSI-X, reset and re-initialisation, with a virtio-blk device behind it.
+//! The transport as a driver sees it: BAR registers, the PCI configuration access window,
+//! feature negotiation, activation, bus mastering, notification, MSI-X, reset and
+//! re-initialisation, with a virtio-blk device behind it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,15 +73,62 @@ fn rig(endpoint: Option<Arc<dyn EndpointTranslate>>) -> Rig {
         endpoint,
     )
     .unwrap();
-    Rig {
+    let mut r = Rig {
         dev,
         ram,
         msi,
         _file: file,
-    }
+    };
+    // What a driver does at probe (pci_enable_device, pci_set_master).
+    r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    r
 }
 
+const COMMAND_MEMORY: u16 = 1 << 1;
+const COMMAND_BUS_MASTER: u16 = 1 << 2;
+
 impl Rig {
+    fn set_command(&mut self, command: u16) {
+        self.dev.write_config_register(1, 0, &command.to_le_bytes());
+    }
+
+    /// Configuration-space offset of the first capability with vendor ID 0x09 and
+    /// `cfg_type`, or of the first capability with ID `id` when `cfg_type` is None.
+    fn find_capability(&mut self, id: u8, cfg_type: Option<u8>) -> usize {
+        let mut cap = self.dev.read_config_register(13) as usize;
+        loop {
+            assert_ne!(cap, 0, "capability {id:#x}/{cfg_type:?} missing");
+            let header = self.dev.read_config_register(cap / 4);
+            if header as u8 == id && cfg_type.is_none_or(|t| (header >> 24) as u8 == t) {
+                return cap;
+            }
+            cap = ((header >> 8) & 0xff) as usize;
+        }
+    }
+
+    /// Points the PCI configuration access window at `length` bytes at `offset` of `bar`.
+    fn window(&mut self, bar: u8, offset: u32, length: u32) -> usize {
+        let cap = self.find_capability(0x09, Some(CFG_TYPE_PCI));
+        self.dev
+            .write_config_register((cap + PCI_CFG_BAR) / 4, 0, &[bar]);
+        self.dev
+            .write_config_register((cap + PCI_CFG_OFFSET) / 4, 0, &offset.to_le_bytes());
+        self.dev
+            .write_config_register((cap + PCI_CFG_LENGTH) / 4, 0, &length.to_le_bytes());
+        cap
+    }
+
+    fn window_read(&mut self, offset: u64, len: usize) -> u64 {
+        let cap = self.window(VIRTIO_BAR, offset as u32, len as u32);
+        u64::from(self.dev.read_config_register((cap + PCI_CFG_DATA) / 4))
+    }
+
+    fn window_write(&mut self, offset: u64, len: usize, value: u64) {
+        let cap = self.window(VIRTIO_BAR, offset as u32, len as u32);
+        self.dev
+            .write_config_register((cap + PCI_CFG_DATA) / 4, 0, &value.to_le_bytes()[..len]);
+    }
+
     fn read(&mut self, offset: u64, len: usize) -> u64 {
         let mut buf = [0u8; 8];
         self.dev.read_bar(0, offset, &mut buf[..len]);
@@ -124,11 +172,7 @@ impl Rig {
     }
 
     fn enable_msix_vector0(&mut self) {
-        // Capability list: the MSI-X capability is the last one; find it by ID.
-        let mut cap = self.dev.read_config_register(13) as usize;
-        while self.dev.read_config_register(cap / 4) as u8 != 0x11 {
-            cap = ((self.dev.read_config_register(cap / 4) >> 8) & 0xff) as usize;
-        }
+        let cap = self.find_capability(0x11, None);
         self.dev
             .write_config_register(cap / 4, 2, &0x8000u16.to_le_bytes());
         self.write(MSIX_TABLE_OFFSET, 8, 0xfee0_0000);
@@ -158,6 +202,14 @@ impl Rig {
 
     /// A 512-byte read of sector 0 through the queue; waits for the used ring.
     fn read_sector(&mut self, driver: &mut DriverQueue) -> u8 {
+        let before = self.queue_read_sector(driver);
+        // No ioeventfd in this test: the notify write reaches the transport.
+        self.write(NOTIFY_OFFSET, 2, 0);
+        self.wait_used(driver, before)
+    }
+
+    /// Puts a read of sector 0 on the avail ring; returns the used index before it.
+    fn queue_read_sector(&mut self, driver: &mut DriverQueue) -> u16 {
         let mut raw = [0u8; 16];
         raw[0] = 0; // IN
         self.ram.write_slice(&raw, GuestAddress(HEADER)).unwrap();
@@ -171,8 +223,11 @@ impl Rig {
                 Buffer::writable(STATUS, 1),
             ],
         );
-        // No ioeventfd in this test: the notify write reaches the transport.
-        self.write(NOTIFY_OFFSET, 2, 0);
+        before
+    }
+
+    /// Waits until the used index moves past `before`; returns the request's status byte.
+    fn wait_used(&mut self, driver: &DriverQueue, before: u16) -> u8 {
         let deadline = Instant::now() + Duration::from_secs(10);
         while driver.used_idx(&self.ram) == before {
             assert!(Instant::now() < deadline, "request never completed");
@@ -349,4 +404,252 @@ fn root_bar(root: &crate::pci::PciRoot, bdf: Bdf) -> (u64, u64) {
     let low = u64::from(root.config_read(bdf, 4) & !0xf);
     let high = u64::from(root.config_read(bdf, 5));
     (high << 32 | low, BAR_SIZE)
+}
+
+#[test]
+fn pci_cfg_capability_layout_and_read_only_fields() {
+    let mut r = rig(None);
+    let cap = r.find_capability(0x09, Some(CFG_TYPE_PCI));
+    assert_eq!(cap % 4, 0);
+    let header = r.dev.read_config_register(cap / 4);
+    assert_eq!(header & 0xff, 0x09);
+    assert_eq!((header >> 16) & 0xff, 20);
+    assert_eq!(header >> 24, u32::from(CFG_TYPE_PCI));
+    // The window starts closed.
+    assert_eq!(r.dev.read_config_register((cap + PCI_CFG_LENGTH) / 4), 0);
+    assert_eq!(r.dev.read_config_register((cap + PCI_CFG_DATA) / 4), 0);
+    // Only bar, offset, length and pci_cfg_data take writes.
+    r.dev
+        .write_config_register(cap / 4, 0, &u32::MAX.to_le_bytes());
+    assert_eq!(r.dev.read_config_register(cap / 4), header);
+    r.dev
+        .write_config_register((cap + PCI_CFG_BAR) / 4, 0, &u32::MAX.to_le_bytes());
+    assert_eq!(r.dev.read_config_register((cap + PCI_CFG_BAR) / 4), 0xff);
+    r.window(2, 0x1234, 4);
+    assert_eq!(r.dev.read_config_register((cap + PCI_CFG_BAR) / 4), 2);
+    assert_eq!(
+        r.dev.read_config_register((cap + PCI_CFG_OFFSET) / 4),
+        0x1234
+    );
+    assert_eq!(r.dev.read_config_register((cap + PCI_CFG_LENGTH) / 4), 4);
+}
+
+#[test]
+fn pci_cfg_window_reads_what_mmio_reads() {
+    let mut r = rig(None);
+    assert!(r.negotiate(VERSION_1));
+    r.write(cc::QUEUE_SELECT, 2, 0);
+    for (offset, len) in [
+        (cc::DEVICE_STATUS, 1),
+        (cc::NUM_QUEUES, 2),
+        (cc::QUEUE_SIZE, 2),
+        (cc::QUEUE_MSIX_VECTOR, 2),
+        (cc::DEVICE_FEATURE, 4),
+        (cc::DRIVER_FEATURE, 4),
+        (DEVICE_OFFSET, 4),
+        (DEVICE_OFFSET + 1, 1),
+        (DEVICE_OFFSET + 2, 2),
+    ] {
+        let mmio = r.read(offset, len);
+        assert_eq!(r.window_read(offset, len), mmio, "offset {offset:#x}");
+    }
+    assert_eq!(
+        r.window_read(cc::DEVICE_STATUS, 1),
+        u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK)
+    );
+    // The data dword holds what the last read returned.
+    let cap = r.find_capability(0x09, Some(CFG_TYPE_PCI));
+    assert_eq!(r.window_read(cc::NUM_QUEUES, 2), 1);
+    let mut bytes = [0u8; 2];
+    let dword = r.dev.read_config_register((cap + PCI_CFG_DATA) / 4);
+    bytes.copy_from_slice(&dword.to_le_bytes()[..2]);
+    assert_eq!(u16::from_le_bytes(bytes), 1);
+}
+
+#[test]
+fn pci_cfg_window_writes_take_effect() {
+    let mut r = rig(None);
+    // A whole initialisation through the window, then a request notified through it.
+    r.window_write(cc::DEVICE_STATUS, 1, 0);
+    r.window_write(
+        cc::DEVICE_STATUS,
+        1,
+        u64::from(status::ACKNOWLEDGE | status::DRIVER),
+    );
+    assert_eq!(
+        r.read(cc::DEVICE_STATUS, 1),
+        u64::from(status::ACKNOWLEDGE | status::DRIVER)
+    );
+    r.window_write(cc::DEVICE_FEATURE_SELECT, 4, 1);
+    assert_eq!(r.read(cc::DEVICE_FEATURE_SELECT, 4), 1);
+    assert_eq!(r.window_read(cc::DEVICE_FEATURE, 4), r.offered() >> 32);
+    r.window_write(cc::DRIVER_FEATURE_SELECT, 4, 1);
+    r.window_write(cc::DRIVER_FEATURE, 4, VERSION_1 >> 32);
+    let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+    r.window_write(cc::DEVICE_STATUS, 1, u64::from(s));
+    assert_eq!(r.read(cc::DEVICE_STATUS, 1), u64::from(s));
+
+    let mut driver = DriverQueue::new(0x1000, 16);
+    r.window_write(cc::QUEUE_SELECT, 2, 0);
+    r.window_write(cc::QUEUE_SIZE, 2, u64::from(driver.size));
+    assert_eq!(r.read(cc::QUEUE_SIZE, 2), 16);
+    for (lo, addr) in [
+        (cc::QUEUE_DESC_LO, driver.desc_table),
+        (cc::QUEUE_DRIVER_LO, driver.avail_ring),
+        (cc::QUEUE_DEVICE_LO, driver.used_ring),
+    ] {
+        r.window_write(lo, 4, addr & 0xffff_ffff);
+        r.window_write(lo + 4, 4, addr >> 32);
+        assert_eq!(r.read(lo, 4), addr & 0xffff_ffff);
+    }
+    r.window_write(cc::QUEUE_ENABLE, 2, 1);
+    r.window_write(cc::DEVICE_STATUS, 1, u64::from(s | status::DRIVER_OK));
+    assert_ne!(r.status() & status::DRIVER_OK, 0);
+    let before = r.queue_read_sector(&mut driver);
+    r.window_write(NOTIFY_OFFSET, 2, 0);
+    assert_eq!(r.wait_used(&driver, before), 0);
+
+    // And a reset through the window.
+    r.window_write(cc::DEVICE_STATUS, 1, 0);
+    assert_eq!(r.status(), 0);
+}
+
+#[test]
+fn malformed_pci_cfg_windows_are_ignored() {
+    let mut r = rig(None);
+    assert!(r.negotiate(VERSION_1));
+    let negotiated = r.status();
+    let capacity = r.read(DEVICE_OFFSET, 4);
+    assert_ne!(capacity, 0);
+    let cap = r.find_capability(0x09, Some(CFG_TYPE_PCI));
+    let data = (cap + PCI_CFG_DATA) / 4;
+    let status = cc::DEVICE_STATUS as u32;
+    let device = DEVICE_OFFSET as u32;
+    let bar_size = BAR_SIZE as u32;
+    let cases: &[(u8, u32, u32)] = &[
+        // Not the virtio BAR (BAR 1 is its upper half; the rest do not exist).
+        (1, status, 1),
+        (2, status, 1),
+        (5, status, 1),
+        (6, status, 1),
+        (0xff, status, 1),
+        // Lengths other than 1, 2 or 4.
+        (VIRTIO_BAR, status, 0),
+        (VIRTIO_BAR, device, 3),
+        (VIRTIO_BAR, device, 8),
+        (VIRTIO_BAR, device, 16),
+        (VIRTIO_BAR, device, u32::MAX),
+        // Offsets not aligned to the length.
+        (VIRTIO_BAR, device + 1, 2),
+        (VIRTIO_BAR, device + 2, 4),
+        (VIRTIO_BAR, status - 1, 2),
+        // Past the end of the BAR.
+        (VIRTIO_BAR, bar_size, 1),
+        (VIRTIO_BAR, bar_size, 4),
+        (VIRTIO_BAR, u32::MAX, 1),
+        (VIRTIO_BAR, u32::MAX - 3, 4),
+    ];
+    for &(bar, offset, length) in cases {
+        r.window(bar, offset, length);
+        assert_eq!(
+            r.dev.read_config_register(data),
+            0,
+            "read of {bar}/{offset:#x}/{length}"
+        );
+        r.dev.write_config_register(data, 0, &[0; 4]);
+        r.dev
+            .write_config_register(data, 0, &u32::MAX.to_le_bytes());
+        r.dev.write_config_register(data, 1, &[0x55, 0x55]);
+        assert_eq!(
+            r.status(),
+            negotiated,
+            "write of {bar}/{offset:#x}/{length}"
+        );
+        assert_eq!(r.read(DEVICE_OFFSET, 4), capacity);
+    }
+    // A valid window still works afterwards.
+    assert_eq!(r.window_read(cc::DEVICE_STATUS, 1), u64::from(negotiated));
+}
+
+/// A request on the avail ring, notified, that the device must leave alone for a while.
+fn assert_not_consumed(r: &mut Rig, driver: &DriverQueue, before: u16) {
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(driver.used_idx(&r.ram), before);
+    assert_eq!(r.ram.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), 0xff);
+}
+
+#[test]
+fn no_queue_processing_without_bus_mastering() {
+    let mut r = rig(None);
+    r.set_command(COMMAND_MEMORY);
+    assert!(r.negotiate(VERSION_1));
+    let mut driver = DriverQueue::new(0x1000, 16);
+    r.setup_queue(&driver, 0xffff);
+    r.driver_ok();
+    // DRIVER_OK is recorded, but the device does not start.
+    assert_ne!(r.status() & status::DRIVER_OK, 0);
+    assert_eq!(r.status() & status::NEEDS_RESET, 0);
+    let before = r.queue_read_sector(&mut driver);
+    r.write(NOTIFY_OFFSET, 2, 0);
+    assert_not_consumed(&mut r, &driver, before);
+    // Queue registers are frozen from DRIVER_OK on, running or not.
+    r.write(cc::QUEUE_SIZE, 2, 8);
+    assert_eq!(r.read(cc::QUEUE_SIZE, 2), 16);
+
+    // Bus mastering on: the device starts and serves the ring.
+    r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    r.write(NOTIFY_OFFSET, 2, 0);
+    assert_eq!(r.wait_used(&driver, before), 0);
+    assert_eq!(r.status() & status::NEEDS_RESET, 0);
+}
+
+#[test]
+fn bus_mastering_before_driver_ok_activates_at_driver_ok() {
+    // The order Linux and the bundled unikernel use.
+    let mut r = rig(None);
+    r.set_command(0);
+    r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    assert!(r.negotiate(VERSION_1));
+    let mut driver = DriverQueue::new(0x1000, 16);
+    r.setup_queue(&driver, 0xffff);
+    r.driver_ok();
+    assert_eq!(r.read_sector(&mut driver), 0);
+    // Other command bits leave a running device alone.
+    r.set_command(COMMAND_BUS_MASTER);
+    r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER | 1 << 10);
+    assert_eq!(r.read_sector(&mut driver), 0);
+}
+
+#[test]
+fn clearing_bus_mastering_stops_the_device_until_reset() {
+    let mut r = rig(None);
+    r.enable_msix_vector0();
+    assert!(r.negotiate(VERSION_1));
+    let mut driver = DriverQueue::new(0x1000, 16);
+    r.setup_queue(&driver, 0);
+    r.driver_ok();
+    assert_eq!(r.read_sector(&mut driver), 0);
+    let fired = r.msi.fired.lock().unwrap().len();
+
+    r.set_command(COMMAND_MEMORY);
+    assert_ne!(r.status() & status::NEEDS_RESET, 0);
+    let before = r.queue_read_sector(&mut driver);
+    r.write(NOTIFY_OFFSET, 2, 0);
+    assert_not_consumed(&mut r, &driver, before);
+    assert_eq!(r.msi.fired.lock().unwrap().len(), fired);
+    // Bus mastering back on, or the driver rewriting the status, does not resume it.
+    r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    r.driver_ok();
+    r.write(NOTIFY_OFFSET, 2, 0);
+    assert_not_consumed(&mut r, &driver, before);
+    assert_ne!(r.status() & status::NEEDS_RESET, 0);
+
+    // A reset and a fresh start do.
+    r.write(cc::DEVICE_STATUS, 1, 0);
+    assert_eq!(r.status(), 0);
+    assert!(r.negotiate(VERSION_1));
+    let mut driver = DriverQueue::new(0x8000, 16);
+    r.setup_queue(&driver, 0);
+    r.driver_ok();
+    assert_eq!(r.read_sector(&mut driver), 0);
 }

@@ -1,6 +1,18 @@
 //! The modern virtio-pci transport: one 64-bit BAR holding the common, ISR, device and
-//! notify structures and the MSI-X table; feature negotiation; queue setup; activation at
-//! DRIVER_OK and reset when the driver writes 0 to the status.
+//! notify structures and the MSI-X table; the PCI configuration access window onto that
+//! BAR; feature negotiation; queue setup; activation at DRIVER_OK and reset when the driver
+//! writes 0 to the status.
+//!
+//! Bus mastering gates the device: a function whose Bus Master Enable bit (command register
+//! bit 2) is clear must not touch memory, and a running worker reads and writes the rings
+//! and buffers in guest memory and raises MSIs, which are memory writes too. So the worker
+//! runs only while both DRIVER_OK and Bus Master Enable are set:
+//! - DRIVER_OK written while bus mastering is off is recorded (the driver reads it back),
+//!   but activation waits until the driver sets Bus Master Enable. Linux and the bundled
+//!   unikernel enable bus mastering before DRIVER_OK, so for them nothing changes.
+//! - Clearing Bus Master Enable while the device runs stops the worker. Its queue positions
+//!   go with it, so the device cannot resume: it sets NEEDS_RESET (without an interrupt,
+//!   since it may not send one) and stays stopped until the driver resets it.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,6 +73,8 @@ pub struct VirtioPciDevice {
     bdf: Bdf,
     config: PciConfiguration,
     msix_capability: usize,
+    /// Configuration-space offset of the VIRTIO_PCI_CAP_PCI_CFG capability.
+    pci_cfg_capability: usize,
     msix: SharedMsix,
     device: Box<dyn VirtioDevice>,
     offered: u64,
@@ -130,6 +144,12 @@ impl VirtioPciDevice {
                 .add_capability(&cap, &[])
                 .expect("the virtio capabilities fit the configuration space");
         }
+        let pci_cfg_capability = config
+            .add_capability(
+                &VirtioPciCfgCap::new().to_bytes(),
+                &VirtioPciCfgCap::writable_mask(),
+            )
+            .expect("the virtio capabilities fit the configuration space");
         // One vector per queue plus one for configuration changes.
         let msix_state = MsixState::new(queues.len() as u16 + 1, msi);
         let (body, writable) = msix_state.capability(MsixLayout {
@@ -151,6 +171,7 @@ impl VirtioPciDevice {
             bdf,
             config,
             msix_capability,
+            pci_cfg_capability,
             msix: Arc::new(Mutex::new(msix_state)),
             vectors: Arc::new(VectorTable::new(queues.len())),
             device,
@@ -281,9 +302,10 @@ impl VirtioPciDevice {
         }
     }
 
-    /// Queue registers change only before DRIVER_OK: the worker owns the queues after it.
+    /// Queue registers change only before DRIVER_OK: the worker owns the queues after it,
+    /// or will once bus mastering is enabled.
     fn write_queue_register(&mut self, offset: u64, value: u32) {
-        if self.activated {
+        if self.activated || self.driver.status & status::DRIVER_OK != 0 {
             return;
         }
         let Some(queue) = self.selected_queue() else {
@@ -328,7 +350,8 @@ impl VirtioPciDevice {
             return;
         }
         let old = self.driver.status;
-        let mut new = value;
+        // NEEDS_RESET is the device's to set; only a reset clears it.
+        let mut new = value | old & status::NEEDS_RESET;
         if new & status::FEATURES_OK != 0
             && old & status::FEATURES_OK == 0
             && !self.features_acceptable()
@@ -339,8 +362,31 @@ impl VirtioPciDevice {
             new &= !status::DRIVER_OK;
         }
         self.driver.status = new;
-        if new & status::DRIVER_OK != 0 && !self.activated {
+        self.activate_if_ready();
+    }
+
+    /// Starts the worker once DRIVER_OK and Bus Master Enable are both set (see the module
+    /// documentation), unless the device needs a reset first.
+    fn activate_if_ready(&mut self) {
+        let status = self.driver.status;
+        if !self.activated
+            && status & status::DRIVER_OK != 0
+            && status & status::NEEDS_RESET == 0
+            && self.config.bus_master_enabled()
+        {
             self.activate();
+        }
+    }
+
+    /// The guest changed Bus Master Enable.
+    fn bus_master_changed(&mut self) {
+        if self.config.bus_master_enabled() {
+            self.activate_if_ready();
+        } else if self.activated {
+            log::debug!("{}: bus mastering disabled while running", self.bdf);
+            self.device.reset();
+            self.activated = false;
+            self.driver.status |= status::NEEDS_RESET;
         }
     }
 
@@ -403,7 +449,7 @@ impl VirtioPciDevice {
     fn fail(&mut self) {
         self.driver.status |= status::NEEDS_RESET;
         let vector = self.vectors.config.load(Ordering::Relaxed);
-        if vector != NO_VECTOR {
+        if vector != NO_VECTOR && self.config.bus_master_enabled() {
             self.msix.lock().unwrap().trigger(vector);
         }
     }
@@ -423,18 +469,70 @@ impl VirtioPciDevice {
     fn msix_control_register(&self) -> usize {
         self.msix_capability / 4
     }
+
+    fn pci_cfg_data_register(&self) -> usize {
+        (self.pci_cfg_capability + PCI_CFG_DATA) / 4
+    }
+
+    /// The BAR access pci_cfg_data currently stands for, if the driver programmed a valid
+    /// window.
+    fn pci_cfg_window(&self) -> Option<(u64, usize)> {
+        let field = |at: usize| self.config.read_reg((self.pci_cfg_capability + at) / 4);
+        pci_cfg_target(
+            field(PCI_CFG_BAR) as u8,
+            field(PCI_CFG_OFFSET),
+            field(PCI_CFG_LENGTH),
+        )
+    }
+
+    /// A driver read of pci_cfg_data: the BAR read it selects, through the MMIO path, lands
+    /// in pci_cfg_data. An invalid window reads 0 and touches nothing.
+    fn read_pci_cfg_data(&mut self) -> u32 {
+        let mut data = [0u8; 4];
+        if let Some((offset, len)) = self.pci_cfg_window() {
+            self.read_bar(usize::from(VIRTIO_BAR), offset, &mut data[..len]);
+        }
+        let value = u32::from_le_bytes(data);
+        self.config.set_reg(self.pci_cfg_data_register(), value);
+        value
+    }
+
+    /// A driver write of pci_cfg_data: its first `length` bytes go to the BAR through the
+    /// MMIO path. An invalid window drops the write.
+    fn write_pci_cfg_data(&mut self) {
+        if let Some((offset, len)) = self.pci_cfg_window() {
+            let data = self
+                .config
+                .read_reg(self.pci_cfg_data_register())
+                .to_le_bytes();
+            self.write_bar(usize::from(VIRTIO_BAR), offset, &data[..len]);
+        }
+    }
 }
 
 impl PciDevice for VirtioPciDevice {
     fn read_config_register(&mut self, reg: usize) -> u32 {
+        if reg == self.pci_cfg_data_register() {
+            return self.read_pci_cfg_data();
+        }
         self.config.read_reg(reg)
     }
 
     fn write_config_register(&mut self, reg: usize, offset: usize, data: &[u8]) -> Option<BarMove> {
+        if data.is_empty() || offset + data.len() > 4 {
+            return None;
+        }
+        let bus_master = self.config.bus_master_enabled();
         let moved = self.config.write_reg(reg, offset, data);
         if reg == self.msix_control_register() {
             let control = (self.config.read_reg(reg) >> 16) as u16;
             self.msix.lock().unwrap().set_message_control(control);
+        }
+        if reg == self.pci_cfg_data_register() {
+            self.write_pci_cfg_data();
+        }
+        if self.config.bus_master_enabled() != bus_master {
+            self.bus_master_changed();
         }
         moved
     }
