@@ -7,11 +7,14 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use devices::dma::{guest_physical_memory, DmaMemory};
 use devices::virtio::iommu::config::IommuConfig;
 use devices::virtio::iommu::protocol::{features, request_type, Map, MAP_F_READ, MAP_F_WRITE};
-use devices::virtio::iommu::queues::process_requests;
-use devices::virtio::iommu::shared::Shared;
+use devices::virtio::iommu::queues::serve_requests;
+use devices::virtio::iommu::state::IommuState;
 use devices::virtio::iommu::{FaultRateLimit, OFFERED_FEATURES};
+use devices::virtio::queue_server::QueueServer;
+use devices::virtio::VirtioInterrupt;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -31,8 +34,16 @@ const NEGOTIATED: u64 = OFFERED_FEATURES | features::VERSION_1;
 /// The driver side of one requestq: one two-descriptor chain, re-posted for every request.
 struct Driver {
     mem: GuestMemoryMmap,
-    queue: Queue,
+    dma: DmaMemory,
+    server: QueueServer,
     avail_idx: u16,
+}
+
+struct NoInterrupt;
+
+impl VirtioInterrupt for NoInterrupt {
+    fn notify_queue(&self, _: u16) {}
+    fn notify_config(&self) {}
 }
 
 impl Driver {
@@ -48,13 +59,14 @@ impl Driver {
         write_desc(&mem, 0, REQUEST_AT, 36, 1, 1);
         write_desc(&mem, 1, STATUS_AT, 4, 2, 0);
         Self {
+            dma: guest_physical_memory(mem.clone()),
             mem,
-            queue,
+            server: QueueServer::new(queue, 0),
             avail_idx: 0,
         }
     }
 
-    fn send(&mut self, shared: &Shared, request: &[u8]) -> u8 {
+    fn send(&mut self, shared: &IommuState, request: &[u8]) -> u8 {
         self.mem
             .write_slice(request, GuestAddress(REQUEST_AT))
             .unwrap();
@@ -69,7 +81,14 @@ impl Driver {
         self.mem
             .write_obj(self.avail_idx, GuestAddress(AVAIL_RING + 2))
             .unwrap();
-        process_requests(shared, NEGOTIATED, &self.mem, &mut self.queue).unwrap();
+        serve_requests(
+            shared,
+            NEGOTIATED,
+            &self.dma,
+            &mut self.server,
+            &NoInterrupt,
+            usize::MAX,
+        );
         self.mem.read_obj(GuestAddress(STATUS_AT)).unwrap()
     }
 }
@@ -102,8 +121,8 @@ fn unmap_request(start: u64, len: u64) -> Vec<u8> {
 }
 
 /// A domain holding `table` 4 KiB mappings, and the free window benchmarks use.
-fn setup(table: u64) -> (Shared, u64) {
-    let shared = Shared::new(IommuConfig::default(), FaultRateLimit::default()).unwrap();
+fn setup(table: u64) -> (IommuState, u64) {
+    let shared = IommuState::new(IommuConfig::default(), FaultRateLimit::default()).unwrap();
     let mut domains = shared.domains_mut();
     domains.add_endpoint(ENDPOINT);
     domains.attach(DOMAIN, ENDPOINT, false).unwrap();
@@ -151,7 +170,7 @@ const SHAPES: [Shape; 3] = [
 /// round runs untimed so the table size stays fixed.
 fn round(
     driver: &mut Driver,
-    shared: &Shared,
+    shared: &IommuState,
     base: u64,
     shape: &Shape,
     time_maps: bool,

@@ -7,11 +7,9 @@
 //! endpoint the guest never attached cannot reach memory. A guest without a virtio-iommu
 //! driver needs `--viommu bypass=on` to use `iommu=on` devices.
 
-use std::sync::Arc;
-
 use arch::acpi::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use arch::memory_map::{memory_map, MemoryType};
-use devices::dma::EndpointTranslate;
+use devices::dma::DeviceDma;
 use devices::pci::Bdf;
 use devices::virtio::iommu::viot::{build_viot, endpoint_id};
 use devices::virtio::iommu::{Iommu, IommuConfig};
@@ -83,7 +81,7 @@ impl ViommuBuilder {
     }
 
     /// Puts the device at `bdf` behind the IOMMU; its transport translates with the result.
-    pub fn add_endpoint(&mut self, bdf: Bdf) -> Arc<dyn EndpointTranslate> {
+    pub fn add_endpoint(&mut self, bdf: Bdf) -> DeviceDma {
         self.endpoints.push(bdf);
         self.iommu.add_endpoint(endpoint_id(bdf))
     }
@@ -132,8 +130,16 @@ mod tests {
         let mut builder =
             ViommuBuilder::new(options, 256 << 20, WorkerSpec::unconfined("t")).unwrap();
         let disk = builder.add_endpoint(Bdf::new(0, 2, 0));
+        assert!(disk.is_translated());
+        let ram = vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x10000)])
+            .unwrap();
         assert!(
-            disk.translate(0x1000, 8, Permissions::Read).is_ok(),
+            vm_memory::GuestMemory::check_range(
+                &disk.memory(ram),
+                vm_memory::GuestAddress(0x1000),
+                8,
+                Permissions::Read
+            ),
             "bypass"
         );
         let (device, viot) = builder.finish(Bdf::new(0, 3, 0));

@@ -52,7 +52,7 @@ pub trait VirtioInterrupt: Send + Sync {
 pub struct ActiveQueue {
     pub index: u16,
     pub queue: Queue,
-    pub notifier: EventFd,
+    pub notifier: Arc<EventFd>,
 }
 
 /// Everything a device needs to start work.

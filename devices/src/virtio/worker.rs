@@ -1,85 +1,90 @@
-//! The device worker thread: waits on its queues' eventfds (and any input fd) and a kill
-//! eventfd, and hands each wake-up to the device's handler.
+//! The one device worker: a job on the device's worker thread that waits on its queues'
+//! notification eventfds (and any input fds) and hands each wake-up to the device's handler.
 //!
-//! The epoll set is built before the thread starts, so the thread itself only runs the
-//! setup hook and then epoll_wait, eventfd reads, and whatever the handler does.
+//! Stopping is bounded and never waits for the thread: [`Worker::stop`] sets a flag and
+//! wakes the job, which sees it before its next chain (a handler serves at most [`BUDGET`]
+//! chains per call), and the transport revokes the activation's DMA, so whatever the old job
+//! still finishes (a disk read in progress) can no longer reach the guest. A new activation
+//! queues behind it on the same thread.
+//!
+//! The epoll set is created on the worker thread, so threads that start activations (vCPUs)
+//! never create epoll sets or eventfds.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::device::WorkerSpec;
-use super::worker_thread::JobHandle;
+use super::worker_thread::{JobHandle, JobPanicked};
 
-const KILL_TOKEN: u64 = u64::MAX;
-const EXTRA_TOKEN_BASE: u64 = 1 << 32;
+/// Chains a handler serves per call before the worker looks at its stop flag and its other
+/// queues again.
+pub const BUDGET: usize = 32;
+
+const INPUT_TOKEN_BASE: u64 = 1 << 32;
 
 /// What a device does when woken.
 pub trait QueueHandler: Send + 'static {
-    /// Queue `index` (position in the worker's queue list) was notified.
-    fn process_queue(&mut self, index: usize);
-    /// Extra fd `index` is readable; return false to stop watching it (EOF, error).
+    /// Queue `position` (in the worker's queue list) was notified, or has work left: serve at
+    /// most `budget` chains and return whether any are left.
+    fn process_queue(&mut self, position: usize, budget: usize) -> bool;
+    /// Input fd `index` is readable; return false to stop watching it (EOF, error).
     fn process_input(&mut self, _index: usize) -> bool {
         false
     }
 }
 
-/// A running worker; stopping (or dropping) it ends the thread and waits for it.
+/// A running worker job. Dropping it stops it, without waiting.
 pub struct Worker {
-    kill: EventFd,
-    thread: Option<JobHandle>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<EventFd>,
+    job: Option<JobHandle>,
 }
 
 impl Worker {
-    /// Starts `handler` on a thread named `spec.name`, woken by `queue_fds` and `input_fds`.
-    /// Every queue is processed once at start, in case the driver notified early.
+    /// Runs `handler` on `spec`'s thread, woken by `queue_fds` (at least one) and
+    /// `input_fds`. Every queue is served once at start, in case the driver notified early.
     pub fn spawn<H: QueueHandler>(
         spec: &WorkerSpec,
-        queue_fds: Vec<EventFd>,
+        queue_fds: Vec<Arc<EventFd>>,
         input_fds: Vec<RawFd>,
-        mut handler: H,
+        handler: H,
     ) -> io::Result<Worker> {
-        let kill = EventFd::new(EFD_NONBLOCK)?;
-        let epoll = Epoll::new()?;
-        let readable = |token| EpollEvent::new(EventSet::IN, token);
-        epoll.ctl(
-            ControlOperation::Add,
-            kill.as_raw_fd(),
-            readable(KILL_TOKEN),
-        )?;
-        for (i, fd) in queue_fds.iter().enumerate() {
-            epoll.ctl(ControlOperation::Add, fd.as_raw_fd(), readable(i as u64))?;
-        }
-        for (i, fd) in input_fds.iter().enumerate() {
-            epoll.ctl(
-                ControlOperation::Add,
-                *fd,
-                readable(EXTRA_TOKEN_BASE + i as u64),
-            )?;
-        }
-        let thread_kill = kill.try_clone()?;
-        let thread = spec.thread.run(move || {
-            for i in 0..queue_fds.len() {
-                handler.process_queue(i);
+        let wake = queue_fds
+            .first()
+            .cloned()
+            .ok_or_else(|| io::Error::other("a device worker needs a queue"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let job_stop = stop.clone();
+        let name = spec.name.clone();
+        let job = spec.thread.run(move || {
+            if let Err(e) = run(&job_stop, &queue_fds, &input_fds, handler) {
+                log::error!("{name}: device worker failed: {e}");
             }
-            run(&epoll, &thread_kill, &queue_fds, &input_fds, &mut handler);
         })?;
         Ok(Worker {
-            kill,
-            thread: Some(thread),
+            stop,
+            wake,
+            job: Some(job),
         })
     }
 
-    /// Ends the thread and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = self.kill.write(1);
-            if thread.join().is_err() {
-                log::error!("a device worker thread panicked");
-            }
-        }
+    /// Tells the job to end; returns at once.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        // The job may be in epoll_wait: any of its eventfds wakes it. A spurious
+        // notification is harmless to whoever serves the queue next.
+        let _ = self.wake.write(1);
+    }
+
+    /// Stops the job and waits until it has ended (tests and teardown that need it).
+    pub fn stop_and_wait(mut self) -> Result<(), JobPanicked> {
+        self.stop();
+        self.job.take().map_or(Ok(()), JobHandle::join)
     }
 }
 
@@ -90,44 +95,63 @@ impl Drop for Worker {
 }
 
 fn run<H: QueueHandler>(
-    epoll: &Epoll,
-    kill: &EventFd,
-    queue_fds: &[EventFd],
+    stop: &AtomicBool,
+    queue_fds: &[Arc<EventFd>],
     input_fds: &[RawFd],
-    handler: &mut H,
-) {
-    let mut events = vec![EpollEvent::default(); queue_fds.len() + input_fds.len() + 1];
+    mut handler: H,
+) -> io::Result<()> {
+    let stopped = || stop.load(Ordering::Acquire);
+    if stopped() {
+        return Ok(());
+    }
+    let epoll = Epoll::new()?;
+    let readable = |token| EpollEvent::new(EventSet::IN, token);
+    for (i, fd) in queue_fds.iter().enumerate() {
+        epoll.ctl(ControlOperation::Add, fd.as_raw_fd(), readable(i as u64))?;
+    }
+    for (i, &fd) in input_fds.iter().enumerate() {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            readable(INPUT_TOKEN_BASE + i as u64),
+        )?;
+    }
+    let mut pending = vec![true; queue_fds.len()];
+    let mut events = vec![EpollEvent::default(); queue_fds.len() + input_fds.len()];
     loop {
-        let n = match epoll.wait(-1, &mut events) {
+        for (position, left) in pending.iter_mut().enumerate() {
+            if stopped() {
+                return Ok(());
+            }
+            if *left {
+                *left = handler.process_queue(position, BUDGET);
+            }
+        }
+        if stopped() {
+            return Ok(());
+        }
+        // With work left, only look for other events and come straight back.
+        let timeout = if pending.contains(&true) { 0 } else { -1 };
+        let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::error!("device worker: epoll_wait failed: {e}");
-                return;
-            }
+            Err(e) => return Err(e),
         };
         for event in &events[..n] {
-            match event.data() {
-                KILL_TOKEN => {
-                    let _ = kill.read();
-                    return;
+            let token = event.data();
+            if token >= INPUT_TOKEN_BASE {
+                let index = (token - INPUT_TOKEN_BASE) as usize;
+                if !stopped() && !handler.process_input(index) {
+                    let _ = epoll.ctl(
+                        ControlOperation::Delete,
+                        input_fds[index],
+                        EpollEvent::default(),
+                    );
                 }
-                token if token >= EXTRA_TOKEN_BASE => {
-                    let index = (token - EXTRA_TOKEN_BASE) as usize;
-                    if !handler.process_input(index) {
-                        let _ = epoll.ctl(
-                            ControlOperation::Delete,
-                            input_fds[index],
-                            EpollEvent::default(),
-                        );
-                    }
-                }
-                token => {
-                    let index = token as usize;
-                    // Non-blocking read: a count already consumed is not an error.
-                    let _ = queue_fds[index].read();
-                    handler.process_queue(index);
-                }
+            } else if let Some(fd) = queue_fds.get(token as usize) {
+                // Non-blocking read: a count already consumed is not an error.
+                let _ = fd.read();
+                pending[token as usize] = true;
             }
         }
     }
@@ -137,13 +161,29 @@ fn run<H: QueueHandler>(
 mod tests {
     use super::*;
     use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
-    struct Echo(mpsc::Sender<usize>);
+    /// Reports each call; with `busy`, always has work left and takes 1 ms per chain.
+    struct Echo {
+        calls: mpsc::Sender<usize>,
+        busy: bool,
+    }
 
     impl QueueHandler for Echo {
-        fn process_queue(&mut self, index: usize) {
-            let _ = self.0.send(index);
+        fn process_queue(&mut self, position: usize, budget: usize) -> bool {
+            let _ = self.calls.send(position);
+            if self.busy {
+                for _ in 0..budget {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            self.busy
         }
+    }
+
+    fn eventfd() -> Arc<EventFd> {
+        Arc::new(EventFd::new(EFD_NONBLOCK).unwrap())
     }
 
     #[test]
@@ -153,22 +193,56 @@ mod tests {
         let setup_tx = std::sync::Mutex::new(setup_tx);
         let spec = WorkerSpec::new(
             "dev-test0",
-            std::sync::Arc::new(move || {
+            Arc::new(move || {
                 let name = std::thread::current().name().map(str::to_owned);
                 setup_tx.lock().unwrap().send(name).unwrap();
             }),
         )
         .unwrap();
-        let q0 = EventFd::new(EFD_NONBLOCK).unwrap();
-        let q1 = EventFd::new(EFD_NONBLOCK).unwrap();
-        let notify1 = q1.try_clone().unwrap();
-        let mut worker = Worker::spawn(&spec, vec![q0, q1], vec![], Echo(tx)).unwrap();
+        let q1 = eventfd();
+        let worker = Worker::spawn(
+            &spec,
+            vec![eventfd(), q1.clone()],
+            vec![],
+            Echo {
+                calls: tx,
+                busy: false,
+            },
+        )
+        .unwrap();
         assert_eq!(setup_rx.recv().unwrap().as_deref(), Some("dev-test0"));
         assert_eq!(rx.recv().unwrap(), 0);
         assert_eq!(rx.recv().unwrap(), 1);
-        notify1.write(1).unwrap();
+        q1.write(1).unwrap();
         assert_eq!(rx.recv().unwrap(), 1);
-        worker.stop();
+        worker.stop_and_wait().unwrap();
         assert!(rx.recv().is_err());
+    }
+
+    #[test]
+    fn a_busy_queue_neither_starves_the_others_nor_delays_the_stop() {
+        let (tx, rx) = mpsc::channel();
+        let spec = WorkerSpec::unconfined("dev-test1");
+        let q1 = eventfd();
+        let worker = Worker::spawn(
+            &spec,
+            vec![eventfd(), q1.clone()],
+            vec![],
+            Echo {
+                calls: tx,
+                busy: true,
+            },
+        )
+        .unwrap();
+        // Queue 0 always has work; queue 1 still gets served between its budgets.
+        q1.write(1).unwrap();
+        let served: Vec<usize> = rx.iter().take(6).collect();
+        assert!(served.contains(&1), "queue 1 never served: {served:?}");
+        let asked = Instant::now();
+        worker.stop();
+        // Stop returns at once; the job ends within one budget of chains.
+        assert!(asked.elapsed() < Duration::from_millis(20));
+        let _ = rx.iter().count();
+        assert!(asked.elapsed() < Duration::from_secs(2));
     }
 }

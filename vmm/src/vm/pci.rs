@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arch::acpi::{build_mcfg, PciRootDescription};
 use arch::layout::{PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
-use devices::dma::EndpointTranslate;
+use devices::dma::DeviceDma;
 use devices::interrupt::MsiInterruptManager;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
 use devices::pci::ecam::ECAM_SIZE;
@@ -69,7 +69,7 @@ impl Builder<'_> {
         &mut self,
         bdf: Bdf,
         device: Box<dyn VirtioDevice>,
-        endpoint: Option<Arc<dyn EndpointTranslate>>,
+        dma: DeviceDma,
     ) -> Result<(), VmmError> {
         let bar = self
             .bars
@@ -80,7 +80,7 @@ impl Builder<'_> {
             .interrupts
             .create_group(vectors)
             .map_err(|e| device_err(format!("MSI vectors for {bdf}: {e}")))?;
-        let transport = VirtioPciDevice::new(bdf, device, self.mem.clone(), msi, bar, endpoint)
+        let transport = VirtioPciDevice::new(bdf, device, self.mem.clone(), msi, bar, dma)
             .map_err(|e| device_err(format!("{bdf}: {e}")))?;
         log::info!("PCI {bdf}: virtio device, BAR at {bar:#x}");
         self.root
@@ -143,9 +143,11 @@ pub fn add_pci_devices(
     } else {
         None
     };
+    // Decided here, once: a device behind the virtio-iommu is translated whatever its
+    // driver negotiates.
     let mut endpoint = |bdf: Bdf, behind: bool| match (&mut viommu, behind) {
-        (Some(iommu), true) => Some(iommu.add_endpoint(bdf)),
-        _ => None,
+        (Some(iommu), true) => iommu.add_endpoint(bdf),
+        _ => DeviceDma::untranslated(),
     };
 
     for (index, disk) in devices.disks.iter().enumerate() {
@@ -177,13 +179,13 @@ pub fn add_pci_devices(
             input,
             builder.spec("dev-con0".into())?,
         );
-        builder.add(bdf, Box::new(device), None)?;
+        builder.add(bdf, Box::new(device), DeviceDma::untranslated())?;
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     if let Some(iommu) = viommu {
         let bdf = builder.reserve()?;
         let (device, viot) = iommu.finish(bdf);
-        builder.add(bdf, device, None)?;
+        builder.add(bdf, device, DeviceDma::untranslated())?;
         acpi_tables.push(viot);
     }
     Ok(PciDevices {

@@ -1,20 +1,20 @@
-//! The virtio-blk worker's queue handler: pop, run, complete, interrupt.
+//! The virtio-blk worker's queue handler.
 
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 
 use super::request::{Disk, RequestRunner};
 use crate::dma::DmaMemory;
 use crate::virtio::device::VirtioInterrupt;
-use crate::virtio::worker::QueueHandler;
+use crate::virtio::queue_server::{QueueServer, Served};
+use crate::virtio::worker::{QueueHandler, BUDGET};
 
 pub struct BlockHandler {
-    pub mem: DmaMemory,
-    pub disk: Arc<Disk>,
-    pub queue: Queue,
-    pub queue_index: u16,
-    pub interrupt: Arc<dyn VirtioInterrupt>,
+    mem: DmaMemory,
+    disk: Arc<Disk>,
+    server: QueueServer,
+    interrupt: Arc<dyn VirtioInterrupt>,
     runner: RequestRunner,
 }
 
@@ -26,39 +26,44 @@ impl BlockHandler {
         queue_index: u16,
         interrupt: Arc<dyn VirtioInterrupt>,
     ) -> Self {
-        let runner = RequestRunner::new(queue.size());
         Self {
             mem,
             disk,
-            queue,
-            queue_index,
+            server: QueueServer::new(queue, queue_index),
             interrupt,
-            runner,
+            runner: RequestRunner::new(),
         }
     }
 
-    /// Runs every available request; returns how many completed.
-    pub fn drain(&mut self) -> usize {
-        let mut completed = 0;
-        while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            let used = self.runner.run(&self.disk, &self.mem, chain);
-            // Writes reached the file (pwrite returned) before the used ring says so.
-            if let Err(e) = self.queue.add_used(&self.mem, head, used) {
-                log::warn!("virtio-blk: cannot complete request {head}: {e}");
-                break;
-            }
-            completed += 1;
-        }
-        if completed > 0 {
-            self.interrupt.notify_queue(self.queue_index);
-        }
-        completed
+    /// Runs at most `budget` available requests; returns whether any are left.
+    pub fn serve(&mut self, budget: usize) -> bool {
+        let Self {
+            mem,
+            disk,
+            server,
+            interrupt,
+            runner,
+        } = self;
+        // Writes reach the file (pwrite returned) before the used ring says so.
+        server.serve(mem, interrupt.as_ref(), budget, |chain| {
+            Served::Used(match chain {
+                Ok(chain) => runner.run(disk, mem, &chain),
+                Err(e) => {
+                    log::debug!("virtio-blk: {e}");
+                    0
+                }
+            })
+        })
+    }
+
+    /// Runs every available request (tests and benchmarks).
+    pub fn drain(&mut self) {
+        while self.serve(BUDGET) {}
     }
 }
 
 impl QueueHandler for BlockHandler {
-    fn process_queue(&mut self, _index: usize) {
-        self.drain();
+    fn process_queue(&mut self, _position: usize, budget: usize) -> bool {
+        self.serve(budget)
     }
 }

@@ -94,6 +94,9 @@ impl VirtioDevice for Block {
     fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
         let q = ctx.take_single_queue("virtio-blk")?;
         let handler = BlockHandler::new(ctx.mem, self.disk.clone(), q.queue, 0, ctx.interrupt);
+        if let Some(old) = self.worker.take() {
+            old.stop();
+        }
         self.worker = Some(Worker::spawn(
             &self.spec,
             vec![q.notifier],
@@ -104,7 +107,7 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
-        // Dropping the worker stops it.
+        // Dropping the worker stops it, without waiting for it.
         self.worker = None;
     }
 }

@@ -5,7 +5,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
-use crate::dma::{dma_memory, DmaMemory};
+use crate::dma::{guest_physical_memory, DmaMemory};
 use crate::virtio::device::VirtioInterrupt;
 use crate::virtio::testing::{Buffer, DriverQueue, RawDesc, DESC_F_NEXT, DESC_F_WRITE};
 
@@ -36,7 +36,7 @@ struct Rig {
 
 fn rig(read_only: bool) -> Rig {
     let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_BYTES)]).unwrap();
-    let mem = dma_memory(ram.clone(), None);
+    let mem = guest_physical_memory(ram.clone());
     let file = TempFile::new().unwrap();
     file.as_file().set_len(DISK_BYTES).unwrap();
     let driver = DriverQueue::new(0x1000, 16);
@@ -77,7 +77,7 @@ impl Rig {
     fn submit(&mut self, buffers: &[Buffer]) -> (u8, u32) {
         let before = self.driver.used_idx(&self.ram);
         self.driver.add_chain(&self.ram, buffers);
-        assert_eq!(self.handler.drain(), 1);
+        self.handler.drain();
         assert_eq!(self.driver.used_idx(&self.ram), before.wrapping_add(1));
         let (_, len) = self.driver.used_elem(&self.ram, before);
         (self.ram.read_obj(GuestAddress(STATUS)).unwrap(), len)
@@ -256,7 +256,7 @@ fn data_outside_guest_memory_fails() {
 #[test]
 fn wrong_directions_fail_or_drop() {
     let mut r = rig(false);
-    // Readable data after a writable one.
+    // Readable data after a writable one: a malformed chain, returned untouched.
     header(&r.ram, REQUEST_OUT, 0);
     let (status, len) = r.submit(&[
         Buffer::readable(HEADER, 16),
@@ -264,7 +264,7 @@ fn wrong_directions_fail_or_drop() {
         Buffer::readable(DATA + 512, 512),
         Buffer::writable(STATUS, 1),
     ]);
-    assert_eq!((status, len), (STATUS_IOERR, 1));
+    assert_eq!((status, len), (0xff, 0));
     // Status not writable: nothing is written, the chain comes back with length 0.
     header(&r.ram, REQUEST_IN, 0);
     let (status, len) = r.submit(&[Buffer::readable(HEADER, 16), Buffer::readable(STATUS, 1)]);
@@ -292,13 +292,13 @@ fn looping_and_dangling_chains_are_dropped() {
     r.driver
         .write_desc(&r.ram, 1, link(STATUS, DESC_F_NEXT | DESC_F_WRITE, 0));
     r.driver.publish(&r.ram, 0);
-    assert_eq!(r.handler.drain(), 1);
+    r.handler.drain();
     assert_eq!(r.driver.used_elem(&r.ram, 0), (0, 0));
     // A next index past the table.
     r.driver
         .write_desc(&r.ram, 2, link(HEADER, DESC_F_NEXT, 200));
     r.driver.publish(&r.ram, 2);
-    assert_eq!(r.handler.drain(), 1);
+    r.handler.drain();
     assert_eq!(r.driver.used_elem(&r.ram, 1), (2, 0));
     assert_eq!(r.ram.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), 0xff);
     // A head index past the table is not even popped.

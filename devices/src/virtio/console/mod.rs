@@ -8,13 +8,13 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::Bytes;
 
+use super::chain::{read_stream, total_len, write_stream};
 use super::device::{
     read_config_bytes, ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, WorkerSpec,
 };
-use super::worker::{QueueHandler, Worker};
+use super::queue_server::{QueueServer, Served};
+use super::worker::{QueueHandler, Worker, BUDGET};
 use crate::dma::DmaMemory;
 
 pub const QUEUE_SIZE: u16 = 64;
@@ -55,8 +55,8 @@ impl Console {
 
 pub struct ConsoleHandler {
     mem: DmaMemory,
-    receive: Option<Queue>,
-    transmit: Option<Queue>,
+    receive: Option<QueueServer>,
+    transmit: Option<QueueServer>,
     interrupt: Arc<dyn VirtioInterrupt>,
     /// Virtio queue index of each queue the worker watches, by position.
     queue_indices: Vec<usize>,
@@ -67,76 +67,59 @@ pub struct ConsoleHandler {
 }
 
 impl ConsoleHandler {
-    fn transmit(&mut self) {
-        let Some(queue) = self.transmit.as_mut() else {
-            return;
+    fn transmit(&mut self, budget: usize) -> bool {
+        let Some(server) = self.transmit.as_mut() else {
+            return false;
         };
-        let mut completed = false;
-        let mut output = self.output.lock().unwrap();
-        while let Some(chain) = queue.pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            let mut taken = 0;
-            for desc in chain.readable() {
-                let n = (desc.len() as usize).min(MAX_OUTPUT_PER_CHAIN - taken);
+        let mut output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let left = server.serve(&self.mem, self.interrupt.as_ref(), budget, |chain| {
+            if let Some(chain) = chain.ok().filter(|c| c.unreachable.is_none()) {
+                let n = (total_len(chain.readable) as usize).min(MAX_OUTPUT_PER_CHAIN);
                 let buf = &mut self.buffer[..n];
-                if n == 0 || self.mem.read_slice(buf, desc.addr()).is_err() {
-                    break;
+                if read_stream(&self.mem, chain.readable, 0, buf).is_ok() {
+                    let _ = output.write_all(buf);
                 }
-                let _ = output.write_all(buf);
-                taken += n;
             }
-            let _ = output.flush();
-            if queue.add_used(&self.mem, head, 0).is_err() {
-                break;
-            }
-            completed = true;
-        }
-        if completed {
-            self.interrupt.notify_queue(TRANSMIT_QUEUE as u16);
-        }
+            Served::Used(0)
+        });
+        let _ = output.flush();
+        left
     }
 
-    fn deliver_input(&mut self) {
-        let Some(queue) = self.receive.as_mut() else {
-            return;
+    fn deliver_input(&mut self, budget: usize) -> bool {
+        let Some(server) = self.receive.as_mut() else {
+            return false;
         };
-        let mut completed = false;
-        while !self.pending.is_empty() {
-            let Some(chain) = queue.pop_descriptor_chain(&self.mem) else {
-                break;
+        let pending = &mut self.pending;
+        let mem = &self.mem;
+        server.serve(mem, self.interrupt.as_ref(), budget, |chain| {
+            if pending.is_empty() {
+                return Served::Declined;
+            }
+            let Some(chain) = chain.ok().filter(|c| c.unreachable.is_none()) else {
+                return Served::Used(0);
             };
-            let head = chain.head_index();
-            let mut written = 0u32;
-            for desc in chain.writable() {
-                let n = (desc.len() as usize).min(self.pending.len());
-                let bytes: Vec<u8> = self.pending.iter().take(n).copied().collect();
-                if n == 0 || self.mem.write_slice(&bytes, desc.addr()).is_err() {
-                    break;
-                }
-                self.pending.drain(..n);
-                written += n as u32;
+            let n = (total_len(chain.writable) as usize).min(pending.len());
+            let bytes: Vec<u8> = pending.iter().take(n).copied().collect();
+            if write_stream(mem, chain.writable, 0, &bytes).is_err() {
+                return Served::Used(0);
             }
-            if queue.add_used(&self.mem, head, written).is_err() {
-                break;
-            }
-            completed = true;
-        }
-        if completed {
-            self.interrupt.notify_queue(RECEIVE_QUEUE as u16);
-        }
+            pending.drain(..n);
+            Served::Used(n as u32)
+        })
     }
 }
 
 impl QueueHandler for ConsoleHandler {
-    fn process_queue(&mut self, position: usize) {
+    fn process_queue(&mut self, position: usize, budget: usize) -> bool {
         match self
             .queue_indices
             .get(position)
             .copied()
             .unwrap_or(usize::MAX)
         {
-            RECEIVE_QUEUE => self.deliver_input(),
-            _ => self.transmit(),
+            RECEIVE_QUEUE => self.deliver_input(budget),
+            _ => self.transmit(budget),
         }
     }
 
@@ -150,7 +133,7 @@ impl QueueHandler for ConsoleHandler {
             Ok(n) => {
                 let room = MAX_PENDING_INPUT - self.pending.len();
                 self.pending.extend(&chunk[..n.min(room)]);
-                self.deliver_input();
+                while self.deliver_input(BUDGET) {}
                 true
             }
         }
@@ -183,8 +166,8 @@ impl VirtioDevice for Console {
         let mut queue_indices = Vec::new();
         for q in ctx.queues {
             match usize::from(q.index) {
-                RECEIVE_QUEUE => receive = Some(q.queue),
-                TRANSMIT_QUEUE => transmit = Some(q.queue),
+                RECEIVE_QUEUE => receive = Some(QueueServer::new(q.queue, q.index)),
+                TRANSMIT_QUEUE => transmit = Some(QueueServer::new(q.queue, q.index)),
                 _ => continue,
             }
             queue_indices.push(usize::from(q.index));
@@ -207,7 +190,7 @@ impl VirtioDevice for Console {
     }
 
     fn reset(&mut self) {
-        // Dropping the worker stops it.
+        // Dropping the worker stops it, without waiting for it.
         self.worker = None;
     }
 }
@@ -215,9 +198,9 @@ impl VirtioDevice for Console {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::dma_memory;
+    use crate::dma::guest_physical_memory;
     use crate::virtio::testing::{Buffer, DriverQueue};
-    use vm_memory::{GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -245,9 +228,9 @@ mod tests {
         let mut tx = DriverQueue::new(0x4000, 8);
         let captured = Captured::default();
         let mut handler = ConsoleHandler {
-            mem: dma_memory(ram.clone(), None),
-            receive: Some(rx.device_queue()),
-            transmit: Some(tx.device_queue()),
+            mem: guest_physical_memory(ram.clone()),
+            receive: Some(QueueServer::new(rx.device_queue(), 0)),
+            transmit: Some(QueueServer::new(tx.device_queue(), 1)),
             interrupt: Arc::new(NoInterrupt),
             queue_indices: vec![RECEIVE_QUEUE, TRANSMIT_QUEUE],
             output: Arc::new(Mutex::new(Box::new(captured.clone()))),
@@ -264,16 +247,16 @@ mod tests {
         // A writable buffer on the transmit queue is skipped, and a chain out of RAM too.
         tx.add_chain(&ram, &[Buffer::writable(0x10200, 4)]);
         tx.add_chain(&ram, &[Buffer::readable(0x3ff00, 0x1000)]);
-        handler.process_queue(1);
+        handler.process_queue(1, BUDGET);
         assert_eq!(&captured.0.lock().unwrap()[..], b"hello hvc0\n");
         assert_eq!(tx.used_idx(&ram), 3);
 
         handler.pending.extend(b"abc");
-        handler.process_queue(0);
+        handler.process_queue(0, BUDGET);
         assert_eq!(rx.used_idx(&ram), 0);
         rx.add_chain(&ram, &[Buffer::writable(0x20000, 2)]);
         rx.add_chain(&ram, &[Buffer::writable(0x20100, 8)]);
-        handler.process_queue(0);
+        handler.process_queue(0, BUDGET);
         assert_eq!(rx.used_elem(&ram, 0).1, 2);
         assert_eq!(rx.used_elem(&ram, 1).1, 1);
         assert_eq!(ram.read_obj::<u8>(GuestAddress(0x20100)).unwrap(), b'c');

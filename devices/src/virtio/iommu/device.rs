@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use super::config::IommuConfig;
+use super::endpoint::IommuEndpoint;
 use super::faults::{FaultCounters, FaultRateLimit};
 use super::protocol::{features, CONFIG_BYPASS_OFFSET, DEVICE_ID, EVENT_QUEUE, REQUEST_QUEUE};
-use super::shared::{EndpointTranslator, Shared};
-use super::worker::Worker;
+use super::state::IommuState;
+use super::worker::IommuQueues;
+use crate::dma::{DeviceDma, DeviceTlb};
 use crate::virtio::device::read_config_bytes;
+use crate::virtio::worker::Worker;
 use crate::virtio::{ActivateContext, ActivateError, VirtioDevice, WorkerSpec};
 
 /// Device feature bits offered. Never the legacy BYPASS bit: BYPASS_CONFIG replaces it.
@@ -21,7 +24,7 @@ pub const OFFERED_FEATURES: u64 = features::INPUT_RANGE
 const QUEUE_SIZES: &[u16] = &[256, 64];
 
 pub struct Iommu {
-    shared: Arc<Shared>,
+    state: Arc<IommuState>,
     worker_spec: WorkerSpec,
     worker: Option<Worker>,
 }
@@ -37,25 +40,29 @@ impl Iommu {
         worker_spec: WorkerSpec,
     ) -> std::io::Result<Self> {
         Ok(Self {
-            shared: Arc::new(Shared::new(config, rate)?),
+            state: Arc::new(IommuState::new(config, rate)?),
             worker_spec,
             worker: None,
         })
     }
 
-    /// Registers `endpoint` (its ID as the VIOT computes it) and returns the translator its
-    /// device's `DmaMemory` uses.
-    pub fn add_endpoint(&self, endpoint: u32) -> Arc<EndpointTranslator> {
-        self.shared.domains_mut().add_endpoint(endpoint);
-        Arc::new(EndpointTranslator::new(endpoint, self.shared.clone()))
+    /// Registers `endpoint` (its ID as the VIOT computes it) and returns how its device
+    /// reaches memory: translated through the endpoint's domain.
+    pub fn add_endpoint(&self, endpoint: u32) -> DeviceDma {
+        let tlb = DeviceTlb::new();
+        self.state.add_endpoint(endpoint, tlb.clone());
+        DeviceDma::translated(
+            tlb,
+            Arc::new(IommuEndpoint::new(endpoint, self.state.clone())),
+        )
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub fn state(&self) -> &Arc<IommuState> {
+        &self.state
     }
 
     pub fn fault_counters(&self) -> FaultCounters {
-        self.shared.faults().counters()
+        self.state.faults().counters()
     }
 
     fn stop_worker(&mut self) {
@@ -79,14 +86,14 @@ impl VirtioDevice for Iommu {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let space = self.shared.config.config_space(self.shared.bypass());
+        let space = self.state.config.config_space(self.state.bypass());
         read_config_bytes(&space.to_bytes(), offset, data);
     }
 
     /// Only the `bypass` byte is writable, and only with 0 or 1.
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if offset == CONFIG_BYPASS_OFFSET as u64 && data.len() == 1 && data[0] <= 1 {
-            self.shared.set_bypass(data[0] == 1);
+            self.state.set_bypass(data[0] == 1);
         }
     }
 
@@ -98,23 +105,22 @@ impl VirtioDevice for Iommu {
             )));
         }
         self.stop_worker();
-        self.worker = Some(Worker::start(
-            &self.worker_spec,
-            self.shared.clone(),
+        let (queues, notifiers) = IommuQueues::new(
+            self.state.clone(),
             ctx.acked_features,
             ctx.mem,
             ctx.queues,
             ctx.interrupt,
-        )?);
+        );
+        self.worker = Some(queues.start(&self.worker_spec, notifiers)?);
         Ok(())
     }
 
-    /// Device reset: every domain and mapping goes, the `bypass` byte stays (the spec keeps
-    /// it across device reset).
+    /// Device reset: every domain and mapping goes (and every translation cached from them),
+    /// the `bypass` byte stays (the spec keeps it across device reset).
     fn reset(&mut self) {
         self.stop_worker();
-        self.shared.domains_mut().reset();
-        self.shared.faults().clear();
+        self.state.reset();
     }
 }
 

@@ -10,7 +10,16 @@ use vm_memory::Permissions;
 
 use super::config::Limits;
 use super::protocol::{Map, Status, MAP_F_READ, MAP_F_WRITE};
-use crate::dma::{DmaFault, DmaMapping};
+use crate::dma::DmaFault;
+
+/// One contiguous piece of a translated range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaMapping {
+    pub iova: u64,
+    pub gpa: u64,
+    pub len: u64,
+    pub access: Permissions,
+}
 
 /// The region created by one MAP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +38,7 @@ impl Mapping {
             && (!needs_write || self.flags & MAP_F_WRITE != 0)
     }
 
-    fn permissions(&self) -> Permissions {
+    pub fn permissions(&self) -> Permissions {
         match (self.flags & MAP_F_READ != 0, self.flags & MAP_F_WRITE != 0) {
             (true, true) => Permissions::ReadWrite,
             (true, false) => Permissions::Read,
@@ -42,7 +51,7 @@ impl Mapping {
 #[derive(Debug, Default)]
 struct Domain {
     bypass: bool,
-    endpoints: usize,
+    endpoints: Vec<u32>,
     mappings: BTreeMap<u64, Mapping>,
 }
 
@@ -122,20 +131,20 @@ impl Domains {
             None => {
                 let old_dies = current
                     .and_then(|old| self.domains.get(&old))
-                    .is_some_and(|old| old.endpoints == 1);
+                    .is_some_and(|old| old.endpoints.len() == 1);
                 if self.domains.len() - old_dies as usize >= self.limits.max_domains {
                     return Err(Status::NoMem);
                 }
             }
         }
         if let Some(old) = current {
-            self.leave(old);
+            self.leave(old, endpoint);
         }
         let entry = self.domains.entry(domain).or_insert_with(|| Domain {
             bypass,
             ..Domain::default()
         });
-        entry.endpoints += 1;
+        entry.endpoints.push(endpoint);
         self.endpoints.insert(endpoint, Some(domain));
         Ok(())
     }
@@ -146,18 +155,18 @@ impl Domains {
         if current != Some(domain) {
             return Err(Status::Inval);
         }
-        self.leave(domain);
+        self.leave(domain, endpoint);
         self.endpoints.insert(endpoint, None);
         Ok(())
     }
 
-    /// One endpoint leaves `domain`; the last one takes the domain and its mappings along.
-    fn leave(&mut self, domain: u32) {
+    /// `endpoint` leaves `domain`; the last one takes the domain and its mappings along.
+    fn leave(&mut self, domain: u32, endpoint: u32) {
         let Some(d) = self.domains.get_mut(&domain) else {
             return;
         };
-        d.endpoints -= 1;
-        if d.endpoints == 0 {
+        d.endpoints.retain(|&e| e != endpoint);
+        if d.endpoints.is_empty() {
             let gone = self.domains.remove(&domain).unwrap();
             self.total_mappings -= gone.mappings.len();
         }
@@ -203,6 +212,25 @@ impl Domains {
     /// Removes every mapping inside `[start, end]` and returns how many. RANGE, removing
     /// nothing, if a mapping straddles either edge.
     pub fn unmap(&mut self, domain: u32, start: u64, end: u64) -> Result<usize, Status> {
+        let mut removed = 0;
+        loop {
+            match self.unmap_some(domain, start, end, usize::MAX)? {
+                (n, true) => return Ok(removed + n),
+                (n, false) => removed += n,
+            }
+        }
+    }
+
+    /// Like [`Domains::unmap`], removing at most `max` mappings; says how many it removed and
+    /// whether the range is now empty. The caller can release the lock between calls, so a
+    /// huge UNMAP does not hold off other domains' DMA.
+    pub fn unmap_some(
+        &mut self,
+        domain: u32,
+        start: u64,
+        end: u64,
+        max: usize,
+    ) -> Result<(usize, bool), Status> {
         let d = self.mappable(domain)?;
         let straddles_start = d
             .mappings
@@ -217,12 +245,25 @@ impl Domains {
         if straddles_start || straddles_end {
             return Err(Status::Range);
         }
-        let doomed: Vec<u64> = d.mappings.range(start..=end).map(|(&s, _)| s).collect();
+        let doomed: Vec<u64> = d
+            .mappings
+            .range(start..=end)
+            .map(|(&s, _)| s)
+            .take(max)
+            .collect();
         for s in &doomed {
             d.mappings.remove(s);
         }
+        let done = d.mappings.range(start..=end).next().is_none();
         self.total_mappings -= doomed.len();
-        Ok(doomed.len())
+        Ok((doomed.len(), done))
+    }
+
+    /// The endpoints attached to `domain`.
+    pub fn endpoints_of(&self, domain: u32) -> Vec<u32> {
+        self.domains
+            .get(&domain)
+            .map_or_else(Vec::new, |d| d.endpoints.clone())
     }
 
     pub fn route(&self, endpoint: u32) -> Route<'_> {
@@ -238,17 +279,17 @@ impl Domains {
     }
 }
 
-/// Translates `[iova, iova + len)` through `mappings`, requiring `access` everywhere, and
-/// returns the pieces clipped to the range. Costs O(log n + pieces).
-pub fn translate_mapped(
+/// The mappings that together cover `[iova, iova + len)`, each allowing `access`, in IOVA
+/// order, with their start. Costs O(log n + mappings).
+pub fn covering_mappings(
     mappings: &BTreeMap<u64, Mapping>,
     iova: u64,
     len: u64,
     access: Permissions,
-) -> Result<Vec<DmaMapping>, DmaFault> {
-    let mut pieces = Vec::new();
+) -> Result<Vec<(u64, Mapping)>, DmaFault> {
+    let mut found = Vec::new();
     if len == 0 {
-        return Ok(pieces);
+        return Ok(found);
     }
     let last = iova
         .checked_add(len - 1)
@@ -263,18 +304,36 @@ pub fn translate_mapped(
         if !m.allows(access) {
             return Err(DmaFault::Forbidden { iova: cursor });
         }
-        let piece_end = m.end.min(last);
-        pieces.push(DmaMapping {
-            iova: cursor,
-            gpa: m.phys + (cursor - start),
-            len: piece_end - cursor + 1,
-            access: m.permissions(),
-        });
-        if piece_end == last {
-            return Ok(pieces);
+        found.push((start, *m));
+        if m.end >= last {
+            return Ok(found);
         }
-        cursor = piece_end + 1;
+        cursor = m.end + 1;
     }
+}
+
+/// Translates `[iova, iova + len)` through `mappings`, requiring `access` everywhere, and
+/// returns the pieces clipped to the range.
+pub fn translate_mapped(
+    mappings: &BTreeMap<u64, Mapping>,
+    iova: u64,
+    len: u64,
+    access: Permissions,
+) -> Result<Vec<DmaMapping>, DmaFault> {
+    let last = iova.wrapping_add(len.wrapping_sub(1));
+    Ok(covering_mappings(mappings, iova, len, access)?
+        .into_iter()
+        .map(|(start, m)| {
+            let from = start.max(iova);
+            let to = m.end.min(last);
+            DmaMapping {
+                iova: from,
+                gpa: m.phys + (from - start),
+                len: to - from + 1,
+                access: m.permissions(),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -4,22 +4,24 @@
 //! - [`config`]: the VMM's choices (granule, ranges, reserved regions, limits) and the
 //!   checks against them,
 //! - [`domains`]: domains, endpoints and the mapping tree,
-//! - [`shared`]: state shared by the request path and the DMA path, and the per-endpoint
-//!   [`EndpointTranslator`] behind each protected device's `DmaMemory`,
+//! - [`state`]: state shared by the request path and the DMA path, including every
+//!   endpoint's IOTLB, which requests invalidate before they are answered,
+//! - [`endpoint`]: [`IommuEndpoint`], the address space each protected device's IOTLB is
+//!   filled from,
 //! - [`faults`]: rate-limited fault records for the eventq,
-//! - [`queues`], [`chain`], [`request`]: serving the virtqueues,
+//! - [`queues`], [`request`]: serving the virtqueues,
 //! - [`device`], [`worker`]: the `VirtioDevice` and its thread,
 //! - [`viot`]: the ACPI VIOT table describing the IOMMU and its endpoints.
 
-pub mod chain;
 pub mod config;
 pub mod device;
 pub mod domains;
+pub mod endpoint;
 pub mod faults;
 pub mod protocol;
 pub mod queues;
 pub mod request;
-pub mod shared;
+pub mod state;
 pub mod viot;
 pub mod worker;
 
@@ -28,5 +30,5 @@ mod tests;
 
 pub use config::{IommuConfig, Limits, ReservedRegion};
 pub use device::{Iommu, OFFERED_FEATURES};
+pub use endpoint::IommuEndpoint;
 pub use faults::{FaultCounters, FaultRateLimit};
-pub use shared::EndpointTranslator;

@@ -1,96 +1,91 @@
 //! Serving the two virtqueues: requests on the requestq, fault records on the eventq.
 
-use virtio_queue::{Error as QueueError, QueueT};
-use vm_memory::GuestMemory;
-
-use super::chain::ChainBuffers;
 use super::protocol::{FAULT_RECORD_SIZE, TAIL_SIZE};
 use super::request::{execute, Answer, MAX_READABLE};
-use super::shared::Shared;
+use super::state::IommuState;
+use crate::dma::DmaMemory;
+use crate::virtio::chain::{read_stream, total_len, write_stream, Chain, MalformedChain};
+use crate::virtio::device::VirtioInterrupt;
+use crate::virtio::queue_server::{QueueServer, Served};
 
-/// Answers one request chain and returns its used length: 0 when the device writes
-/// nothing, otherwise the whole writable length (which is what Linux checks).
-pub fn answer_chain<M, T>(
-    shared: &Shared,
+/// Answers one request chain (already checked by the chain reader, so every buffer it writes
+/// is writable before anything executes) and returns its used length: 0 when the device
+/// writes nothing, otherwise the whole writable length (which is what Linux checks).
+pub fn answer_chain(
+    state: &IommuState,
     negotiated: u64,
-    mem: &M,
-    chain: virtio_queue::DescriptorChain<T>,
-) -> u32
-where
-    M: GuestMemory + ?Sized,
-    T: std::ops::Deref,
-    T::Target: GuestMemory,
-{
-    let Ok(buffers) = ChainBuffers::collect(mem, chain, MAX_READABLE) else {
+    mem: &DmaMemory,
+    chain: Result<Chain<'_>, MalformedChain>,
+) -> u32 {
+    // Every buffer must be reachable before the request runs: a request executed and then
+    // answered with used length 0 (which the driver reads as failure) would leave its
+    // effect in place while the driver believes it failed.
+    let Ok(chain) = chain.and_then(|c| match c.unreachable {
+        Some(at) => Err(MalformedChain::Unreachable(at.0)),
+        None => Ok(c),
+    }) else {
         return 0;
     };
+    let readable_len = (total_len(chain.readable) as usize).min(MAX_READABLE);
+    let mut readable = [0u8; MAX_READABLE];
+    if read_stream(mem, chain.readable, 0, &mut readable[..readable_len]).is_err() {
+        return 0;
+    }
+    let writable_len = total_len(chain.writable);
     let Answer::Status { status, properties } =
-        execute(shared, negotiated, &buffers.readable, buffers.writable_len)
+        execute(state, negotiated, &readable[..readable_len], writable_len)
     else {
         return 0;
     };
-    let tail_at = buffers.writable_len - TAIL_SIZE as u32;
+    let tail_at = u64::from(writable_len) - TAIL_SIZE as u64;
     let written = properties
-        .map_or(Ok(()), |p| buffers.write_at(mem, 0, &p))
-        .and_then(|()| buffers.write_at(mem, tail_at, &[status as u8, 0, 0, 0]));
+        .map_or(Ok(()), |p| write_stream(mem, chain.writable, 0, &p))
+        .and_then(|()| write_stream(mem, chain.writable, tail_at, &[status as u8, 0, 0, 0]));
     match written {
-        Ok(()) => buffers.writable_len,
+        Ok(()) => writable_len,
         Err(_) => 0,
     }
 }
 
-/// Serves every available request; returns whether the driver must be notified.
-pub fn process_requests<M, Q>(
-    shared: &Shared,
+/// Serves at most `budget` requests; returns whether any are left.
+pub fn serve_requests(
+    state: &IommuState,
     negotiated: u64,
-    mem: &M,
-    queue: &mut Q,
-) -> Result<bool, QueueError>
-where
-    M: GuestMemory,
-    Q: QueueT,
-{
-    let mut used_any = false;
-    while let Some(chain) = queue.pop_descriptor_chain(mem) {
-        let head = chain.head_index();
-        let used_len = answer_chain(shared, negotiated, mem, chain);
-        queue.add_used(mem, head, used_len)?;
-        used_any = true;
-    }
-    Ok(used_any && queue.needs_notification(mem)?)
+    mem: &DmaMemory,
+    requests: &mut QueueServer,
+    interrupt: &dyn VirtioInterrupt,
+    budget: usize,
+) -> bool {
+    requests.serve(mem, interrupt, budget, |chain| {
+        Served::Used(answer_chain(state, negotiated, mem, chain))
+    })
 }
 
 /// Moves pending fault records into eventq buffers the driver posted; records wait when
-/// there is no buffer. Returns whether the driver must be notified.
-pub fn deliver_faults<M, Q>(shared: &Shared, mem: &M, queue: &mut Q) -> Result<bool, QueueError>
-where
-    M: GuestMemory,
-    Q: QueueT,
-{
-    let mut used_any = false;
-    loop {
-        // Not in the loop condition: its lock guard would live through the body.
-        let next = shared.faults().pop();
+/// there is no buffer. Returns whether buffers and records are both left.
+pub fn deliver_faults(
+    state: &IommuState,
+    mem: &DmaMemory,
+    events: &mut QueueServer,
+    interrupt: &dyn VirtioInterrupt,
+    budget: usize,
+) -> bool {
+    events.serve(mem, interrupt, budget, |chain| {
+        // Not held across the write: the DMA path reports faults under the same lock.
+        let next = state.faults().pop();
         let Some(record) = next else {
-            break;
+            return Served::Declined;
         };
-        let Some(chain) = queue.pop_descriptor_chain(mem) else {
-            shared.faults().unpop(record);
-            break;
-        };
-        let head = chain.head_index();
-        let written = ChainBuffers::collect(mem, chain, 0)
-            .ok()
-            .filter(|b| b.writable_len as usize >= FAULT_RECORD_SIZE)
-            .is_some_and(|b| b.write_at(mem, 0, &record.to_bytes()).is_ok());
+        let written = chain.is_ok_and(|chain| {
+            total_len(chain.writable) as usize >= FAULT_RECORD_SIZE
+                && write_stream(mem, chain.writable, 0, &record.to_bytes()).is_ok()
+        });
         if written {
-            queue.add_used(mem, head, FAULT_RECORD_SIZE as u32)?;
+            Served::Used(FAULT_RECORD_SIZE as u32)
         } else {
             // A buffer too small (or unwritable) is returned empty; the record waits.
-            queue.add_used(mem, head, 0)?;
-            shared.faults().unpop(record);
+            state.faults().unpop(record);
+            Served::Used(0)
         }
-        used_any = true;
-    }
-    Ok(used_any && queue.needs_notification(mem)?)
+    })
 }

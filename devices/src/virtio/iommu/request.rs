@@ -3,7 +3,7 @@
 use super::protocol::{
     parse_request, resv_mem_property, Request, RequestError, Status, HEAD_SIZE, TAIL_SIZE,
 };
-use super::shared::Shared;
+use super::state::{IommuState, Stale};
 
 /// Longest device-readable part any request needs (PROBE).
 pub const MAX_READABLE: usize = HEAD_SIZE + 68;
@@ -33,8 +33,14 @@ impl Answer {
     }
 }
 
-/// Answers the request in `readable`, given `writable_len` bytes to answer into.
-pub fn execute(shared: &Shared, negotiated: u64, readable: &[u8], writable_len: u32) -> Answer {
+/// Mappings one UNMAP removes per hold of the domains lock, so a huge UNMAP does not hold
+/// off the DMA of other endpoints (which fill their IOTLBs under the read lock).
+const UNMAP_CHUNK: usize = 1024;
+
+/// Answers the request in `readable`, given `writable_len` bytes to answer into. Whatever
+/// the request made stale is invalidated before this returns: once the driver sees the
+/// answer, no DMA translated under the old state can still land.
+pub fn execute(shared: &IommuState, negotiated: u64, readable: &[u8], writable_len: u32) -> Answer {
     if (writable_len as usize) < TAIL_SIZE {
         return Answer::Nothing;
     }
@@ -48,33 +54,50 @@ pub fn execute(shared: &Shared, negotiated: u64, readable: &[u8], writable_len: 
         Request::Attach(a) => shared
             .config
             .check_domain(a.domain)
-            .and_then(|()| shared.domains_mut().attach(a.domain, a.endpoint, a.bypass)),
+            .and_then(|()| shared.domains_mut().attach(a.domain, a.endpoint, a.bypass))
+            .map(|()| Stale::Endpoints(vec![a.endpoint])),
         Request::Detach(d) => shared
             .config
             .check_domain(d.domain)
-            .and_then(|()| shared.domains_mut().detach(d.domain, d.endpoint)),
+            .and_then(|()| shared.domains_mut().detach(d.domain, d.endpoint))
+            .map(|()| Stale::Endpoints(vec![d.endpoint])),
+        // A new mapping makes nothing stale: IOTLBs hold no negative entries.
         Request::Map(m) => shared
             .config
             .check_map(&m)
-            .and_then(|()| shared.domains_mut().map(&m)),
+            .and_then(|()| shared.domains_mut().map(&m))
+            .map(|()| Stale::Nothing),
         Request::Unmap(u) => shared
             .config
             .check_unmap(&u)
-            .and_then(|()| {
-                shared
-                    .domains_mut()
-                    .unmap(u.domain, u.virt_start, u.virt_end)
-            })
-            .map(|_| ()),
+            .and_then(|()| unmap(shared, u.domain, u.virt_start, u.virt_end)),
         Request::Probe(p) => return probe(shared, p.endpoint, properties_len),
     };
     Answer::status(match result {
-        Ok(()) => Status::Ok,
+        Ok(stale) => {
+            shared.invalidate(&stale);
+            Status::Ok
+        }
         Err(status) => status,
     })
 }
 
-fn probe(shared: &Shared, endpoint: u32, properties_len: usize) -> Answer {
+/// Removes the mappings of `[start, last]` a chunk at a time; returns what went stale.
+fn unmap(shared: &IommuState, domain: u32, start: u64, last: u64) -> Result<Stale, Status> {
+    loop {
+        let mut domains = shared.domains_mut();
+        let (_, done) = domains.unmap_some(domain, start, last, UNMAP_CHUNK)?;
+        if done {
+            return Ok(Stale::Range {
+                endpoints: domains.endpoints_of(domain),
+                start,
+                last,
+            });
+        }
+    }
+}
+
+fn probe(shared: &IommuState, endpoint: u32, properties_len: usize) -> Answer {
     if !shared.domains().has_endpoint(endpoint) {
         return Answer::status(Status::NoEnt);
     }

@@ -1,142 +1,97 @@
-//! The virtio-iommu worker thread: wakes on requestq and eventq notifications and on newly
-//! queued fault records, and stops when told to.
+//! The virtio-iommu's queue handler, run by the generic device worker: the requestq, the
+//! eventq, and the fault eventfd that says records are waiting.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use log::{error, warn};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
-
 use super::protocol::{EVENT_QUEUE, REQUEST_QUEUE};
-use super::queues::{deliver_faults, process_requests};
-use super::shared::Shared;
+use super::queues::{deliver_faults, serve_requests};
+use super::state::IommuState;
 use crate::dma::DmaMemory;
-use crate::virtio::worker_thread::JobHandle;
+use crate::virtio::queue_server::QueueServer;
+use crate::virtio::worker::{QueueHandler, Worker, BUDGET};
 use crate::virtio::{ActiveQueue, VirtioInterrupt, WorkerSpec};
 
-const TOKEN_REQUESTS: u64 = 0;
-const TOKEN_EVENTS: u64 = 1;
-const TOKEN_FAULTS: u64 = 2;
-const TOKEN_STOP: u64 = 3;
-
-/// A running worker; dropping it without [`Worker::stop`] leaves the thread running.
-pub struct Worker {
-    stop: EventFd,
-    handle: JobHandle,
+pub struct IommuQueues {
+    state: Arc<IommuState>,
+    negotiated: u64,
+    mem: DmaMemory,
+    requests: QueueServer,
+    events: QueueServer,
+    interrupt: Arc<dyn VirtioInterrupt>,
 }
 
-impl Worker {
-    pub fn start(
-        spec: &WorkerSpec,
-        shared: Arc<Shared>,
+impl IommuQueues {
+    /// `queues` are the requestq and the eventq, in that order (checked by the caller).
+    pub fn new(
+        state: Arc<IommuState>,
         negotiated: u64,
         mem: DmaMemory,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<dyn VirtioInterrupt>,
-    ) -> std::io::Result<Self> {
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
-        let state = WorkerState {
-            shared,
-            negotiated,
-            mem,
-            queues,
-            interrupt,
-            stop: stop.try_clone()?,
-            epoll: Epoll::new()?,
-        };
-        state.register()?;
-        let handle = spec.thread.run(move || state.run())?;
-        Ok(Self { stop, handle })
+    ) -> (Self, Vec<Arc<vmm_sys_util::eventfd::EventFd>>) {
+        let mut notifiers = Vec::new();
+        let mut servers = queues.into_iter().map(|q| {
+            notifiers.push(q.notifier);
+            QueueServer::new(q.queue, q.index)
+        });
+        let requests = servers.next().expect("the requestq");
+        let events = servers.next().expect("the eventq");
+        drop(servers);
+        (
+            Self {
+                state,
+                negotiated,
+                mem,
+                requests,
+                events,
+                interrupt,
+            },
+            notifiers,
+        )
     }
 
-    pub fn stop(self) {
-        if self.stop.write(1).is_err() {
-            error!("virtio-iommu: cannot signal the worker to stop");
-            return;
-        }
-        if self.handle.join().is_err() {
-            error!("virtio-iommu: the worker panicked");
-        }
+    /// Starts serving on `spec`'s thread.
+    pub fn start(
+        self,
+        spec: &WorkerSpec,
+        notifiers: Vec<Arc<vmm_sys_util::eventfd::EventFd>>,
+    ) -> std::io::Result<Worker> {
+        let fault_fd = self.state.fault_event().as_raw_fd();
+        Worker::spawn(spec, notifiers, vec![fault_fd], self)
+    }
+
+    fn serve_events(&mut self, budget: usize) -> bool {
+        deliver_faults(
+            &self.state,
+            &self.mem,
+            &mut self.events,
+            self.interrupt.as_ref(),
+            budget,
+        )
     }
 }
 
-struct WorkerState {
-    shared: Arc<Shared>,
-    negotiated: u64,
-    mem: DmaMemory,
-    queues: Vec<ActiveQueue>,
-    interrupt: Arc<dyn VirtioInterrupt>,
-    stop: EventFd,
-    epoll: Epoll,
-}
-
-impl WorkerState {
-    fn register(&self) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let add = |fd: i32, token: u64| {
-            self.epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-        };
-        add(
-            self.queues[REQUEST_QUEUE].notifier.as_raw_fd(),
-            TOKEN_REQUESTS,
-        )?;
-        add(self.queues[EVENT_QUEUE].notifier.as_raw_fd(), TOKEN_EVENTS)?;
-        add(self.shared.fault_event().as_raw_fd(), TOKEN_FAULTS)?;
-        add(self.stop.as_raw_fd(), TOKEN_STOP)
-    }
-
-    fn run(mut self) {
-        let mut events = [EpollEvent::default(); 4];
-        // Faults may have been queued before the driver was ready.
-        self.serve_events();
-        loop {
-            let n = match self.epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    error!("virtio-iommu: epoll failed: {e}");
-                    return;
-                }
-            };
-            for event in &events[..n] {
-                match event.data() {
-                    TOKEN_REQUESTS => {
-                        let _ = self.queues[REQUEST_QUEUE].notifier.read();
-                        self.serve_requests();
-                    }
-                    TOKEN_EVENTS => {
-                        let _ = self.queues[EVENT_QUEUE].notifier.read();
-                        self.serve_events();
-                    }
-                    TOKEN_FAULTS => {
-                        let _ = self.shared.fault_event().read();
-                        self.serve_events();
-                    }
-                    _ => return,
-                }
-            }
+impl QueueHandler for IommuQueues {
+    fn process_queue(&mut self, position: usize, budget: usize) -> bool {
+        match position {
+            REQUEST_QUEUE => serve_requests(
+                &self.state,
+                self.negotiated,
+                &self.mem,
+                &mut self.requests,
+                self.interrupt.as_ref(),
+                budget,
+            ),
+            EVENT_QUEUE => self.serve_events(budget),
+            _ => false,
         }
     }
 
-    fn serve_requests(&mut self) {
-        let queue = &mut self.queues[REQUEST_QUEUE].queue;
-        match process_requests(&self.shared, self.negotiated, &self.mem, queue) {
-            Ok(true) => self.interrupt.notify_queue(REQUEST_QUEUE as u16),
-            Ok(false) => {}
-            Err(e) => warn!("virtio-iommu: requestq: {e}"),
-        }
-    }
-
-    fn serve_events(&mut self) {
-        let queue = &mut self.queues[EVENT_QUEUE].queue;
-        match deliver_faults(&self.shared, &self.mem, queue) {
-            Ok(true) => self.interrupt.notify_queue(EVENT_QUEUE as u16),
-            Ok(false) => {}
-            Err(e) => warn!("virtio-iommu: eventq: {e}"),
-        }
+    /// Fault records were queued.
+    fn process_input(&mut self, _index: usize) -> bool {
+        let _ = self.state.fault_event().read();
+        while self.serve_events(BUDGET) {}
+        true
     }
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::common_cfg::NO_VECTOR;
+use crate::dma::DmaMemory;
 use crate::pci::SharedMsix;
 use crate::virtio::device::VirtioInterrupt;
 
@@ -36,14 +37,22 @@ pub struct PciInterrupt {
     pub msix: SharedMsix,
     pub vectors: Arc<VectorTable>,
     pub isr: Arc<AtomicU8>,
+    /// The activation's DMA: an MSI is a memory write, so it waits while bus mastering is
+    /// off and is dropped once the activation is revoked by a reset.
+    pub gate: DmaMemory,
 }
 
 impl PciInterrupt {
     fn raise(&self, vector: u16, isr: u8) {
-        self.isr.fetch_or(isr, Ordering::SeqCst);
-        if vector != NO_VECTOR {
-            self.msix.lock().unwrap().trigger(vector);
-        }
+        self.gate.while_live(|| {
+            self.isr.fetch_or(isr, Ordering::SeqCst);
+            if vector != NO_VECTOR {
+                self.msix
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .trigger(vector);
+            }
+        });
     }
 }
 

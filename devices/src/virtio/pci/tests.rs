@@ -11,7 +11,7 @@ use vmm_sys_util::tempfile::TempFile;
 use super::capabilities::*;
 use super::common_cfg::{self as cc, status};
 use super::transport::VirtioPciDevice;
-use crate::dma::{DmaFault, DmaMapping, EndpointTranslate};
+use crate::dma::{DeviceDma, DeviceTlb, DmaAddressSpace, DmaFault, GuestPhysical, TlbEntries};
 use crate::pci::msix::tests::RecordingGroup;
 use crate::pci::{Bdf, PciDevice};
 use crate::virtio::block::Block;
@@ -25,24 +25,27 @@ const HEADER: u64 = 0x10_0000;
 const DATA: u64 = 0x11_0000;
 const STATUS: u64 = 0x12_0000;
 
-/// Identity translation, as a bypassed endpoint has.
+/// An endpoint the guest never attached, with bypass off: nothing is reachable.
 #[derive(Debug)]
-struct Identity;
+struct Unattached;
 
-impl EndpointTranslate for Identity {
-    fn translate(
-        &self,
-        iova: u64,
-        len: u64,
-        access: Permissions,
-    ) -> Result<Vec<DmaMapping>, DmaFault> {
-        Ok(vec![DmaMapping {
-            iova,
-            gpa: iova,
-            len,
-            access,
-        }])
+impl DmaAddressSpace for Unattached {
+    fn fill(&self, _: &mut TlbEntries, iova: u64, _: u64, _: Permissions) -> Result<(), DmaFault> {
+        Err(DmaFault::Blocked { iova })
     }
+}
+
+/// Behind an IOMMU, as a bypassed endpoint is.
+fn bypassed() -> DeviceDma {
+    DeviceDma::translated(DeviceTlb::new(), Arc::new(GuestPhysical))
+}
+
+fn unattached() -> DeviceDma {
+    DeviceDma::translated(DeviceTlb::new(), Arc::new(Unattached))
+}
+
+fn plain() -> DeviceDma {
+    DeviceDma::untranslated()
 }
 
 struct Rig {
@@ -52,7 +55,7 @@ struct Rig {
     _file: TempFile,
 }
 
-fn rig(endpoint: Option<Arc<dyn EndpointTranslate>>) -> Rig {
+fn rig(dma: DeviceDma) -> Rig {
     let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
     let file = TempFile::new().unwrap();
     file.as_file().set_len(1 << 20).unwrap();
@@ -70,7 +73,7 @@ fn rig(endpoint: Option<Arc<dyn EndpointTranslate>>) -> Rig {
         ram.clone(),
         msi.clone(),
         BAR,
-        endpoint,
+        dma,
     )
     .unwrap();
     let mut r = Rig {
@@ -239,7 +242,7 @@ impl Rig {
 
 #[test]
 fn identity_and_layout() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     assert_eq!(r.dev.read_config_register(0), 0x1042_1af4);
     assert_eq!(r.dev.bars()[0].address, BAR);
     assert_eq!(r.dev.bars()[0].size, BAR_SIZE);
@@ -257,7 +260,7 @@ fn identity_and_layout() {
 
 #[test]
 fn features_need_version_1_and_nothing_unoffered() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     let offered = r.offered();
     assert_ne!(offered & VERSION_1, 0);
     assert_eq!(offered & ACCESS_PLATFORM, 0);
@@ -269,14 +272,14 @@ fn features_need_version_1_and_nothing_unoffered() {
     r.write(cc::DRIVER_FEATURE, 4, 0);
     assert_eq!(r.read(cc::DRIVER_FEATURE, 4), 1);
     // DRIVER_OK without FEATURES_OK does not stick.
-    let mut r = rig(None);
+    let mut r = rig(plain());
     r.write(cc::DEVICE_STATUS, 1, u64::from(status::DRIVER_OK));
     assert_eq!(r.status() & status::DRIVER_OK, 0);
 }
 
 #[test]
 fn behind_an_iommu_the_device_offers_access_platform() {
-    let mut r = rig(Some(Arc::new(Identity)));
+    let mut r = rig(bypassed());
     assert_ne!(r.offered() & ACCESS_PLATFORM, 0);
     assert!(r.negotiate(VERSION_1 | ACCESS_PLATFORM));
     let mut driver = DriverQueue::new(0x1000, 16);
@@ -286,8 +289,52 @@ fn behind_an_iommu_the_device_offers_access_platform() {
 }
 
 #[test]
+fn a_driver_declining_access_platform_cannot_escape_the_iommu() {
+    let mut r = rig(unattached());
+    // FEATURES_OK without ACCESS_PLATFORM is refused, so DRIVER_OK cannot stick either.
+    assert!(!r.negotiate(VERSION_1));
+    let mut driver = DriverQueue::new(0x1000, 16);
+    r.setup_queue(&driver, 0xffff);
+    r.driver_ok();
+    assert_eq!(r.status() & status::DRIVER_OK, 0);
+    let before = r.queue_read_sector(&mut driver);
+    r.ram.write_slice(&[0x77; 512], GuestAddress(DATA)).unwrap();
+    r.write(NOTIFY_OFFSET, 2, 0);
+    assert_not_consumed(&mut r, &driver, before);
+    assert_eq!(r.ram.read_obj::<u8>(GuestAddress(DATA)).unwrap(), 0x77);
+
+    // Renegotiated with the bit, the device is translated: with no domain attached its
+    // rings are unreachable, it cannot start, and nothing lands either.
+    assert!(r.negotiate(VERSION_1 | ACCESS_PLATFORM));
+    r.setup_queue(&driver, 0xffff);
+    r.driver_ok();
+    assert_ne!(r.status() & status::NEEDS_RESET, 0);
+    r.write(NOTIFY_OFFSET, 2, 0);
+    assert_not_consumed(&mut r, &driver, before);
+    assert_eq!(r.ram.read_obj::<u8>(GuestAddress(DATA)).unwrap(), 0x77);
+}
+
+#[test]
+fn status_bits_clear_only_by_reset_and_needs_reset_is_the_devices() {
+    let mut r = rig(plain());
+    assert!(r.negotiate(VERSION_1));
+    let mut driver = DriverQueue::new(0x1000, 16);
+    r.setup_queue(&driver, 0xffff);
+    r.driver_ok();
+    let running = r.status();
+    // A driver writing NEEDS_RESET and clearing DRIVER_OK changes neither.
+    r.write(
+        cc::DEVICE_STATUS,
+        1,
+        u64::from(status::ACKNOWLEDGE | status::NEEDS_RESET),
+    );
+    assert_eq!(r.status(), running);
+    assert_eq!(r.read_sector(&mut driver), 0);
+}
+
+#[test]
 fn requests_complete_with_an_msi_and_reset_allows_a_fresh_start() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     r.enable_msix_vector0();
     assert!(r.negotiate(VERSION_1));
     let mut driver = DriverQueue::new(0x1000, 16);
@@ -322,7 +369,7 @@ fn requests_complete_with_an_msi_and_reset_allows_a_fresh_start() {
 
 #[test]
 fn rings_outside_memory_fail_activation() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     assert!(r.negotiate(VERSION_1));
     let driver = DriverQueue::new(0x1f_f000, 16);
     r.setup_queue(&driver, 0xffff);
@@ -334,7 +381,7 @@ fn rings_outside_memory_fail_activation() {
 
 #[test]
 fn hostile_queue_settings_are_ignored() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     r.write(cc::QUEUE_SELECT, 2, 7);
     assert_eq!(r.read(cc::QUEUE_SIZE, 2), 0);
     r.write(cc::QUEUE_SIZE, 2, 64);
@@ -363,7 +410,7 @@ fn random_config_and_bar_traffic_never_panics() {
     use crate::pci::PciRoot;
     use std::sync::Mutex;
 
-    let r = rig(None);
+    let r = rig(plain());
     let mmio = Arc::new(Bus::new());
     let mut root = PciRoot::new(mmio.clone(), None);
     let bdf = root.reserve_slot().unwrap();
@@ -408,7 +455,7 @@ fn root_bar(root: &crate::pci::PciRoot, bdf: Bdf) -> (u64, u64) {
 
 #[test]
 fn pci_cfg_capability_layout_and_read_only_fields() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     let cap = r.find_capability(0x09, Some(CFG_TYPE_PCI));
     assert_eq!(cap % 4, 0);
     let header = r.dev.read_config_register(cap / 4);
@@ -436,7 +483,7 @@ fn pci_cfg_capability_layout_and_read_only_fields() {
 
 #[test]
 fn pci_cfg_window_reads_what_mmio_reads() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     assert!(r.negotiate(VERSION_1));
     r.write(cc::QUEUE_SELECT, 2, 0);
     for (offset, len) in [
@@ -468,7 +515,7 @@ fn pci_cfg_window_reads_what_mmio_reads() {
 
 #[test]
 fn pci_cfg_window_writes_take_effect() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     // A whole initialisation through the window, then a request notified through it.
     r.window_write(cc::DEVICE_STATUS, 1, 0);
     r.window_write(
@@ -516,7 +563,7 @@ fn pci_cfg_window_writes_take_effect() {
 
 #[test]
 fn malformed_pci_cfg_windows_are_ignored() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     assert!(r.negotiate(VERSION_1));
     let negotiated = r.status();
     let capacity = r.read(DEVICE_OFFSET, 4);
@@ -580,7 +627,7 @@ fn assert_not_consumed(r: &mut Rig, driver: &DriverQueue, before: u16) {
 
 #[test]
 fn no_queue_processing_without_bus_mastering() {
-    let mut r = rig(None);
+    let mut r = rig(plain());
     r.set_command(COMMAND_MEMORY);
     assert!(r.negotiate(VERSION_1));
     let mut driver = DriverQueue::new(0x1000, 16);
@@ -606,7 +653,7 @@ fn no_queue_processing_without_bus_mastering() {
 #[test]
 fn bus_mastering_before_driver_ok_activates_at_driver_ok() {
     // The order Linux and the bundled unikernel use.
-    let mut r = rig(None);
+    let mut r = rig(plain());
     r.set_command(0);
     r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
     assert!(r.negotiate(VERSION_1));
@@ -621,8 +668,8 @@ fn bus_mastering_before_driver_ok_activates_at_driver_ok() {
 }
 
 #[test]
-fn clearing_bus_mastering_stops_the_device_until_reset() {
-    let mut r = rig(None);
+fn clearing_bus_mastering_pauses_the_device_and_setting_it_resumes() {
+    let mut r = rig(plain());
     r.enable_msix_vector0();
     assert!(r.negotiate(VERSION_1));
     let mut driver = DriverQueue::new(0x1000, 16);
@@ -632,21 +679,25 @@ fn clearing_bus_mastering_stops_the_device_until_reset() {
     let fired = r.msi.fired.lock().unwrap().len();
 
     r.set_command(COMMAND_MEMORY);
-    assert_ne!(r.status() & status::NEEDS_RESET, 0);
+    assert_eq!(r.status() & status::NEEDS_RESET, 0);
     let before = r.queue_read_sector(&mut driver);
     r.write(NOTIFY_OFFSET, 2, 0);
     assert_not_consumed(&mut r, &driver, before);
     assert_eq!(r.msi.fired.lock().unwrap().len(), fired);
-    // Bus mastering back on, or the driver rewriting the status, does not resume it.
+    // Bus mastering back on: the paused request completes, with its interrupt.
     r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
-    r.driver_ok();
-    r.write(NOTIFY_OFFSET, 2, 0);
-    assert_not_consumed(&mut r, &driver, before);
-    assert_ne!(r.status() & status::NEEDS_RESET, 0);
+    assert_eq!(r.wait_used(&driver, before), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.msi.fired.lock().unwrap().len() == fired {
+        assert!(Instant::now() < deadline, "no interrupt after resuming");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 
-    // A reset and a fresh start do.
+    // A reset while paused ends the pause: a fresh start works.
+    r.set_command(COMMAND_MEMORY);
     r.write(cc::DEVICE_STATUS, 1, 0);
     assert_eq!(r.status(), 0);
+    r.set_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
     assert!(r.negotiate(VERSION_1));
     let mut driver = DriverQueue::new(0x8000, 16);
     r.setup_queue(&driver, 0);

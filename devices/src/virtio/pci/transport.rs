@@ -5,14 +5,25 @@
 //!
 //! Bus mastering gates the device: a function whose Bus Master Enable bit (command register
 //! bit 2) is clear must not touch memory, and a running worker reads and writes the rings
-//! and buffers in guest memory and raises MSIs, which are memory writes too. So the worker
-//! runs only while both DRIVER_OK and Bus Master Enable are set:
+//! and buffers in guest memory and raises MSIs, which are memory writes too:
 //! - DRIVER_OK written while bus mastering is off is recorded (the driver reads it back),
 //!   but activation waits until the driver sets Bus Master Enable. Linux and the bundled
 //!   unikernel enable bus mastering before DRIVER_OK, so for them nothing changes.
-//! - Clearing Bus Master Enable while the device runs stops the worker. Its queue positions
-//!   go with it, so the device cannot resume: it sets NEEDS_RESET (without an interrupt,
-//!   since it may not send one) and stays stopped until the driver resets it.
+//! - Clearing Bus Master Enable while the device runs pauses its DMA (and its interrupts):
+//!   the write returns once no access is in flight, and the worker waits at its next one.
+//!   Setting it again resumes where the device stopped; nothing is lost.
+//!
+//! Whether the device is translated is fixed when the VM is built ([`DeviceDma`]): a device
+//! behind the IOMMU refuses FEATURES_OK unless the driver accepts VIRTIO_F_ACCESS_PLATFORM
+//! (the spec lets a device fail in that case), and its DMA is translated whatever the driver
+//! negotiated.
+//!
+//! Reset never waits for the worker: it stops it and revokes the activation's DMA, which
+//! returns once no access is in flight (a bounded memcpy); whatever the old worker still
+//! finishes cannot reach the guest.
+//!
+//! Status bits are the driver's to set, not to clear: only a reset (writing 0) clears them,
+//! and NEEDS_RESET is the device's alone.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +35,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::capabilities::*;
 use super::common_cfg::{self as cc, status, NO_VECTOR};
 use super::interrupt::{PciInterrupt, VectorTable};
-use crate::dma::{dma_memory, EndpointTranslate};
+use crate::dma::DeviceDma;
 use crate::interrupt::MsiInterruptGroup;
 use crate::pci::config::{BarMove, BarRegionKind, PciConfiguration, PciIdentity};
 use crate::pci::device::{PciBar, PciDevice};
@@ -80,24 +91,24 @@ pub struct VirtioPciDevice {
     offered: u64,
     driver: DriverState,
     queues: Vec<Queue>,
-    notifiers: Vec<EventFd>,
+    notifiers: Vec<Arc<EventFd>>,
     vectors: Arc<VectorTable>,
     isr: Arc<AtomicU8>,
     ram: GuestMemoryMmap,
-    endpoint: Option<Arc<dyn EndpointTranslate>>,
+    dma: DeviceDma,
     activated: bool,
 }
 
 impl VirtioPciDevice {
-    /// `device` at `bdf` with its BAR at `bar_address` (BAR_SIZE bytes, aligned). With an
-    /// `endpoint` the device sits behind the virtio-iommu and offers ACCESS_PLATFORM.
+    /// `device` at `bdf` with its BAR at `bar_address` (BAR_SIZE bytes, aligned), reaching
+    /// memory through `dma`; a translated device offers (and requires) ACCESS_PLATFORM.
     pub fn new(
         bdf: Bdf,
         device: Box<dyn VirtioDevice>,
         ram: GuestMemoryMmap,
         msi: Arc<dyn MsiInterruptGroup>,
         bar_address: u64,
-        endpoint: Option<Arc<dyn EndpointTranslate>>,
+        dma: DeviceDma,
     ) -> Result<Self, TransportError> {
         let max_sizes = device.queue_max_sizes().to_vec();
         if max_sizes.len() > MAX_QUEUES {
@@ -111,7 +122,7 @@ impl VirtioPciDevice {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let notifiers = (0..queues.len())
-            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(TransportError::EventFd)?;
 
@@ -163,8 +174,13 @@ impl VirtioPciDevice {
             .expect("the MSI-X capability fits the configuration space");
         debug_assert_eq!(body.len(), MSIX_CAPABILITY_LEN);
 
-        let mut offered = device.features() | features::VERSION_1;
-        if endpoint.is_some() {
+        // Every device serves its queues through the same queue server, which handles
+        // indirect descriptors and event indices.
+        let mut offered = device.features()
+            | features::VERSION_1
+            | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX;
+        if dma.is_translated() {
             offered |= features::ACCESS_PLATFORM;
         }
         Ok(Self {
@@ -181,7 +197,7 @@ impl VirtioPciDevice {
             notifiers,
             isr: Arc::new(AtomicU8::new(0)),
             ram,
-            endpoint,
+            dma,
             activated: false,
         })
     }
@@ -350,8 +366,8 @@ impl VirtioPciDevice {
             return;
         }
         let old = self.driver.status;
-        // NEEDS_RESET is the device's to set; only a reset clears it.
-        let mut new = value | old & status::NEEDS_RESET;
+        // The driver sets bits; only a reset clears them, and NEEDS_RESET is the device's.
+        let mut new = old | value & !status::NEEDS_RESET;
         if new & status::FEATURES_OK != 0
             && old & status::FEATURES_OK == 0
             && !self.features_acceptable()
@@ -380,29 +396,30 @@ impl VirtioPciDevice {
 
     /// The guest changed Bus Master Enable.
     fn bus_master_changed(&mut self) {
-        if self.config.bus_master_enabled() {
-            self.activate_if_ready();
-        } else if self.activated {
-            log::debug!("{}: bus mastering disabled while running", self.bdf);
-            self.device.reset();
-            self.activated = false;
-            self.driver.status |= status::NEEDS_RESET;
+        match (self.config.bus_master_enabled(), self.activated) {
+            (true, true) => self.dma.tlb().resume(),
+            (true, false) => self.activate_if_ready(),
+            (false, true) => {
+                log::debug!(
+                    "{}: bus mastering disabled while running: DMA paused",
+                    self.bdf
+                );
+                self.dma.tlb().pause();
+            }
+            (false, false) => {}
         }
     }
 
     fn features_acceptable(&self) -> bool {
         let wanted = self.driver.driver_features;
-        wanted & !self.offered == 0 && wanted & features::VERSION_1 != 0
+        let platform_ok = !self.dma.is_translated() || wanted & features::ACCESS_PLATFORM != 0;
+        wanted & !self.offered == 0 && wanted & features::VERSION_1 != 0 && platform_ok
     }
 
     fn activate(&mut self) {
         let acked = self.driver.driver_features;
-        let endpoint = if acked & features::ACCESS_PLATFORM != 0 {
-            self.endpoint.clone()
-        } else {
-            None
-        };
-        let mem = dma_memory(self.ram.clone(), endpoint);
+        let mem = self.dma.memory(self.ram.clone());
+        let event_idx = acked & features::RING_EVENT_IDX != 0;
         let mut queues = Vec::new();
         for (index, queue) in self.queues.iter().enumerate() {
             if !queue.ready() {
@@ -413,23 +430,22 @@ impl VirtioPciDevice {
                 self.fail();
                 return;
             }
-            let (Ok(copy), Ok(notifier)) = (
-                Queue::try_from(queue.state()),
-                self.notifiers[index].try_clone(),
-            ) else {
+            let Ok(mut copy) = Queue::try_from(queue.state()) else {
                 self.fail();
                 return;
             };
+            copy.set_event_idx(event_idx);
             queues.push(ActiveQueue {
                 index: index as u16,
                 queue: copy,
-                notifier,
+                notifier: self.notifiers[index].clone(),
             });
         }
         let interrupt = Arc::new(PciInterrupt {
             msix: self.msix.clone(),
             vectors: self.vectors.clone(),
             isr: self.isr.clone(),
+            gate: mem.clone(),
         });
         match self.device.activate(ActivateContext {
             mem,
@@ -454,9 +470,11 @@ impl VirtioPciDevice {
         }
     }
 
-    /// Virtio reset: the worker stops, queues and negotiated features are forgotten.
+    /// Virtio reset: the worker stops, its DMA is revoked, queues and negotiated features
+    /// are forgotten.
     fn reset(&mut self) {
         self.device.reset();
+        self.dma.tlb().revoke();
         self.activated = false;
         self.driver = DriverState::default();
         for queue in &mut self.queues {
@@ -603,7 +621,12 @@ impl PciDevice for VirtioPciDevice {
         self.notifiers
             .iter()
             .enumerate()
-            .map(|(i, fd)| (NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_MULTIPLIER), fd))
+            .map(|(i, fd)| {
+                (
+                    NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_MULTIPLIER),
+                    fd.as_ref(),
+                )
+            })
             .collect()
     }
 }
@@ -611,5 +634,6 @@ impl PciDevice for VirtioPciDevice {
 impl Drop for VirtioPciDevice {
     fn drop(&mut self) {
         self.device.reset();
+        self.dma.tlb().revoke();
     }
 }

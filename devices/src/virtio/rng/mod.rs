@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::Bytes;
+use virtio_queue::Queue;
 
+use super::chain::{total_len, write_stream};
 use super::device::{ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, WorkerSpec};
+use super::queue_server::{QueueServer, Served};
 use super::worker::{QueueHandler, Worker};
 use crate::dma::DmaMemory;
 
@@ -44,7 +45,7 @@ fn getrandom(buf: &mut [u8]) -> bool {
 
 pub struct RngHandler {
     mem: DmaMemory,
-    queue: Queue,
+    server: QueueServer,
     interrupt: Arc<dyn VirtioInterrupt>,
     buffer: Vec<u8>,
 }
@@ -53,49 +54,37 @@ impl RngHandler {
     pub fn new(mem: DmaMemory, queue: Queue, interrupt: Arc<dyn VirtioInterrupt>) -> Self {
         Self {
             mem,
-            queue,
+            server: QueueServer::new(queue, 0),
             interrupt,
             buffer: vec![0; MAX_PER_REQUEST],
         }
     }
 
-    /// Answers every available request; returns how many.
-    pub fn drain(&mut self) -> usize {
-        let mut completed = 0;
-        while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            let mut written = 0usize;
-            for desc in chain.writable() {
-                let room = MAX_PER_REQUEST - written;
-                let n = (desc.len() as usize).min(room);
-                if n == 0 {
-                    break;
-                }
-                let buf = &mut self.buffer[..n];
-                if !getrandom(buf) || self.mem.write_slice(buf, desc.addr()).is_err() {
-                    break;
-                }
-                written += n;
+    /// Answers at most `budget` requests; returns whether any are left.
+    pub fn serve(&mut self, budget: usize) -> bool {
+        let Self {
+            mem,
+            server,
+            interrupt,
+            buffer,
+        } = self;
+        server.serve(mem, interrupt.as_ref(), budget, |chain| {
+            let Some(chain) = chain.ok().filter(|c| c.unreachable.is_none()) else {
+                return Served::Used(0);
+            };
+            let n = (total_len(chain.writable) as usize).min(MAX_PER_REQUEST);
+            let buf = &mut buffer[..n];
+            if !getrandom(buf) || write_stream(mem, chain.writable, 0, buf).is_err() {
+                return Served::Used(0);
             }
-            if self
-                .queue
-                .add_used(&self.mem, head, written as u32)
-                .is_err()
-            {
-                break;
-            }
-            completed += 1;
-        }
-        if completed > 0 {
-            self.interrupt.notify_queue(0);
-        }
-        completed
+            Served::Used(n as u32)
+        })
     }
 }
 
 impl QueueHandler for RngHandler {
-    fn process_queue(&mut self, _index: usize) {
-        self.drain();
+    fn process_queue(&mut self, _position: usize, budget: usize) -> bool {
+        self.serve(budget)
     }
 }
 
@@ -131,7 +120,7 @@ impl VirtioDevice for Rng {
     }
 
     fn reset(&mut self) {
-        // Dropping the worker stops it.
+        // Dropping the worker stops it, without waiting for it.
         self.worker = None;
     }
 }
@@ -139,9 +128,10 @@ impl VirtioDevice for Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::dma_memory;
+    use crate::dma::guest_physical_memory;
     use crate::virtio::testing::{Buffer, DriverQueue};
-    use vm_memory::{GuestAddress, GuestMemoryMmap};
+    use crate::virtio::worker::BUDGET;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     struct NoInterrupt;
     impl VirtioInterrupt for NoInterrupt {
@@ -154,7 +144,7 @@ mod tests {
         let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40000)]).unwrap();
         let mut driver = DriverQueue::new(0x1000, 8);
         let mut handler = RngHandler::new(
-            dma_memory(ram.clone(), None),
+            guest_physical_memory(ram.clone()),
             driver.device_queue(),
             Arc::new(NoInterrupt),
         );
@@ -162,7 +152,8 @@ mod tests {
         driver.add_chain(&ram, &[Buffer::readable(0x11000, 64)]);
         driver.add_chain(&ram, &[Buffer::writable(0x20000, 0x10000)]);
         driver.add_chain(&ram, &[Buffer::writable(0x3ff00, 0x1000)]);
-        assert_eq!(handler.drain(), 4);
+        assert!(!handler.serve(BUDGET));
+        assert_eq!(driver.used_idx(&ram), 4);
         assert_eq!(driver.used_elem(&ram, 0).1, 64);
         assert_eq!(driver.used_elem(&ram, 1).1, 0);
         assert_eq!(driver.used_elem(&ram, 2).1, MAX_PER_REQUEST as u32);

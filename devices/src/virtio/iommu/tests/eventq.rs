@@ -3,7 +3,6 @@
 use vm_memory::{Bytes, GuestAddress, Permissions};
 
 use super::rig::*;
-use crate::dma::EndpointTranslate;
 use crate::virtio::iommu::protocol::{
     FaultRecord, FAULT_F_ADDRESS, FAULT_F_WRITE, FAULT_RECORD_SIZE, FAULT_R_DOMAIN,
 };
@@ -34,7 +33,7 @@ fn a_fault_fills_one_posted_buffer_of_exactly_24_bytes() {
             address: 0xdead_0000,
         }
     );
-    assert_eq!(rig.shared.faults().pending(), 0);
+    assert_eq!(rig.state.faults().pending(), 0);
 }
 
 #[test]
@@ -44,7 +43,7 @@ fn records_wait_when_no_buffer_is_posted() {
     let _ = t.translate(0x1000, 4, Permissions::Read);
     let _ = t.translate(0x2000, 4, Permissions::Read);
     assert_eq!(rig.deliver_into(BUFFERS_AT, &[]), vec![]);
-    assert_eq!(rig.shared.faults().pending(), 2);
+    assert_eq!(rig.state.faults().pending(), 2);
     assert_eq!(rig.deliver_into(BUFFERS_AT, &[24]), vec![(0, 24)]);
     assert_eq!(record_at(&rig, BUFFERS_AT).address, 0x1000);
     assert_eq!(rig.deliver_into(BUFFERS_AT, &[24]), vec![(0, 24)]);

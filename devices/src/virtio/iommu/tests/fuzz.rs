@@ -48,14 +48,12 @@ fn random_requests_never_panic_and_answer_by_the_used_length_rules() {
             reply.used_len
         );
     }
-    let domains = rig.shared.domains();
+    let domains = rig.state.domains();
     assert!(domains.domain_count() <= 4);
 }
 
 #[test]
 fn random_dma_never_panics_whatever_the_mappings() {
-    use crate::dma::{dma_memory, EndpointTranslate};
-    use std::sync::Arc;
     use vm_memory::{Bytes, GuestAddress, Permissions};
 
     let rig = Rig::new();
@@ -81,7 +79,7 @@ fn random_dma_never_panics_whatever_the_mappings() {
         Permissions::ReadWrite,
     ];
     for round in 0..4000 {
-        rig.shared.set_bypass(round % 2 == 0);
+        rig.state.set_bypass(round % 2 == 0);
         let endpoint = if rnd.below(2) == 0 { DISK } else { RNG };
         let iova = match rnd.below(3) {
             0 => rnd.below(256 * PAGE),
@@ -95,7 +93,7 @@ fn random_dma_never_panics_whatever_the_mappings() {
         };
         let access = accesses[rnd.below(4) as usize];
         let _ = rig.translator(endpoint).translate(iova, len, access);
-        let dma = dma_memory(rig.mem.clone(), Some(Arc::new(rig.translator(endpoint))));
+        let dma = rig.memory(endpoint);
         let mut buf = [0u8; 64];
         let _ = dma.read_slice(&mut buf[..rnd.below(64) as usize], GuestAddress(iova));
         let _ = dma.write_slice(&buf[..rnd.below(64) as usize], GuestAddress(iova));

@@ -54,7 +54,7 @@ fn too_short_requests_get_used_length_zero() {
             assert_eq!(reply.writable, vec![SENTINEL; 4]);
         }
     }
-    assert_eq!(rig.shared.domains().domain_count(), 0);
+    assert_eq!(rig.state.domains().domain_count(), 0);
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn writable_part_shorter_than_the_tail_gets_used_length_zero() {
         let reply = rig.send_split(&attach(1, DISK, 0, 0), &[], lens);
         assert_eq!(reply.used_len, 0, "{lens:?}");
     }
-    assert_eq!(rig.shared.domains().domain_count(), 0);
+    assert_eq!(rig.state.domains().domain_count(), 0);
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn requests_split_across_descriptors_read_as_one_stream() {
     let reply = rig.send_split(&map(1, 0, 0xfff, 0x5000, RW), &[1, 6, 13], &[1, 1, 2]);
     assert_eq!(reply.used_len, 4);
     assert_eq!(reply.status(), OK);
-    assert_eq!(rig.shared.domains().mapping_count(1), Some(1));
+    assert_eq!(rig.state.domains().mapping_count(1), Some(1));
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn attach_creates_the_domain_and_ignores_head_reserved_bytes() {
     let mut req = attach(7, DISK, 0, 0);
     req[1..4].copy_from_slice(&[1, 2, 3]);
     assert_eq!(rig.send(&req, 4).status(), OK);
-    assert_eq!(rig.shared.domains().domain_of(DISK), Some(7));
+    assert_eq!(rig.state.domains().domain_of(DISK), Some(7));
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn attach_malformed_variants() {
     assert_eq!(rig.send(&attach(1, DISK, 2, 0), 4).status(), INVAL, "flag");
     assert_eq!(rig.send(&attach(0x1_0000, DISK, 0, 0), 4).status(), RANGE);
     assert_eq!(rig.send(&attach(1, 0x99, 0, 0), 4).status(), NOENT);
-    assert_eq!(rig.shared.domains().domain_count(), 0);
+    assert_eq!(rig.state.domains().domain_count(), 0);
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn attach_moves_an_endpoint_and_its_old_domain_dies() {
     assert_eq!(rig.map(1, 0, 0xfff, 0x5000, RW), OK);
     assert_eq!(rig.attach(2, DISK), OK);
     assert_eq!(rig.map(1, 0, 0xfff, 0x5000, RW), NOENT);
-    assert_eq!(rig.shared.domains().total_mappings(), 0);
+    assert_eq!(rig.state.domains().total_mappings(), 0);
 }
 
 // DETACH
@@ -170,8 +170,8 @@ fn detach_ignores_reserved_and_kills_the_empty_domain() {
     assert_eq!(rig.attach(1, DISK), OK);
     assert_eq!(rig.map(1, 0, 0xfff, 0x5000, RW), OK);
     assert_eq!(rig.send(&detach(1, DISK, u64::MAX), 4).status(), OK);
-    assert_eq!(rig.shared.domains().domain_count(), 0);
-    assert_eq!(rig.shared.domains().total_mappings(), 0);
+    assert_eq!(rig.state.domains().domain_count(), 0);
+    assert_eq!(rig.state.domains().total_mappings(), 0);
 }
 
 #[test]
@@ -182,7 +182,7 @@ fn detach_malformed_variants() {
     assert_eq!(rig.send(&detach(2, DISK, 0), 4).status(), INVAL);
     assert_eq!(rig.send(&detach(1, RNG, 0), 4).status(), INVAL);
     assert_eq!(rig.send(&detach(u32::MAX, DISK, 0), 4).status(), RANGE);
-    assert_eq!(rig.shared.domains().domain_of(DISK), Some(1));
+    assert_eq!(rig.state.domains().domain_of(DISK), Some(1));
 }
 
 // MAP
@@ -232,7 +232,7 @@ fn map_malformed_variants() {
     for (req, status, what) in cases {
         assert_eq!(rig.send(&req, 4).status(), status, "{what}");
     }
-    assert_eq!(rig.shared.domains().total_mappings(), 0);
+    assert_eq!(rig.state.domains().total_mappings(), 0);
 }
 
 #[test]
@@ -299,7 +299,7 @@ fn spec_unmap_sequences_in_pages() {
         let got = rig.unmap(1, first * PAGE, (last + 1) * PAGE - 1);
         assert_eq!(got, status, "{maps:?} unmap {first}..={last}");
         assert_eq!(
-            rig.shared.domains().mapping_count(1),
+            rig.state.domains().mapping_count(1),
             Some(left.len()),
             "{maps:?}"
         );
@@ -317,7 +317,7 @@ fn unmap_malformed_variants() {
     assert_eq!(rig.send(&unmap(1, 0, top + 1, 0), 4).status(), RANGE);
     assert_eq!(rig.send(&unmap(0x2_0000, 0, 0xfff, 0), 4).status(), RANGE);
     assert_eq!(rig.send(&unmap(5, 0, 0xfff, 0), 4).status(), NOENT);
-    assert_eq!(rig.shared.domains().total_mappings(), 1);
+    assert_eq!(rig.state.domains().total_mappings(), 1);
 }
 
 // PROBE
@@ -328,7 +328,7 @@ fn probe_reports_the_msi_window_and_reserved_regions_then_zeroes() {
         IommuConfig::with_reserved([(0x9_fc00, 0xf_ffff)]),
         FaultRateLimit::default(),
     );
-    let probe_size = rig.shared.config.probe_size();
+    let probe_size = rig.state.config.probe_size();
     assert_eq!(probe_size, 48);
     let reply = rig.send_split(&probe(DISK), &[72], &[probe_size + 4 + 16]);
     assert_eq!(reply.used_len, probe_size + 4 + 16);
@@ -347,7 +347,7 @@ fn probe_reports_the_msi_window_and_reserved_regions_then_zeroes() {
 #[test]
 fn probe_malformed_variants() {
     let rig = Rig::new();
-    let probe_size = rig.shared.config.probe_size();
+    let probe_size = rig.state.config.probe_size();
     assert_eq!(rig.send(&probe(0x99), probe_size + 4).status(), NOENT);
     let reply = rig.send(&probe(DISK), probe_size + 3);
     assert_eq!(reply.status(), INVAL);

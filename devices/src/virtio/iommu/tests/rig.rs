@@ -1,5 +1,6 @@
 //! A driver's side of the requestq and eventq, over a small guest memory.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -8,12 +9,16 @@ use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::dma::{DeviceDma, DeviceTlb, DmaMemory};
 use crate::virtio::iommu::config::IommuConfig;
+use crate::virtio::iommu::endpoint::IommuEndpoint;
 use crate::virtio::iommu::faults::FaultRateLimit;
 use crate::virtio::iommu::protocol::{features, request_type, Status};
-use crate::virtio::iommu::queues::{deliver_faults, process_requests};
-use crate::virtio::iommu::shared::{EndpointTranslator, Shared};
+use crate::virtio::iommu::queues::{deliver_faults, serve_requests};
+use crate::virtio::iommu::state::IommuState;
 use crate::virtio::iommu::OFFERED_FEATURES;
+use crate::virtio::queue_server::QueueServer;
+use crate::virtio::VirtioInterrupt;
 
 pub const ALL_FEATURES: u64 = OFFERED_FEATURES | features::VERSION_1;
 pub const DISK: u32 = 0x08;
@@ -29,8 +34,18 @@ const QUEUE_AREA: usize = 0x1000;
 
 pub struct Rig {
     pub mem: GuestMemoryMmap,
-    pub shared: Arc<Shared>,
+    pub state: Arc<IommuState>,
     pub negotiated: u64,
+    /// The IOTLB of each endpoint's device, registered with the state as the VMM does.
+    tlbs: HashMap<u32, Arc<DeviceTlb>>,
+}
+
+/// Interrupts go nowhere; the rig reads the used ring itself.
+pub struct NoInterrupt;
+
+impl VirtioInterrupt for NoInterrupt {
+    fn notify_queue(&self, _: u16) {}
+    fn notify_config(&self) {}
 }
 
 /// What came back for one request.
@@ -68,18 +83,41 @@ impl Rig {
 
     pub fn with(config: IommuConfig, rate: FaultRateLimit) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
-        let shared = Arc::new(Shared::new(config, rate).unwrap());
-        shared.domains_mut().add_endpoint(DISK);
-        shared.domains_mut().add_endpoint(RNG);
+        let state = Arc::new(IommuState::new(config, rate).unwrap());
+        let mut tlbs = HashMap::new();
+        for endpoint in [DISK, RNG] {
+            let tlb = DeviceTlb::new();
+            state.add_endpoint(endpoint, tlb.clone());
+            tlbs.insert(endpoint, tlb);
+        }
         Self {
             mem,
-            shared,
+            state,
             negotiated: ALL_FEATURES,
+            tlbs,
         }
     }
 
-    pub fn translator(&self, endpoint: u32) -> EndpointTranslator {
-        EndpointTranslator::new(endpoint, self.shared.clone())
+    pub fn translator(&self, endpoint: u32) -> IommuEndpoint {
+        IommuEndpoint::new(endpoint, self.state.clone())
+    }
+
+    /// How `endpoint`'s device reaches memory.
+    pub fn device_dma(&self, endpoint: u32) -> DeviceDma {
+        DeviceDma::translated(
+            self.tlbs[&endpoint].clone(),
+            Arc::new(self.translator(endpoint)),
+        )
+    }
+
+    /// Memory as `endpoint`'s device sees it.
+    pub fn memory(&self, endpoint: u32) -> DmaMemory {
+        self.device_dma(endpoint).memory(self.mem.clone())
+    }
+
+    /// Memory as the virtio-iommu itself sees it (untranslated).
+    pub fn own_memory(&self) -> DmaMemory {
+        crate::dma::guest_physical_memory(self.mem.clone())
     }
 
     /// Sends `readable` split into descriptors of `readable_split` bytes (the last takes the
@@ -131,8 +169,16 @@ impl Rig {
     pub fn run_request_chain(&self, descs: &[(u64, u32, u16)]) -> u32 {
         let mq = self.fresh_queue();
         mq.add_desc_chains(&chain(descs), 0).unwrap();
-        let mut queue: Queue = mq.create_queue().unwrap();
-        process_requests(&self.shared, self.negotiated, &self.mem, &mut queue).unwrap();
+        let queue: Queue = mq.create_queue().unwrap();
+        let mut server = QueueServer::new(queue, 0);
+        serve_requests(
+            &self.state,
+            self.negotiated,
+            &self.own_memory(),
+            &mut server,
+            &NoInterrupt,
+            usize::MAX,
+        );
         self.used_entry(&mq, 0).1
     }
 
@@ -155,8 +201,15 @@ impl Rig {
             })
             .collect();
         mq.add_desc_chains(&raw, 0).unwrap();
-        let mut queue: Queue = mq.create_queue().unwrap();
-        deliver_faults(&self.shared, &self.mem, &mut queue).unwrap();
+        let queue: Queue = mq.create_queue().unwrap();
+        let mut server = QueueServer::new(queue, 1);
+        deliver_faults(
+            &self.state,
+            &self.own_memory(),
+            &mut server,
+            &NoInterrupt,
+            usize::MAX,
+        );
         let used_idx: u16 = self.mem.read_obj(mq.used_addr().unchecked_add(2)).unwrap();
         (0..used_idx).map(|i| self.used_entry(&mq, i)).collect()
     }

@@ -1,12 +1,10 @@
 //! The DMA path: endpoints translating through their domain, bypass, faults, and the
 //! device's config space.
 
-use std::sync::Arc;
-
 use vm_memory::{Bytes, GuestAddress, Permissions};
 
 use super::rig::*;
-use crate::dma::{dma_memory, DmaFault, EndpointTranslate};
+use crate::dma::DmaFault;
 use crate::virtio::iommu::config::{IommuConfig, X86_MSI_START};
 use crate::virtio::iommu::faults::FaultRateLimit;
 use crate::virtio::iommu::protocol::{
@@ -24,7 +22,7 @@ fn dma_through_a_mapping_reaches_the_mapped_guest_pages() {
     let rig = Rig::new();
     assert_eq!(rig.attach(1, DISK), OK);
     assert_eq!(rig.map(1, 0x4000_0000, 0x4000_1fff, 0x50_0000, RW), OK);
-    let dma = dma_memory(rig.mem.clone(), Some(Arc::new(rig.translator(DISK))));
+    let dma = rig.memory(DISK);
     dma.write_obj(0x1234_5678u32, GuestAddress(0x4000_1ffc))
         .unwrap();
     let seen: u32 = rig.mem.read_obj(GuestAddress(0x50_1ffc)).unwrap();
@@ -41,7 +39,7 @@ fn translation_crosses_mapping_boundaries_into_discontiguous_pages() {
     assert_eq!(rig.attach(1, DISK), OK);
     assert_eq!(rig.map(1, 0x1000, 0x1fff, 0x70_0000, RW), OK);
     assert_eq!(rig.map(1, 0x2000, 0x2fff, 0x30_0000, RW), OK);
-    let dma = dma_memory(rig.mem.clone(), Some(Arc::new(rig.translator(DISK))));
+    let dma = rig.memory(DISK);
     dma.write_slice(&[0xab; 32], GuestAddress(0x1ff0)).unwrap();
     let mut a = [0u8; 16];
     let mut b = [0u8; 16];
@@ -67,7 +65,7 @@ fn permissions_are_enforced_and_faults_name_the_access() {
         t.translate(0x2ff8, 16, Permissions::Write),
         Err(DmaFault::Unmapped { iova: 0x3000 })
     );
-    let mut faults = rig.shared.faults();
+    let mut faults = rig.state.faults();
     let first = faults.pop().unwrap();
     assert_eq!(first.reason, FAULT_R_MAPPING);
     assert_eq!(first.flags, FAULT_F_WRITE | FAULT_F_ADDRESS);
@@ -84,10 +82,10 @@ fn unattached_endpoint_is_blocked_unless_bypass_is_on() {
         t.translate(0x5000, 8, Permissions::Read),
         Err(DmaFault::Blocked { iova: 0x5000 })
     );
-    let fault = rig.shared.faults().pop().unwrap();
+    let fault = rig.state.faults().pop().unwrap();
     assert_eq!(fault.reason, FAULT_R_DOMAIN);
     assert_eq!(fault.flags, FAULT_F_READ | FAULT_F_ADDRESS);
-    rig.shared.set_bypass(true);
+    rig.state.set_bypass(true);
     let pieces = t.translate(0x5000, 8, Permissions::ReadWrite).unwrap();
     assert_eq!(
         (pieces[0].iova, pieces[0].gpa, pieces[0].len),
@@ -103,7 +101,7 @@ fn bypass_domain_is_identity_even_with_bypass_off() {
     let rig = Rig::new();
     let reply = rig.send(&attach(3, DISK, ATTACH_F_BYPASS, 0), 4);
     assert_eq!(reply.status(), OK);
-    let dma = dma_memory(rig.mem.clone(), Some(Arc::new(rig.translator(DISK))));
+    let dma = rig.memory(DISK);
     dma.write_obj(7u64, GuestAddress(0x8000)).unwrap();
     assert_eq!(rig.mem.read_obj::<u64>(GuestAddress(0x8000)).unwrap(), 7);
 }
@@ -121,7 +119,7 @@ fn msi_writes_pass_untranslated_but_reads_do_not() {
 #[test]
 fn translation_near_the_top_of_the_address_space_does_not_wrap() {
     let rig = Rig::new();
-    rig.shared.set_bypass(true);
+    rig.state.set_bypass(true);
     let t = rig.translator(DISK);
     assert_eq!(
         t.translate(u64::MAX, 1, Permissions::Read),
@@ -132,7 +130,7 @@ fn translation_near_the_top_of_the_address_space_does_not_wrap() {
     assert!(t.translate(0, 0, Permissions::Read).unwrap().is_empty());
     let whole = t.translate(0, u64::MAX, Permissions::Read).unwrap();
     assert_eq!((whole[0].gpa, whole[0].len), (0, u64::MAX));
-    let dma = dma_memory(rig.mem.clone(), Some(Arc::new(t)));
+    let dma = rig.memory(DISK);
     dma.write_obj(5u32, GuestAddress(0)).unwrap();
 }
 
@@ -141,7 +139,7 @@ fn an_unmap_takes_effect_on_the_very_next_access() {
     let rig = Rig::new();
     assert_eq!(rig.attach(1, DISK), OK);
     assert_eq!(rig.map(1, 0x1000, 0x1fff, 0x5000, RW), OK);
-    let dma = dma_memory(rig.mem.clone(), Some(Arc::new(rig.translator(DISK))));
+    let dma = rig.memory(DISK);
     dma.read_obj::<u32>(GuestAddress(0x1000)).unwrap();
     assert_eq!(rig.unmap(1, 0x1000, 0x1fff), OK);
     assert!(dma.read_obj::<u32>(GuestAddress(0x1000)).is_err());
@@ -175,10 +173,10 @@ fn a_faulting_guest_is_rate_limited() {
     for i in 0..10_000 {
         assert!(t.translate(i * 8, 8, Permissions::Read).is_err());
     }
-    let counters = rig.shared.faults().counters();
+    let counters = rig.state.faults().counters();
     assert_eq!(counters.reported, 10_000);
     // The burst, plus at most one token refilled while the loop ran.
-    let pending = rig.shared.faults().pending() as u64;
+    let pending = rig.state.faults().pending() as u64;
     assert!((8..=9).contains(&pending), "{pending}");
     assert_eq!(
         counters.rate_limited + counters.overflowed,
@@ -241,12 +239,18 @@ fn only_the_bypass_byte_is_writable_and_only_with_0_or_1() {
 fn device_reset_drops_domains_but_keeps_bypass() {
     let mut dev = device(IommuConfig::default());
     let disk = dev.add_endpoint(DISK);
-    dev.shared().domains_mut().attach(1, DISK, false).unwrap();
+    dev.state().domains_mut().attach(1, DISK, false).unwrap();
     dev.write_config(CONFIG_BYPASS_OFFSET as u64, &[1]);
     dev.reset();
-    assert_eq!(dev.shared().domains().domain_count(), 0);
+    assert_eq!(dev.state().domains().domain_count(), 0);
+    let ram = vm_memory::GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
     assert!(
-        disk.translate(0x1000, 4, Permissions::Read).is_ok(),
+        vm_memory::GuestMemory::check_range(
+            &disk.memory(ram),
+            GuestAddress(0x1000),
+            4,
+            Permissions::Read
+        ),
         "bypassed"
     );
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, Permissions};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::rig::{attach, ALL_FEATURES, DISK};
-use crate::dma::{dma_memory, EndpointTranslate};
+
 use crate::virtio::iommu::{Iommu, IommuConfig};
 use crate::virtio::{ActivateContext, ActiveQueue, VirtioDevice, VirtioInterrupt, WorkerSpec};
 
@@ -63,17 +63,17 @@ fn activated() -> (Iommu, GuestMemoryMmap, Vec<EventFd>, Receiver<u16>) {
         ActiveQueue {
             index: 0,
             queue: requestq.create_queue().unwrap(),
-            notifier: notifiers[0].try_clone().unwrap(),
+            notifier: Arc::new(notifiers[0].try_clone().unwrap()),
         },
         ActiveQueue {
             index: 1,
             queue: eventq.create_queue().unwrap(),
-            notifier: notifiers[1].try_clone().unwrap(),
+            notifier: Arc::new(notifiers[1].try_clone().unwrap()),
         },
     ];
     let (tx, rx) = channel();
     dev.activate(ActivateContext {
-        mem: dma_memory(mem.clone(), None),
+        mem: crate::dma::guest_physical_memory(mem.clone()),
         queues,
         interrupt: Arc::new(RecordingInterrupt(Mutex::new(tx))),
         acked_features: ALL_FEATURES,
@@ -89,17 +89,22 @@ fn the_worker_answers_a_notified_request_and_interrupts() {
     notifiers[0].write(1).unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(0));
     assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS_AT)).unwrap(), 0);
-    assert_eq!(dev.shared().domains().domain_of(DISK), Some(1));
+    assert_eq!(dev.state().domains().domain_of(DISK), Some(1));
     dev.reset();
-    assert_eq!(dev.shared().domains().domain_count(), 0);
+    assert_eq!(dev.state().domains().domain_count(), 0);
 }
 
 #[test]
 fn the_worker_delivers_a_fault_without_being_notified() {
     let (mut dev, mem, _notifiers, rx) = activated();
     let disk = dev.add_endpoint(DISK);
-    assert!(disk.translate(0x7000, 4, Permissions::Read).is_err());
-    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(1));
+    assert!(disk
+        .memory(mem.clone())
+        .read_obj::<u32>(GuestAddress(0x7000))
+        .is_err());
+    // The worker also answers the queued ATTACH (queue 0) when it starts.
+    let eventq_interrupt = rx.iter().take(2).find(|&queue| queue == 1);
+    assert_eq!(eventq_interrupt, Some(1));
     let endpoint: u32 = mem.read_obj(GuestAddress(EVENT_AT + 8)).unwrap();
     let address: u64 = mem.read_obj(GuestAddress(EVENT_AT + 16)).unwrap();
     assert_eq!((endpoint, address), (DISK, 0x7000));
@@ -114,11 +119,11 @@ fn activation_without_the_eventq_is_refused() {
     let requestq = MockSplitQueue::create(&mem, GuestAddress(REQUESTQ_AT), 16);
     let (tx, _rx) = channel();
     let result = dev.activate(ActivateContext {
-        mem: dma_memory(mem.clone(), None),
+        mem: crate::dma::guest_physical_memory(mem.clone()),
         queues: vec![ActiveQueue {
             index: 0,
             queue: requestq.create_queue().unwrap(),
-            notifier: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            notifier: Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()),
         }],
         interrupt: Arc::new(RecordingInterrupt(Mutex::new(tx))),
         acked_features: ALL_FEATURES,

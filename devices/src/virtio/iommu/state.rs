@@ -1,0 +1,221 @@
+//! State the request path and the DMA path share: domains, the `bypass` byte, pending fault
+//! records, and the IOTLB of every endpoint, which the request path invalidates.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use vm_memory::Permissions;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::config::IommuConfig;
+use super::domains::{covering_mappings, Domains, Route};
+use super::faults::{FaultQueue, FaultRateLimit};
+use super::protocol::{
+    FaultRecord, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING,
+    FAULT_R_UNKNOWN,
+};
+use crate::dma::{DeviceTlb, DmaFault, TlbEntries};
+
+#[derive(Debug)]
+pub struct IommuState {
+    pub config: IommuConfig,
+    domains: RwLock<Domains>,
+    /// The config space `bypass` byte.
+    bypass: AtomicBool,
+    faults: Mutex<FaultQueue>,
+    /// Written whenever a fault record is queued, so the eventq gets served.
+    fault_event: EventFd,
+    /// The IOTLB of each endpoint's device, registered when the VM is built.
+    tlbs: RwLock<HashMap<u32, Arc<DeviceTlb>>>,
+}
+
+/// Whose cached translations a request made stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    Nothing,
+    /// Every translation of these endpoints.
+    Endpoints(Vec<u32>),
+    /// Translations of `[start, last]` in these endpoints.
+    Range {
+        endpoints: Vec<u32>,
+        start: u64,
+        last: u64,
+    },
+}
+
+impl IommuState {
+    pub fn new(config: IommuConfig, rate: FaultRateLimit) -> std::io::Result<Self> {
+        Ok(Self {
+            domains: RwLock::new(Domains::new(config.limits)),
+            bypass: AtomicBool::new(config.default_bypass),
+            faults: Mutex::new(FaultQueue::new(rate)),
+            fault_event: EventFd::new(libc::EFD_NONBLOCK)?,
+            tlbs: RwLock::new(HashMap::new()),
+            config,
+        })
+    }
+
+    // A panic elsewhere while holding a lock cannot leave `Domains` half-updated in a way that
+    // breaks memory safety, so a poisoned lock is used as is rather than propagating panics.
+    pub fn domains(&self) -> RwLockReadGuard<'_, Domains> {
+        self.domains.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn domains_mut(&self) -> RwLockWriteGuard<'_, Domains> {
+        self.domains.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, FaultQueue> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `endpoint` known and remembers the IOTLB of its device.
+    pub fn add_endpoint(&self, endpoint: u32, tlb: Arc<DeviceTlb>) {
+        self.domains_mut().add_endpoint(endpoint);
+        self.tlbs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(endpoint, tlb);
+    }
+
+    /// Drops what `stale` names from the endpoints' IOTLBs; returns once no access
+    /// translated through it is still copying. Call without holding the domains lock.
+    pub fn invalidate(&self, stale: &Stale) {
+        let tlbs = self.tlbs.read().unwrap_or_else(|e| e.into_inner());
+        match stale {
+            Stale::Nothing => {}
+            Stale::Endpoints(endpoints) => endpoints
+                .iter()
+                .filter_map(|e| tlbs.get(e))
+                .for_each(|tlb| tlb.invalidate_all()),
+            Stale::Range {
+                endpoints,
+                start,
+                last,
+            } => endpoints
+                .iter()
+                .filter_map(|e| tlbs.get(e))
+                .for_each(|tlb| tlb.invalidate_range(*start, *last)),
+        }
+    }
+
+    fn invalidate_every_endpoint(&self) {
+        let tlbs = self.tlbs.read().unwrap_or_else(|e| e.into_inner());
+        tlbs.values().for_each(|tlb| tlb.invalidate_all());
+    }
+
+    /// Device reset: every domain and mapping goes, and with them every cached translation.
+    pub fn reset(&self) {
+        self.domains_mut().reset();
+        self.invalidate_every_endpoint();
+        self.faults().clear();
+    }
+
+    pub fn bypass(&self) -> bool {
+        self.bypass.load(Ordering::Acquire)
+    }
+
+    /// The driver wrote the `bypass` byte: unattached endpoints change what they reach.
+    pub fn set_bypass(&self, on: bool) {
+        if self.bypass.swap(on, Ordering::AcqRel) != on {
+            self.invalidate_every_endpoint();
+        }
+    }
+
+    pub fn fault_event(&self) -> &EventFd {
+        &self.fault_event
+    }
+
+    fn report(&self, record: FaultRecord) {
+        if self.faults().report(record) {
+            // A full eventfd counter already means "wake up"; nothing is lost.
+            let _ = self.fault_event.write(1);
+        }
+    }
+
+    fn msi_window_for(&self, iova: u64, len: u64) -> Option<(u64, u64)> {
+        self.config.msi_window().filter(|&(start, end)| {
+            iova >= start && len > 0 && iova.checked_add(len - 1).is_some_and(|l| l <= end)
+        })
+    }
+
+    /// Fills `tlb` with the translations `endpoint` has for `[iova, iova + len)`, reporting
+    /// a fault record when there are none.
+    pub fn fill(
+        &self,
+        endpoint: u32,
+        tlb: &mut TlbEntries,
+        iova: u64,
+        len: u64,
+        access: Permissions,
+    ) -> Result<(), DmaFault> {
+        let result = if iova.checked_add(len).is_none() {
+            // vm-memory ranges are half-open u64 ranges: one ending past 2^64 cannot exist.
+            Err((FAULT_R_MAPPING, DmaFault::Unmapped { iova }))
+        } else {
+            let domains = self.domains();
+            match domains.route(endpoint) {
+                Route::Unknown => Err((FAULT_R_UNKNOWN, DmaFault::Blocked { iova })),
+                Route::Unattached if self.bypass() => identity(tlb),
+                Route::Unattached => Err((FAULT_R_DOMAIN, DmaFault::Blocked { iova })),
+                Route::Bypass => identity(tlb),
+                // MSI writes pass untranslated, as the RESV_MEM MSI property promises.
+                Route::Mapped(_) if access == Permissions::Write => {
+                    match self.msi_window_for(iova, len) {
+                        Some((start, end)) => {
+                            tlb.insert(start, end, start, Permissions::Write);
+                            Ok(())
+                        }
+                        None => fill_mapped(&domains, endpoint, tlb, iova, len, access),
+                    }
+                }
+                Route::Mapped(_) => fill_mapped(&domains, endpoint, tlb, iova, len, access),
+            }
+        };
+        result.map_err(|(reason, fault)| {
+            self.report(FaultRecord {
+                reason,
+                flags: access_flags(access) | FAULT_F_ADDRESS,
+                endpoint,
+                address: fault.iova(),
+            });
+            fault
+        })
+    }
+}
+
+fn fill_mapped(
+    domains: &Domains,
+    endpoint: u32,
+    tlb: &mut TlbEntries,
+    iova: u64,
+    len: u64,
+    access: Permissions,
+) -> Result<(), (u8, DmaFault)> {
+    let Route::Mapped(mappings) = domains.route(endpoint) else {
+        return Err((FAULT_R_DOMAIN, DmaFault::Blocked { iova }));
+    };
+    // Whole mappings go into the IOTLB, so the next access to the same buffer hits.
+    for (start, mapping) in
+        covering_mappings(mappings, iova, len, access).map_err(|f| (FAULT_R_MAPPING, f))?
+    {
+        tlb.insert(start, mapping.end, mapping.phys, mapping.permissions());
+    }
+    Ok(())
+}
+
+/// Bypass: every address is itself.
+fn identity(tlb: &mut TlbEntries) -> Result<(), (u8, DmaFault)> {
+    tlb.insert(0, u64::MAX, 0, Permissions::ReadWrite);
+    Ok(())
+}
+
+fn access_flags(access: Permissions) -> u32 {
+    match access {
+        Permissions::No => 0,
+        Permissions::Read => FAULT_F_READ,
+        Permissions::Write => FAULT_F_WRITE,
+        Permissions::ReadWrite => FAULT_F_READ | FAULT_F_WRITE,
+    }
+}
