@@ -7,8 +7,12 @@ pub mod config_io;
 pub mod device;
 pub mod ecam;
 pub mod host_bridge;
+#[cfg(test)]
+mod lock_tests;
 pub mod msix;
 pub mod root;
+#[cfg(test)]
+mod testing;
 
 pub use bar_allocator::BarAllocator;
 pub use config::{BarMove, BarRegionKind, PciConfiguration};

@@ -1,5 +1,24 @@
 //! The root of bus 0: which function answers at which BDF, and where its BARs sit on the
 //! MMIO bus. Both configuration mechanisms (CF8/CFC and ECAM) end up here.
+//!
+//! # Locking
+//!
+//! vCPUs reach a function through the configuration windows and through its BARs at once, so
+//! a function that holds its own lock for long (a slow reset) must stall only the vCPUs that
+//! touch that function. Locks nest in this order only, outermost first:
+//!
+//! 1. a function's lock (`SharedPciDevice`);
+//! 2. that function's BAR placement lock, taken only while holding 1, to put its BARs on the
+//!    MMIO bus or take them off;
+//! 3. the MMIO bus's ranges lock, taken under 2 to insert or remove a BAR, and for a moment
+//!    by every access to find its device; the bus never holds it while a device runs;
+//! 4. a function's MSI-X state, taken under 1 by its table and capability emulation.
+//!
+//! The table of functions is fixed once the root is shared (adding functions takes
+//! `&mut self`), so finding a function takes no lock at all, and no lock is ever held while
+//! waiting for a function's lock. The CF8/CFC and ECAM windows keep no lock of their own
+//! across an access either. Nothing may block under a function's lock: it is held for one
+//! register access or one BAR move, and what blocks there stalls that function's vCPUs.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +28,7 @@ use super::config::BarMove;
 use super::device::{IoEventRegistry, PciDevice};
 use super::host_bridge::HostBridge;
 use super::{Bdf, DEVICES_PER_BUS};
-use crate::bus::{Bus, BusDevice, BusError};
+use crate::bus::{Bus, BusError, ConcurrentBusDevice};
 
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 
@@ -29,15 +48,18 @@ pub enum PciRootError {
     IoEvent { bdf: Bdf, source: std::io::Error },
 }
 
+/// A function on the bus and where its BARs decode.
+struct Function {
+    bdf: Bdf,
+    device: SharedPciDevice,
+    /// BAR index -> address on the MMIO bus. Locked only under `device`'s lock.
+    placement: Mutex<Vec<(usize, u64)>>,
+}
+
 enum Slot {
     Free,
     Reserved,
-    Device {
-        device: SharedPciDevice,
-        /// Where each BAR is on the MMIO bus (index -> address), which may lag behind the
-        /// config space when the guest asked for an impossible move.
-        mapped: Vec<(usize, u64)>,
-    },
+    Function(Function),
 }
 
 /// Routes a BAR's MMIO to its device.
@@ -46,12 +68,12 @@ struct BarRegion {
     bar: usize,
 }
 
-impl BusDevice for BarRegion {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
+impl ConcurrentBusDevice for BarRegion {
+    fn read(&self, offset: u64, data: &mut [u8]) {
         self.device.lock().unwrap().read_bar(self.bar, offset, data);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         self.device
             .lock()
             .unwrap()
@@ -61,6 +83,7 @@ impl BusDevice for BarRegion {
 
 /// Bus 0 of segment 0.
 pub struct PciRoot {
+    /// Fixed once the root is shared, so lookups need no lock.
     slots: Vec<Slot>,
     mmio_bus: Arc<Bus>,
     ioevents: Option<Arc<dyn IoEventRegistry>>,
@@ -71,10 +94,11 @@ impl PciRoot {
     /// devices through the MMIO bus instead (tests).
     pub fn new(mmio_bus: Arc<Bus>, ioevents: Option<Arc<dyn IoEventRegistry>>) -> Self {
         let mut slots: Vec<Slot> = (0..DEVICES_PER_BUS).map(|_| Slot::Free).collect();
-        slots[0] = Slot::Device {
+        slots[0] = Slot::Function(Function {
+            bdf: Bdf::new(0, 0, 0),
             device: Arc::new(Mutex::new(HostBridge::new())),
-            mapped: Vec::new(),
-        };
+            placement: Mutex::new(Vec::new()),
+        });
         Self {
             slots,
             mmio_bus,
@@ -102,63 +126,64 @@ impl PciRoot {
         {
             return Err(PciRootError::SlotUnavailable(bdf.device));
         }
-        let mut mapped = Vec::new();
-        let bars = device.lock().unwrap().bars();
-        for bar in bars {
-            let region = Arc::new(Mutex::new(BarRegion {
+        let mut placement = Vec::new();
+        let dev = device.lock().unwrap();
+        for bar in dev.bars() {
+            let region = Arc::new(BarRegion {
                 device: device.clone(),
                 bar: bar.index,
-            }));
+            });
             self.mmio_bus
-                .insert(region, bar.address, bar.size)
+                .insert_concurrent(region, bar.address, bar.size)
                 .map_err(|source| PciRootError::Bar {
                     bdf,
                     bar: bar.index,
                     source,
                 })?;
             if let Some(ioevents) = &self.ioevents {
-                let dev = device.lock().unwrap();
                 for (offset, fd) in dev.ioeventfds(bar.index) {
                     ioevents
                         .register(fd, bar.address + offset)
                         .map_err(|source| PciRootError::IoEvent { bdf, source })?;
                 }
             }
-            mapped.push((bar.index, bar.address));
+            placement.push((bar.index, bar.address));
         }
-        self.slots[number] = Slot::Device { device, mapped };
+        drop(dev);
+        self.slots[number] = Slot::Function(Function {
+            bdf,
+            device,
+            placement: Mutex::new(placement),
+        });
         Ok(())
     }
 
-    fn device(&self, bdf: Bdf) -> Option<&SharedPciDevice> {
+    fn function(&self, bdf: Bdf) -> Option<&Function> {
         if bdf.bus != 0 || bdf.function != 0 {
             return None;
         }
         match self.slots.get(usize::from(bdf.device))? {
-            Slot::Device { device, .. } => Some(device),
+            Slot::Function(function) => Some(function),
             _ => None,
         }
     }
 
     /// A configuration read of register `reg`; all-ones where no function answers.
     pub fn config_read(&self, bdf: Bdf, reg: usize) -> u32 {
-        match self.device(bdf) {
-            Some(device) => device.lock().unwrap().read_config_register(reg),
+        match self.function(bdf) {
+            Some(function) => function.device.lock().unwrap().read_config_register(reg),
             None => u32::MAX,
         }
     }
 
     /// A configuration write; carries out any BAR move it causes.
-    pub fn config_write(&mut self, bdf: Bdf, reg: usize, offset: usize, data: &[u8]) {
-        let Some(device) = self.device(bdf).cloned() else {
+    pub fn config_write(&self, bdf: Bdf, reg: usize, offset: usize, data: &[u8]) {
+        let Some(function) = self.function(bdf) else {
             return;
         };
-        let moved = device
-            .lock()
-            .unwrap()
-            .write_config_register(reg, offset, data);
-        if let Some(moved) = moved {
-            self.move_bar(bdf, &device, moved);
+        let mut device = function.device.lock().unwrap();
+        if let Some(moved) = device.write_config_register(reg, offset, data) {
+            self.move_bar(function, &mut *device, moved);
         }
     }
 
@@ -175,23 +200,22 @@ impl PciRoot {
     }
 
     /// A write of 1, 2 or 4 bytes at byte `offset`; accesses that cross a dword are dropped.
-    pub fn config_write_bytes(&mut self, bdf: Bdf, offset: usize, data: &[u8]) {
+    pub fn config_write_bytes(&self, bdf: Bdf, offset: usize, data: &[u8]) {
         let within = offset % 4;
         if matches!(data.len(), 1 | 2 | 4) && within + data.len() <= 4 {
             self.config_write(bdf, offset / 4, within, data);
         }
     }
 
-    fn move_bar(&mut self, bdf: Bdf, device: &SharedPciDevice, moved: BarMove) {
-        let Some(Slot::Device { mapped, .. }) = self.slots.get_mut(usize::from(bdf.device)) else {
-            return;
-        };
-        let Some(entry) = mapped.iter_mut().find(|(bar, _)| *bar == moved.bar) else {
+    /// Called with `function`'s lock held (`device` is its guarded device).
+    fn move_bar(&self, function: &Function, device: &mut dyn PciDevice, moved: BarMove) {
+        let bdf = function.bdf;
+        let mut placement = function.placement.lock().unwrap();
+        let Some(entry) = placement.iter_mut().find(|(bar, _)| *bar == moved.bar) else {
             return;
         };
         let current = entry.1;
-        let mut dev = device.lock().unwrap();
-        let fds: Vec<(u64, &EventFd)> = dev.ioeventfds(moved.bar);
+        let fds: Vec<(u64, &EventFd)> = device.ioeventfds(moved.bar);
         let ioevents = self.ioevents.as_ref();
         let reregister = |base: u64, register: bool| {
             for (offset, fd) in &fds {
@@ -213,7 +237,7 @@ impl PciRoot {
                 reregister(moved.new, true);
                 entry.1 = moved.new;
                 drop(fds);
-                dev.bar_moved(moved.bar, current, moved.new);
+                device.bar_moved(moved.bar, current, moved.new);
             }
             Err(e) => {
                 // The guest asked for an overlapping or impossible range: the BAR keeps
@@ -232,81 +256,7 @@ impl PciRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pci::config::{BarRegionKind, PciConfiguration, PciIdentity};
-    use crate::pci::device::PciBar;
-
-    /// A function with one 4 KiB BAR0 that records accesses and has one ioeventfd at 0x10.
-    pub(crate) struct TestFunction {
-        pub config: PciConfiguration,
-        pub notify: EventFd,
-        pub last_write: Option<(u64, Vec<u8>)>,
-    }
-
-    impl TestFunction {
-        pub fn new(address: u64) -> Self {
-            let mut config = PciConfiguration::new(PciIdentity {
-                vendor: 0x1234,
-                device: 0x5678,
-                class: 0xff_00_00,
-                revision: 0,
-                subsystem_vendor: 0,
-                subsystem: 0,
-            });
-            config
-                .add_memory_bar(0, BarRegionKind::Memory32, 0x1000, address, false)
-                .unwrap();
-            Self {
-                config,
-                notify: EventFd::new(0).unwrap(),
-                last_write: None,
-            }
-        }
-    }
-
-    impl PciDevice for TestFunction {
-        fn read_config_register(&mut self, reg: usize) -> u32 {
-            self.config.read_reg(reg)
-        }
-        fn write_config_register(
-            &mut self,
-            reg: usize,
-            offset: usize,
-            data: &[u8],
-        ) -> Option<BarMove> {
-            self.config.write_reg(reg, offset, data)
-        }
-        fn bars(&self) -> Vec<PciBar> {
-            let (address, size) = self.config.bar(0).unwrap();
-            vec![PciBar {
-                index: 0,
-                address,
-                size,
-            }]
-        }
-        fn read_bar(&mut self, _bar: usize, offset: u64, data: &mut [u8]) {
-            data.fill(offset as u8);
-        }
-        fn write_bar(&mut self, _bar: usize, offset: u64, data: &[u8]) {
-            self.last_write = Some((offset, data.to_vec()));
-        }
-        fn ioeventfds(&self, _bar: usize) -> Vec<(u64, &EventFd)> {
-            vec![(0x10, &self.notify)]
-        }
-    }
-
-    #[derive(Default)]
-    pub(crate) struct IoEventLog(pub Mutex<Vec<(bool, u64)>>);
-
-    impl IoEventRegistry for IoEventLog {
-        fn register(&self, _fd: &EventFd, address: u64) -> std::io::Result<()> {
-            self.0.lock().unwrap().push((true, address));
-            Ok(())
-        }
-        fn unregister(&self, _fd: &EventFd, address: u64) -> std::io::Result<()> {
-            self.0.lock().unwrap().push((false, address));
-            Ok(())
-        }
-    }
+    use crate::pci::testing::{IoEventLog, TestFunction};
 
     #[test]
     fn slots_are_handed_out_in_order_after_the_host_bridge() {

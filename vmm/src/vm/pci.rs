@@ -40,7 +40,7 @@ pub struct PciDevices {
     /// The virtio-console reads stdin, so the serial port must not.
     pub console_owns_stdin: bool,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
-    _root: Arc<Mutex<PciRoot>>,
+    _root: Arc<PciRoot>,
 }
 
 fn device_err(what: impl std::fmt::Display) -> VmmError {
@@ -48,7 +48,8 @@ fn device_err(what: impl std::fmt::Display) -> VmmError {
 }
 
 struct Builder<'a> {
-    root: Arc<Mutex<PciRoot>>,
+    /// Shared only once every function is on it.
+    root: PciRoot,
     bars: BarAllocator,
     interrupts: KvmInterrupts,
     mem: &'a GuestMemoryMmap,
@@ -56,8 +57,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn reserve(&self) -> Result<Bdf, VmmError> {
-        self.root.lock().unwrap().reserve_slot().map_err(device_err)
+    fn reserve(&mut self) -> Result<Bdf, VmmError> {
+        self.root.reserve_slot().map_err(device_err)
     }
 
     /// Starts the device's worker thread now, on the VMM thread before any filter exists.
@@ -84,8 +85,6 @@ impl Builder<'_> {
             .map_err(|e| device_err(format!("{bdf}: {e}")))?;
         log::info!("PCI {bdf}: virtio device, BAR at {bar:#x}");
         self.root
-            .lock()
-            .unwrap()
             .add_device(bdf, Arc::new(Mutex::new(transport)))
             .map_err(device_err)
     }
@@ -110,21 +109,8 @@ pub fn add_pci_devices(
 ) -> Result<PciDevices, VmmError> {
     let interrupts = KvmInterrupts::new(vm.clone());
     let ioevents: Arc<dyn IoEventRegistry> = Arc::new(interrupts.clone());
-    let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), Some(ioevents))));
-    let (address_port, data_port) = PciConfigIo::ports(root.clone());
-    pio.insert(address_port, CONFIG_ADDRESS_PORT, 1)
-        .map_err(device_err)?;
-    pio.insert(data_port, CONFIG_DATA_PORT, CONFIG_DATA_LEN)
-        .map_err(device_err)?;
-    mmio.insert(
-        Arc::new(Mutex::new(PciEcam::new(root.clone()))),
-        PCI_ECAM_START,
-        ECAM_SIZE,
-    )
-    .map_err(device_err)?;
-
     let mut builder = Builder {
-        root: root.clone(),
+        root: PciRoot::new(mmio.clone(), Some(ioevents)),
         bars: BarAllocator::new(PCI_MMIO32_START, PCI_MMIO32_SIZE).map_err(device_err)?,
         interrupts,
         mem,
@@ -186,6 +172,19 @@ pub fn add_pci_devices(
         builder.add(bdf, device, None)?;
         acpi_tables.push(viot);
     }
+
+    let root = Arc::new(builder.root);
+    let (address_port, data_port) = PciConfigIo::ports(root.clone());
+    pio.insert_concurrent(address_port, CONFIG_ADDRESS_PORT, 1)
+        .map_err(device_err)?;
+    pio.insert_concurrent(data_port, CONFIG_DATA_PORT, CONFIG_DATA_LEN)
+        .map_err(device_err)?;
+    mmio.insert_concurrent(
+        Arc::new(PciEcam::new(root.clone())),
+        PCI_ECAM_START,
+        ECAM_SIZE,
+    )
+    .map_err(device_err)?;
     Ok(PciDevices {
         acpi_tables,
         description: PciRootDescription {
