@@ -2,6 +2,8 @@
 //! ports and ECAM; memory BARs placed on the MMIO bus; MSI-X.
 
 pub mod bar_allocator;
+#[cfg(test)]
+mod bar_tests;
 pub mod config;
 pub mod config_io;
 pub mod device;

@@ -1,0 +1,109 @@
+//! Where BARs decode on the MMIO bus as the guest programs them.
+
+use std::sync::{Arc, Mutex};
+
+use super::config::BarRegionKind;
+use super::root::PciRoot;
+use super::testing::TestFunction;
+use super::Bdf;
+use crate::bus::Bus;
+
+const COMMAND: usize = 4;
+const BAR0: usize = 0x10;
+const MEMORY_SPACE: u8 = 1 << 1;
+
+/// xorshift64: reproducible, no dependency.
+fn random(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
+struct Rig {
+    bus: Arc<Bus>,
+    root: PciRoot,
+    bdf: Bdf,
+    kind: BarRegionKind,
+    size: u64,
+}
+
+impl Rig {
+    fn new(kind: BarRegionKind, size: u64, address: u64) -> Self {
+        let bus = Arc::new(Bus::new());
+        let mut root = PciRoot::new(bus.clone(), None);
+        let bdf = root.reserve_slot().unwrap();
+        let function = TestFunction::with_bar(kind, size, address);
+        root.add_device(bdf, Arc::new(Mutex::new(function)))
+            .unwrap();
+        root.config_write_bytes(bdf, COMMAND, &[MEMORY_SPACE]);
+        Self {
+            bus,
+            root,
+            bdf,
+            kind,
+            size,
+        }
+    }
+
+    /// The BAR's address as its registers hold it.
+    fn register_address(&self) -> u64 {
+        let low = u64::from(self.root.config_read(self.bdf, BAR0 / 4) & !0xf);
+        let high = match self.kind {
+            BarRegionKind::Memory64 => u64::from(self.root.config_read(self.bdf, BAR0 / 4 + 1)),
+            BarRegionKind::Memory32 => 0,
+        };
+        high << 32 | low
+    }
+
+    fn decodes(&self, address: u64) -> bool {
+        self.bus.read(address, &mut [0u8; 1])
+    }
+
+    /// True when the BAR answers on its whole range and not a byte either side.
+    fn decodes_exactly_at(&self, address: u64) -> bool {
+        let last = address + self.size - 1;
+        self.decodes(address)
+            && self.decodes(last)
+            && (address == 0 || !self.decodes(address - 1))
+            && (last == u64::MAX || !self.decodes(last + 1))
+    }
+}
+
+#[test]
+fn sub_dword_bar_writes_keep_the_bus_on_the_register_address() {
+    for (kind, size, start) in [
+        (BarRegionKind::Memory32, 0x1000, 0xc000_0000),
+        (BarRegionKind::Memory64, 0x8000, 0xc000_8000),
+    ] {
+        let rig = Rig::new(kind, size, start);
+        let registers = if kind == BarRegionKind::Memory64 {
+            2
+        } else {
+            1
+        };
+        let mut next = random(0x9e37_79b9_7f4a_7c15);
+        for step in 0..5_000 {
+            let value = next();
+            let reg = BAR0 + 4 * (value as usize % registers);
+            let len = if value & 0x10 == 0 { 1 } else { 2 };
+            let offset = (value >> 8) as usize % (5 - len);
+            let bytes = (value >> 32).to_le_bytes();
+            rig.root
+                .config_write_bytes(rig.bdf, reg + offset, &bytes[..len]);
+            let address = rig.register_address();
+            if address.checked_add(size).is_none() {
+                // Past the end of the address space: no place to decode at.
+                continue;
+            }
+            assert!(
+                rig.decodes_exactly_at(address),
+                "{kind:?} step {step}: wrote {:x?} at {:#x}; the register says {address:#x}",
+                &bytes[..len],
+                reg + offset
+            );
+        }
+    }
+}
