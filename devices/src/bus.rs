@@ -117,21 +117,6 @@ impl Bus {
             .ok_or(BusError::NotFound(base))
     }
 
-    /// Moves the device at `old_base` to `new_base` (a guest reprogramming a BAR).
-    pub fn relocate(&self, old_base: u64, new_base: u64) -> Result<(), BusError> {
-        let entry = {
-            let mut ranges = self.ranges.write().unwrap();
-            ranges
-                .remove(&old_base)
-                .ok_or(BusError::NotFound(old_base))?
-        };
-        let (len, device) = (entry.len, entry.device.clone());
-        self.insert_handler(device, new_base, len).inspect_err(|_| {
-            // Put it back where it was so a bad guest move loses nothing.
-            self.ranges.write().unwrap().insert(old_base, entry);
-        })
-    }
-
     fn resolve(&self, addr: u64) -> Option<(u64, Handler)> {
         let ranges = self.ranges.read().unwrap();
         let (&start, entry) = ranges.range(..=addr).next_back()?;
@@ -215,19 +200,5 @@ mod tests {
             Err(BusError::InvalidRange { .. })
         ));
         bus.insert(dev, 0x110, 0x10).unwrap();
-    }
-
-    #[test]
-    fn relocation_to_an_occupied_range_keeps_the_device_in_place() {
-        let bus = Bus::new();
-        let a = Arc::new(Mutex::new(Recorder::default()));
-        let b = Arc::new(Mutex::new(Recorder::default()));
-        bus.insert(a, 0x1000, 0x100).unwrap();
-        bus.insert(b, 0x2000, 0x100).unwrap();
-        assert!(bus.relocate(0x1000, 0x2080).is_err());
-        assert!(bus.read(0x1000, &mut [0u8; 1]));
-        bus.relocate(0x1000, 0x3000).unwrap();
-        assert!(!bus.read(0x1000, &mut [0u8; 1]));
-        assert!(bus.read(0x3000, &mut [0u8; 1]));
     }
 }

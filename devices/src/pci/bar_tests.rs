@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config::BarRegionKind;
 use super::root::PciRoot;
-use super::testing::TestFunction;
+use super::testing::{IoEventLog, TestFunction};
 use super::Bdf;
 use crate::bus::Bus;
 
@@ -106,4 +106,47 @@ fn sub_dword_bar_writes_keep_the_bus_on_the_register_address() {
             );
         }
     }
+}
+
+#[test]
+fn bars_decode_only_while_memory_space_is_enabled() {
+    let bus = Arc::new(Bus::new());
+    let log = Arc::new(IoEventLog::default());
+    let mut root = PciRoot::new(bus.clone(), Some(log.clone()));
+    let bdf = root.reserve_slot().unwrap();
+    let function = TestFunction::new(0xc000_0000);
+    root.add_device(bdf, Arc::new(Mutex::new(function)))
+        .unwrap();
+    let decodes = |address: u64| bus.read(address, &mut [0u8; 4]);
+    let registered = || log.0.lock().unwrap().clone();
+
+    // Out of reset, decoding is off: nothing on the bus, no ioeventfd.
+    assert!(!decodes(0xc000_0000));
+    assert!(registered().is_empty());
+
+    root.config_write_bytes(bdf, COMMAND, &[MEMORY_SPACE]);
+    assert!(decodes(0xc000_0000));
+    assert_eq!(registered(), [(true, 0xc000_0010)]);
+
+    // Off again; a move while off decodes nowhere; on again decodes at the new address.
+    root.config_write_bytes(bdf, COMMAND, &[0]);
+    assert!(!decodes(0xc000_0000));
+    root.config_write_bytes(bdf, BAR0, &0xc004_0000u32.to_le_bytes());
+    assert!(!decodes(0xc000_0000) && !decodes(0xc004_0000));
+    root.config_write_bytes(bdf, COMMAND, &[MEMORY_SPACE | 0x4]);
+    assert!(decodes(0xc004_0000));
+    assert!(!decodes(0xc000_0000));
+    assert_eq!(
+        registered(),
+        [
+            (true, 0xc000_0010),
+            (false, 0xc000_0010),
+            (true, 0xc004_0010)
+        ]
+    );
+
+    // I/O space and bus mastering alone do not turn memory decoding on.
+    root.config_write_bytes(bdf, COMMAND, &[0x1 | 0x4]);
+    assert!(!decodes(0xc004_0000));
+    assert_eq!(registered().last(), Some(&(false, 0xc004_0010)));
 }

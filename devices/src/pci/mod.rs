@@ -12,6 +12,7 @@ pub mod host_bridge;
 #[cfg(test)]
 mod lock_tests;
 pub mod msix;
+pub mod placement;
 pub mod root;
 #[cfg(test)]
 mod testing;

@@ -8,8 +8,8 @@
 //! touch that function. Locks nest in this order only, outermost first:
 //!
 //! 1. a function's lock (`SharedPciDevice`);
-//! 2. that function's BAR placement lock, taken only while holding 1, to put its BARs on the
-//!    MMIO bus or take them off;
+//! 2. that function's BAR placements (`pci::placement`), locked only while holding 1, to
+//!    put its BARs on the MMIO bus or take them off after a command or BAR register write;
 //! 3. the MMIO bus's ranges lock, taken under 2 to insert or remove a BAR, and for a moment
 //!    by every access to find its device; the bus never holds it while a device runs;
 //! 4. a function's MSI-X state, taken under 1 by its table and capability emulation.
@@ -22,13 +22,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use vmm_sys_util::eventfd::EventFd;
-
-use super::config::BarMove;
 use super::device::{IoEventRegistry, PciDevice};
 use super::host_bridge::HostBridge;
+use super::placement::{affects_decoding, BarPlacement, BarPlacer, PlacementError};
 use super::{Bdf, DEVICES_PER_BUS};
-use crate::bus::{Bus, BusError, ConcurrentBusDevice};
+use crate::bus::Bus;
 
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 
@@ -38,22 +36,31 @@ pub enum PciRootError {
     NoFreeSlot,
     #[error("device number {0} is not reserved or already in use")]
     SlotUnavailable(u8),
-    #[error("cannot place BAR {bar} of {bdf} on the MMIO bus: {source}")]
+    #[error("cannot place BAR {bar} of {bdf} at {address:#x}: {source}")]
     Bar {
         bdf: Bdf,
         bar: usize,
-        source: BusError,
+        address: u64,
+        source: PlacementError,
     },
-    #[error("cannot register the notification eventfds of {bdf}: {source}")]
-    IoEvent { bdf: Bdf, source: std::io::Error },
 }
 
 /// A function on the bus and where its BARs decode.
 struct Function {
     bdf: Bdf,
     device: SharedPciDevice,
-    /// BAR index -> address on the MMIO bus. Locked only under `device`'s lock.
-    placement: Mutex<Vec<(usize, u64)>>,
+    /// Locked only under `device`'s lock.
+    placements: Mutex<Vec<BarPlacement>>,
+}
+
+impl Function {
+    fn new(bdf: Bdf, device: SharedPciDevice) -> Self {
+        Self {
+            bdf,
+            device,
+            placements: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 enum Slot {
@@ -62,31 +69,11 @@ enum Slot {
     Function(Function),
 }
 
-/// Routes a BAR's MMIO to its device.
-struct BarRegion {
-    device: SharedPciDevice,
-    bar: usize,
-}
-
-impl ConcurrentBusDevice for BarRegion {
-    fn read(&self, offset: u64, data: &mut [u8]) {
-        self.device.lock().unwrap().read_bar(self.bar, offset, data);
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) {
-        self.device
-            .lock()
-            .unwrap()
-            .write_bar(self.bar, offset, data);
-    }
-}
-
 /// Bus 0 of segment 0.
 pub struct PciRoot {
     /// Fixed once the root is shared, so lookups need no lock.
     slots: Vec<Slot>,
-    mmio_bus: Arc<Bus>,
-    ioevents: Option<Arc<dyn IoEventRegistry>>,
+    placer: BarPlacer,
 }
 
 impl PciRoot {
@@ -94,15 +81,11 @@ impl PciRoot {
     /// devices through the MMIO bus instead (tests).
     pub fn new(mmio_bus: Arc<Bus>, ioevents: Option<Arc<dyn IoEventRegistry>>) -> Self {
         let mut slots: Vec<Slot> = (0..DEVICES_PER_BUS).map(|_| Slot::Free).collect();
-        slots[0] = Slot::Function(Function {
-            bdf: Bdf::new(0, 0, 0),
-            device: Arc::new(Mutex::new(HostBridge::new())),
-            placement: Mutex::new(Vec::new()),
-        });
+        let host_bridge = Arc::new(Mutex::new(HostBridge::new()));
+        slots[0] = Slot::Function(Function::new(Bdf::new(0, 0, 0), host_bridge));
         Self {
             slots,
-            mmio_bus,
-            ioevents,
+            placer: BarPlacer { mmio_bus, ioevents },
         }
     }
 
@@ -117,7 +100,8 @@ impl PciRoot {
         Ok(Bdf::new(0, number as u8, 0))
     }
 
-    /// Puts `device` at the reserved `bdf` and its BARs on the MMIO bus.
+    /// Puts `device` at the reserved `bdf`; its BARs go on the MMIO bus once its memory
+    /// decoding is on.
     pub fn add_device(&mut self, bdf: Bdf, device: SharedPciDevice) -> Result<(), PciRootError> {
         let number = usize::from(bdf.device);
         if bdf.bus != 0
@@ -126,35 +110,16 @@ impl PciRoot {
         {
             return Err(PciRootError::SlotUnavailable(bdf.device));
         }
-        let mut placement = Vec::new();
-        let dev = device.lock().unwrap();
-        for bar in dev.bars() {
-            let region = Arc::new(BarRegion {
-                device: device.clone(),
-                bar: bar.index,
+        let function = Function::new(bdf, device);
+        if let Some((bar, address, source)) = self.update_bars(&function) {
+            return Err(PciRootError::Bar {
+                bdf,
+                bar,
+                address,
+                source,
             });
-            self.mmio_bus
-                .insert_concurrent(region, bar.address, bar.size)
-                .map_err(|source| PciRootError::Bar {
-                    bdf,
-                    bar: bar.index,
-                    source,
-                })?;
-            if let Some(ioevents) = &self.ioevents {
-                for (offset, fd) in dev.ioeventfds(bar.index) {
-                    ioevents
-                        .register(fd, bar.address + offset)
-                        .map_err(|source| PciRootError::IoEvent { bdf, source })?;
-                }
-            }
-            placement.push((bar.index, bar.address));
         }
-        drop(dev);
-        self.slots[number] = Slot::Function(Function {
-            bdf,
-            device,
-            placement: Mutex::new(placement),
-        });
+        self.slots[number] = Slot::Function(function);
         Ok(())
     }
 
@@ -176,15 +141,33 @@ impl PciRoot {
         }
     }
 
-    /// A configuration write; carries out any BAR move it causes.
+    /// A configuration write; then the function's BARs decode where its registers say.
     pub fn config_write(&self, bdf: Bdf, reg: usize, offset: usize, data: &[u8]) {
         let Some(function) = self.function(bdf) else {
             return;
         };
         let mut device = function.device.lock().unwrap();
-        if let Some(moved) = device.write_config_register(reg, offset, data) {
-            self.move_bar(function, &mut *device, moved);
+        // Placement follows the registers, so the move the device reports is not needed.
+        let _ = device.write_config_register(reg, offset, data);
+        if affects_decoding(reg) {
+            let mut placements = function.placements.lock().unwrap();
+            // A refusal is logged once by the placer; the guest sees a BAR that does not
+            // decode, as with a conflicting address on real hardware.
+            let _ = self
+                .placer
+                .update(bdf, &function.device, &mut *device, &mut placements);
         }
+    }
+
+    fn update_bars(&self, function: &Function) -> Option<super::placement::Refusal> {
+        let mut device = function.device.lock().unwrap();
+        let mut placements = function.placements.lock().unwrap();
+        self.placer.update(
+            function.bdf,
+            &function.device,
+            &mut *device,
+            &mut placements,
+        )
     }
 
     /// A read of 1, 2 or 4 bytes at byte `offset` of `bdf`'s configuration space; accesses
@@ -204,51 +187,6 @@ impl PciRoot {
         let within = offset % 4;
         if matches!(data.len(), 1 | 2 | 4) && within + data.len() <= 4 {
             self.config_write(bdf, offset / 4, within, data);
-        }
-    }
-
-    /// Called with `function`'s lock held (`device` is its guarded device).
-    fn move_bar(&self, function: &Function, device: &mut dyn PciDevice, moved: BarMove) {
-        let bdf = function.bdf;
-        let mut placement = function.placement.lock().unwrap();
-        let Some(entry) = placement.iter_mut().find(|(bar, _)| *bar == moved.bar) else {
-            return;
-        };
-        let current = entry.1;
-        let fds: Vec<(u64, &EventFd)> = device.ioeventfds(moved.bar);
-        let ioevents = self.ioevents.as_ref();
-        let reregister = |base: u64, register: bool| {
-            for (offset, fd) in &fds {
-                let Some(ioevents) = ioevents else { return };
-                let addr = base.wrapping_add(*offset);
-                let result = if register {
-                    ioevents.register(fd, addr)
-                } else {
-                    ioevents.unregister(fd, addr)
-                };
-                if let Err(e) = result {
-                    log::warn!("{bdf}: ioeventfd at {addr:#x}: {e}");
-                }
-            }
-        };
-        reregister(current, false);
-        match self.mmio_bus.relocate(current, moved.new) {
-            Ok(()) => {
-                reregister(moved.new, true);
-                entry.1 = moved.new;
-                drop(fds);
-                device.bar_moved(moved.bar, current, moved.new);
-            }
-            Err(e) => {
-                // The guest asked for an overlapping or impossible range: the BAR keeps
-                // decoding where it was.
-                log::warn!(
-                    "{bdf}: BAR {} cannot move to {:#x}: {e}",
-                    moved.bar,
-                    moved.new
-                );
-                reregister(current, true);
-            }
         }
     }
 }
@@ -283,16 +221,18 @@ mod tests {
         let bdf = root.reserve_slot().unwrap();
         let dev = Arc::new(Mutex::new(TestFunction::new(0xc000_0000)));
         root.add_device(bdf, dev.clone()).unwrap();
+        root.config_write(bdf, 1, 0, &[0x2]);
         assert_eq!(*log.0.lock().unwrap(), vec![(true, 0xc000_0010)]);
         let mut buf = [0u8; 1];
         assert!(bus.read(0xc000_0004, &mut buf));
         assert_eq!(buf, [4]);
 
-        // Sizing moves the BAR to the size mask while it lasts; restoring moves it back.
+        // Sizing with decoding off, as drivers do, touches nothing on the bus.
+        root.config_write(bdf, 1, 0, &[0]);
         root.config_write(bdf, 4, 0, &u32::MAX.to_le_bytes());
         assert_eq!(root.config_read(bdf, 4), 0xffff_f000);
-        assert!(bus.read(0xffff_f004, &mut buf));
         root.config_write(bdf, 4, 0, &0xc000_0000u32.to_le_bytes());
+        root.config_write(bdf, 1, 0, &[0x2]);
         assert!(bus.read(0xc000_0004, &mut buf));
         assert!(!bus.read(0xffff_f004, &mut buf));
         log.0.lock().unwrap().clear();
@@ -306,15 +246,17 @@ mod tests {
             [(false, 0xc000_0010), (true, 0xc010_0010)]
         );
 
-        // A move onto another device's range is refused; the BAR keeps decoding in place.
+        // A move onto another device's range is refused: the BAR leaves the bus rather than
+        // decode where its register no longer says, and its ioeventfd goes with it.
         let other = Arc::new(Mutex::new(crate::legacy::I8042::new(
             crate::VmControl::new(std::time::Instant::now()).unwrap(),
         )));
         bus.insert(other, 0xc020_0000, 0x1000).unwrap();
         root.config_write(bdf, 4, 0, &0xc020_0000u32.to_le_bytes());
-        assert!(bus.write(0xc010_0008, &[7]));
-        assert_eq!(dev.lock().unwrap().last_write, Some((8, vec![7])));
-        // And a later valid move starts from where it really is.
+        assert!(!bus.write(0xc010_0008, &[7]));
+        assert_eq!(dev.lock().unwrap().last_write, Some((8, vec![9])));
+        assert_eq!(log.0.lock().unwrap().last(), Some(&(false, 0xc010_0010)));
+        // A later valid move puts it back.
         root.config_write(bdf, 4, 0, &0xc030_0000u32.to_le_bytes());
         assert!(bus.write(0xc030_0000, &[1]));
         assert_eq!(log.0.lock().unwrap().last(), Some(&(true, 0xc030_0010)));
