@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config::BarRegionKind;
 use super::root::PciRoot;
-use super::testing::{IoEventLog, TestFunction};
+use super::testing::{record_warnings, warnings_containing, IoEventLog, TestFunction};
 use super::Bdf;
 use crate::bus::Bus;
 
@@ -149,4 +149,55 @@ fn bars_decode_only_while_memory_space_is_enabled() {
     root.config_write_bytes(bdf, COMMAND, &[0x1 | 0x4]);
     assert!(!decodes(0xc004_0000));
     assert_eq!(registered().last(), Some(&(false, 0xc004_0010)));
+}
+
+#[test]
+fn bars_never_shadow_ram_the_apics_or_ecam() {
+    record_warnings();
+    let bus = Arc::new(Bus::new());
+    let mut root = PciRoot::new(bus.clone(), None);
+    root.exclude_range(0, 0x1000_0000, "guest RAM");
+    root.exclude_range(0xe000_0000, 0x1000_0000, "the ECAM window");
+    root.exclude_range(0xfec0_0000, 0x1000, "the IOAPIC");
+    root.exclude_range(0xfee0_0000, 0x1000, "the local APIC");
+    // Other tests log refusals for 00:01.0; this function is 00:04.0, so its count is its own.
+    for _ in 0..3 {
+        root.reserve_slot().unwrap();
+    }
+    let bdf = root.reserve_slot().unwrap();
+    let function = TestFunction::new(0xc000_0000);
+    root.add_device(bdf, Arc::new(Mutex::new(function)))
+        .unwrap();
+    root.config_write_bytes(bdf, COMMAND, &[MEMORY_SPACE]);
+    let decodes = |address: u64| bus.read(address, &mut [0u8; 4]);
+    assert!(decodes(0xc000_0000));
+
+    // A guest hammering the same bad placement.
+    for _ in 0..1000 {
+        for target in [
+            0xfee0_0000u32,
+            0xfec0_0000,
+            0xe000_0000,
+            0xe7ff_f000,
+            0x10_0000,
+            0,
+        ] {
+            root.config_write_bytes(bdf, BAR0, &target.to_le_bytes());
+            assert!(!decodes(u64::from(target)), "BAR shadows {target:#x}");
+            assert!(!decodes(0xc000_0000));
+        }
+    }
+    let refusals = warnings_containing(&format!("{bdf}: BAR 0 cannot decode"));
+    assert_eq!(refusals, 1, "a refused placement is said once");
+
+    // A good address brings it back.
+    root.config_write_bytes(bdf, BAR0, &0xc000_2000u32.to_le_bytes());
+    assert!(decodes(0xc000_2000));
+    // Just below RAM's end and the ECAM window's start are still taken; just past is fine.
+    root.config_write_bytes(bdf, BAR0, &0x0fff_f000u32.to_le_bytes());
+    assert!(!decodes(0x0fff_f000));
+    root.config_write_bytes(bdf, BAR0, &0x1000_0000u32.to_le_bytes());
+    assert!(decodes(0x1000_0000));
+    root.config_write_bytes(bdf, BAR0, &0xdfff_f000u32.to_le_bytes());
+    assert!(decodes(0xdfff_f000));
 }

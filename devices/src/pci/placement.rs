@@ -2,8 +2,11 @@
 //! only while the command register's Memory Space Enable is set.
 //!
 //! Every function here has memory BARs only, so I/O Space Enable has nothing to gate.
-//! A placement the bus cannot take leaves the BAR off the bus rather than decoding at a
-//! stale address the guest can no longer read back. Queue-notification ioeventfds follow
+//! A BAR must not shadow what decodes without the MMIO bus knowing (guest RAM, the local
+//! APIC and IOAPIC, which KVM serves) nor the ECAM window. A placement over those, over
+//! another device, or past the top of the address space leaves the BAR off the bus rather
+//! than decoding at a stale address the guest can no longer read back; it is logged once
+//! per BAR, since a guest can retry it in a loop. Queue-notification ioeventfds follow
 //! the BAR: registered exactly while it decodes.
 
 use std::sync::Arc;
@@ -26,8 +29,28 @@ pub(super) fn affects_decoding(reg: usize) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementError {
+    #[error("it would cover {0}")]
+    Excluded(&'static str),
     #[error(transparent)]
     Bus(#[from] BusError),
+}
+
+/// A range no BAR may cover, and what owns it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ExcludedRange {
+    pub base: u64,
+    pub len: u64,
+    pub owner: &'static str,
+}
+
+impl ExcludedRange {
+    fn overlaps(&self, base: u64, len: u64) -> bool {
+        // Both ends exclusive and computed without overflow: the bus refuses ranges that
+        // wrap, and an excluded range that wraps covers up to the top.
+        let end = base.saturating_add(len);
+        let own_end = self.base.saturating_add(self.len);
+        base < own_end && self.base < end
+    }
 }
 
 /// Routes a BAR's MMIO to its device.
@@ -68,6 +91,7 @@ pub(super) type Refusal = (usize, u64, PlacementError);
 pub(super) struct BarPlacer {
     pub mmio_bus: Arc<Bus>,
     pub ioevents: Option<Arc<dyn IoEventRegistry>>,
+    pub excluded: Vec<ExcludedRange>,
 }
 
 impl BarPlacer {
@@ -109,11 +133,7 @@ impl BarPlacer {
             let Some((address, size)) = wanted else {
                 continue;
             };
-            let region = Arc::new(BarRegion {
-                device: shared.clone(),
-                bar: bar.index,
-            });
-            match self.mmio_bus.insert_concurrent(region, address, size) {
+            match self.insert(shared, bar.index, address, size) {
                 Ok(()) => {
                     placement.decoding = Some((address, size));
                     self.set_ioevents(bdf, device, bar.index, address, true);
@@ -131,11 +151,28 @@ impl BarPlacer {
                             bar.index
                         );
                     }
-                    refused.get_or_insert((bar.index, address, e.into()));
+                    refused.get_or_insert((bar.index, address, e));
                 }
             }
         }
         refused
+    }
+
+    fn insert(
+        &self,
+        shared: &SharedPciDevice,
+        bar: usize,
+        address: u64,
+        size: u64,
+    ) -> Result<(), PlacementError> {
+        if let Some(range) = self.excluded.iter().find(|r| r.overlaps(address, size)) {
+            return Err(PlacementError::Excluded(range.owner));
+        }
+        let region = Arc::new(BarRegion {
+            device: shared.clone(),
+            bar,
+        });
+        Ok(self.mmio_bus.insert_concurrent(region, address, size)?)
     }
 
     fn set_ioevents(

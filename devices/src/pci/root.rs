@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use super::device::{IoEventRegistry, PciDevice};
 use super::host_bridge::HostBridge;
-use super::placement::{affects_decoding, BarPlacement, BarPlacer, PlacementError};
+use super::placement::{affects_decoding, BarPlacement, BarPlacer, ExcludedRange, PlacementError};
 use super::{Bdf, DEVICES_PER_BUS};
 use crate::bus::Bus;
 
@@ -85,8 +85,20 @@ impl PciRoot {
         slots[0] = Slot::Function(Function::new(Bdf::new(0, 0, 0), host_bridge));
         Self {
             slots,
-            placer: BarPlacer { mmio_bus, ioevents },
+            placer: BarPlacer {
+                mmio_bus,
+                ioevents,
+                excluded: Vec::new(),
+            },
         }
+    }
+
+    /// Keeps BARs off `[base, base + len)`, which `owner` (guest RAM, the local APIC...)
+    /// decodes without the MMIO bus knowing.
+    pub fn exclude_range(&mut self, base: u64, len: u64, owner: &'static str) {
+        self.placer
+            .excluded
+            .push(ExcludedRange { base, len, owner });
     }
 
     /// Takes the lowest free device number, so the same command line gives the same BDFs.

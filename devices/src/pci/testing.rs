@@ -1,6 +1,6 @@
 //! Test functions and registries shared by the PCI tests.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, Once};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -79,4 +79,40 @@ impl IoEventRegistry for IoEventLog {
         self.0.lock().unwrap().push((false, address));
         Ok(())
     }
+}
+
+/// Every warning logged by this test binary since it started.
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct WarningLog;
+
+impl log::Log for WarningLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            WARNINGS.lock().unwrap().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Starts recording warnings (tests run in parallel: filter what you count).
+pub(crate) fn record_warnings() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&WarningLog).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+}
+
+/// Warnings so far that contain `needle`.
+pub(crate) fn warnings_containing(needle: &str) -> usize {
+    WARNINGS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.contains(needle))
+        .count()
 }

@@ -23,7 +23,7 @@ use crate::seccomp::{self, ThreadKind};
 use crate::vcpu::{self, VcpuContext};
 
 /// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
-const TSS_ADDRESS: usize = 0xfffb_d000;
+const TSS_ADDRESS: usize = arch::layout::KVM_TSS_START as usize;
 
 fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
     for (cap, name) in [

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
 use arch::acpi::{build_mcfg, PciRootDescription};
-use arch::layout::{PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
+use arch::layout::{bar_exclusions, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use devices::dma::EndpointTranslate;
 use devices::interrupt::MsiInterruptManager;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
@@ -109,8 +109,12 @@ pub fn add_pci_devices(
 ) -> Result<PciDevices, VmmError> {
     let interrupts = KvmInterrupts::new(vm.clone());
     let ioevents: Arc<dyn IoEventRegistry> = Arc::new(interrupts.clone());
+    let mut root = PciRoot::new(mmio.clone(), Some(ioevents));
+    for (base, len, owner) in bar_exclusions(config.memory) {
+        root.exclude_range(base, len, owner);
+    }
     let mut builder = Builder {
-        root: PciRoot::new(mmio.clone(), Some(ioevents)),
+        root,
         bars: BarAllocator::new(PCI_MMIO32_START, PCI_MMIO32_SIZE).map_err(device_err)?,
         interrupts,
         mem,
