@@ -54,6 +54,12 @@ fn memory_too_small_too_large_and_malformed() {
 }
 
 #[test]
+fn memory_not_in_whole_pages() {
+    assert_usage_error(&run(&["--memory", "16385K"]), "4 KiB");
+    assert_usage_error(&run(&["--memory", "33554433K"]), "4 KiB");
+}
+
+#[test]
 fn cpu_count_out_of_range() {
     assert_usage_error(&run(&["--cpus", "0"]), "--cpus");
     assert_usage_error(&run(&["--cpus", "100000"]), "--cpus");
