@@ -6,7 +6,7 @@
 //! the console, and last the virtio-iommu.
 
 use std::fs::File;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +28,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
 use crate::config::VmConfig;
+use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
 use crate::viommu::ViommuBuilder;
@@ -140,16 +141,21 @@ pub fn add_pci_devices(
 
     for (index, disk) in devices.disks.iter().enumerate() {
         let bdf = builder.reserve()?;
-        let block = Block::open(
-            &disk.path,
+        let mut image = open_locked(&disk.path, disk.read_only)?;
+        // Seeking works for regular files and block devices alike.
+        let size = image
+            .seek(SeekFrom::End(0))
+            .map_err(|source| VmmError::File {
+                path: disk.path.display().to_string(),
+                source,
+            })?;
+        let block = Block::new(
+            image,
+            size,
             disk.read_only,
             &format!("nestor-disk{index}"),
             builder.spec(format!("dev-blk{index}"))?,
-        )
-        .map_err(|source| VmmError::File {
-            path: disk.path.display().to_string(),
-            source,
-        })?;
+        );
         builder.add(bdf, Box::new(block), endpoint(bdf, disk.iommu))?;
     }
     if let Some(rng) = devices.rng {
