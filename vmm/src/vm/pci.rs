@@ -23,10 +23,10 @@ use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
 use devices::virtio::{ThreadSetupHook, VirtioDevice, WorkerSpec};
 use devices::{Bus, VmControl};
-use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
+use super::GuestVm;
 use crate::config::VmConfig;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
@@ -101,7 +101,7 @@ fn terminal_stdin() -> Option<File> {
 }
 
 pub fn add_pci_devices(
-    vm: &Arc<VmFd>,
+    vm: &Arc<GuestVm>,
     mem: &GuestMemoryMmap,
     pio: &Bus,
     mmio: &Arc<Bus>,
