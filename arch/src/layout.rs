@@ -41,7 +41,14 @@ pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
 pub const PCI_ECAM_START: u64 = 0xe000_0000;
 pub const PCI_ECAM_SIZE: u64 = 0x1000_0000;
 pub const IOAPIC_START: u64 = 0xfec0_0000;
+pub const IOAPIC_SIZE: u64 = 0x1000;
 pub const LAPIC_START: u64 = 0xfee0_0000;
+pub const LAPIC_SIZE: u64 = 0x1000;
+/// KVM's identity-map page and, above it, the three-page TSS that Intel VMX needs: memory
+/// KVM keeps for itself, below 4 GiB, out of RAM and the MMIO hole's devices.
+pub const KVM_IDENTITY_MAP_START: u64 = 0xfffb_c000;
+pub const KVM_TSS_START: u64 = 0xfffb_d000;
+pub const KVM_PRIVATE_END: u64 = 0xfffc_0000;
 
 /// RAM that does not fit below the hole continues here.
 pub const RAM_ABOVE_4G_START: u64 = 0x1_0000_0000;
@@ -62,6 +69,26 @@ pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {
     regions
 }
 
+/// What a guest must never place a PCI BAR over, with what owns it: RAM of `memory_size`
+/// bytes and everything KVM or nestor decodes in the hole besides the BARs.
+pub fn bar_exclusions(memory_size: u64) -> Vec<(u64, u64, &'static str)> {
+    let mut ranges: Vec<(u64, u64, &'static str)> = ram_regions(memory_size)
+        .into_iter()
+        .map(|(start, len)| (start.0, len as u64, "guest RAM"))
+        .collect();
+    ranges.extend([
+        (PCI_ECAM_START, PCI_ECAM_SIZE, "the ECAM window"),
+        (IOAPIC_START, IOAPIC_SIZE, "the IOAPIC"),
+        (LAPIC_START, LAPIC_SIZE, "the local APIC"),
+        (
+            KVM_IDENTITY_MAP_START,
+            KVM_PRIVATE_END - KVM_IDENTITY_MAP_START,
+            "KVM's TSS and identity map",
+        ),
+    ]);
+    ranges
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +103,21 @@ mod tests {
         let regions = ram_regions(4 << 30);
         assert_eq!(regions[0], (GuestAddress(0), MMIO_HOLE_START as usize));
         assert_eq!(regions[1], (GuestAddress(RAM_ABOVE_4G_START), (1 << 30)));
+    }
+
+    #[test]
+    fn bar_exclusions_cover_ram_and_the_hole_devices_but_not_the_bar_window() {
+        let ranges = bar_exclusions(5 << 30);
+        let covered = |a: u64| ranges.iter().any(|&(s, l, _)| (s..s + l).contains(&a));
+        for address in [0, MMIO_HOLE_START - 1, RAM_ABOVE_4G_START, (6 << 30) - 1] {
+            assert!(covered(address), "{address:#x}");
+        }
+        for address in [PCI_ECAM_START, IOAPIC_START, LAPIC_START, KVM_TSS_START] {
+            assert!(covered(address), "{address:#x}");
+        }
+        for address in [PCI_MMIO32_START, PCI_ECAM_START - 1, 6 << 30] {
+            assert!(!covered(address), "{address:#x}");
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "STRING")]
     pub cmdline: Option<String>,
 
-    /// Guest memory, e.g. 256M or 2G (a plain number means MiB).
+    /// Guest memory in whole 4 KiB pages, e.g. 256M or 2G (a plain number means MiB).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_memory_size)]
     pub memory: u64,
 

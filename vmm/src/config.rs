@@ -13,6 +13,7 @@ use crate::viommu::ViommuOptions;
 
 /// The command line Linux gets when the user gives none.
 pub const DEFAULT_LINUX_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+const PAGE_SIZE: u64 = 4096;
 /// APIC IDs are 8 bits in the MADT we build, and 0xff is the broadcast ID.
 pub const MAX_CPUS: u32 = 254;
 
@@ -31,6 +32,8 @@ pub enum ConfigError {
         #[source]
         source: BootError,
     },
+    #[error("--memory {got} KiB is not a whole number of 4 KiB pages")]
+    MemoryNotPageSized { got: u64 },
     #[error("--memory {got} MiB is too small: nestor needs at least {min} MiB")]
     MemoryTooSmall { got: u64, min: u64 },
     #[error("--memory {got} MiB is more than this host has ({host} MiB); ask for less")]
@@ -156,6 +159,12 @@ impl VmConfig {
             open("initrd", initrd)?;
         }
         let mib = |bytes: u64| bytes >> 20;
+        // KVM maps guest RAM in whole pages.
+        if args.memory & (PAGE_SIZE - 1) != 0 {
+            return Err(ConfigError::MemoryNotPageSized {
+                got: args.memory >> 10,
+            });
+        }
         if args.memory < MIN_MEMORY {
             return Err(ConfigError::MemoryTooSmall {
                 got: mib(args.memory),

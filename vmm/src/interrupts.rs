@@ -14,8 +14,10 @@ use kvm_bindings::{
     kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
 };
-use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use kvm_ioctls::{IoEventAddress, NoDatamatch};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::vm::GuestVm;
 
 /// GSIs below this belong to the IOAPIC pins.
 const FIRST_MSI_GSI: u32 = 24;
@@ -55,7 +57,7 @@ struct Routing {
 }
 
 struct Inner {
-    vm: Arc<VmFd>,
+    vm: Arc<GuestVm>,
     routing: Mutex<Routing>,
 }
 
@@ -64,7 +66,7 @@ struct Inner {
 pub struct KvmInterrupts(Arc<Inner>);
 
 impl KvmInterrupts {
-    pub fn new(vm: Arc<VmFd>) -> Self {
+    pub fn new(vm: Arc<GuestVm>) -> Self {
         Self(Arc::new(Inner {
             vm,
             routing: Mutex::new(Routing {

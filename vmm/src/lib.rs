@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod device_options;
+pub mod disk_image;
 mod event_loop;
 mod interrupts;
 pub mod logging;

@@ -47,10 +47,27 @@ fn missing_initrd() {
 }
 
 #[test]
+fn initrd_that_does_not_fit_beside_the_kernel() {
+    if !kvm_available("initrd_that_does_not_fit_beside_the_kernel") {
+        return;
+    }
+    let dir = TempDir::new("big-initrd");
+    let initrd = dir.file("initrd", &vec![0u8; 15 << 20]);
+    let output = run(&["--memory", "16M", "--initrd", initrd.to_str().unwrap()]);
+    assert_usage_error(&output, "initrd");
+}
+
+#[test]
 fn memory_too_small_too_large_and_malformed() {
     assert_usage_error(&run(&["--memory", "1M"]), "too small");
     assert_usage_error(&run(&["--memory", "64T"]), "more than this host has");
     assert_usage_error(&run(&["--memory", "lots"]), "--memory");
+}
+
+#[test]
+fn memory_not_in_whole_pages() {
+    assert_usage_error(&run(&["--memory", "16385K"]), "4 KiB");
+    assert_usage_error(&run(&["--memory", "33554433K"]), "4 KiB");
 }
 
 #[test]

@@ -36,8 +36,11 @@ pub enum BootError {
     CmdlineTooLong { max: usize },
     #[error("the command line contains a NUL byte or non-ASCII characters")]
     CmdlineInvalid,
-    #[error("the initrd ({size} bytes) does not fit in guest memory; give --memory more room")]
-    InitrdTooBig { size: u64 },
+    #[error(
+        "the initrd ({size} bytes) does not fit in guest memory beside the kernel \
+         ({room} bytes free); give --memory more room"
+    )]
+    InitrdTooBig { size: u64, room: u64 },
     #[error("cannot read the initrd: {0}")]
     InitrdRead(std::io::Error),
     #[error("cannot write boot structures to guest memory: {0}")]
@@ -89,9 +92,16 @@ where
             let loaded =
                 loader::BzImage::load(mem, None, request.kernel, Some(GuestAddress(HIMEM_START)))?;
             let header = loaded.setup_header.ok_or(BootError::UnknownFormat)?;
+            // The kernel decompresses in place and needs init_size bytes from its start.
+            let kernel_end = loaded
+                .kernel_end
+                .max(HIMEM_START.saturating_add(header.init_size.into()));
             let initrd = request
                 .initrd
-                .map(|i| initrd::place(mem, i, request.memory_size, header.initrd_addr_max.into()))
+                .map(|i| {
+                    let max_addr = header.initrd_addr_max.into();
+                    initrd::place(mem, i, request.memory_size, kernel_end, max_addr)
+                })
                 .transpose()?;
             linux::write_boot_params(
                 mem,
@@ -111,7 +121,10 @@ where
             };
             let initrd = request
                 .initrd
-                .map(|i| initrd::place(mem, i, request.memory_size, u64::from(u32::MAX)))
+                .map(|i| {
+                    let max_addr = u64::from(u32::MAX);
+                    initrd::place(mem, i, request.memory_size, loaded.kernel_end, max_addr)
+                })
                 .transpose()?;
             pvh::write_start_info(mem, entry, initrd, request.memory_size, request.rsdp)
         }

@@ -4,6 +4,10 @@
 //! Every register is a dword with a writable mask; a guest write changes only writable bits,
 //! so read-only fields, BAR flag bits and BAR size bits hold whatever the guest writes.
 //! Writing all-ones to a BAR therefore reads back the size mask, as PCI requires.
+//!
+//! A BAR's address is its registers' value and nothing else: after any write, of any width
+//! to either half, it is what the guest reads back. Sizing is no exception (the BAR then
+//! sits at the size mask), which is why drivers turn decoding off while they size.
 
 use super::CONFIG_SPACE_SIZE;
 
@@ -54,8 +58,7 @@ pub struct BarMove {
 #[derive(Debug, Clone, Copy)]
 struct Bar {
     size: u64,
-    /// The address the guest last programmed; sizing writes (all-ones) do not change it.
-    address: u64,
+    kind: BarRegionKind,
 }
 
 /// Identity of a function, as its header shows it.
@@ -161,14 +164,26 @@ impl PciConfiguration {
         }
         self.regs[reg] = address as u32 | flags;
         self.writable[reg] = mask as u32 & !BAR_MEM_FLAGS;
-        self.bars[bar] = Some(Bar { size, address });
+        self.bars[bar] = Some(Bar { size, kind });
         Ok(())
     }
 
     /// The programmed address and size of memory BAR `bar`.
     pub fn bar(&self, bar: usize) -> Option<(u64, u64)> {
         let b = self.bars.get(bar)?.as_ref()?;
-        Some((b.address, b.size))
+        Some((self.bar_address(bar, b), b.size))
+    }
+
+    /// The address BAR `bar` holds: its register (and the next, for a 64-bit BAR) without the
+    /// flag bits. The writable masks keep it aligned to the BAR's size.
+    fn bar_address(&self, bar: usize, info: &Bar) -> u64 {
+        let reg = bar_register(bar);
+        let low = u64::from(self.regs[reg] & !BAR_MEM_FLAGS);
+        let high = match info.kind {
+            BarRegionKind::Memory64 => u64::from(self.regs[reg + 1]),
+            BarRegionKind::Memory32 => 0,
+        };
+        high << 32 | low
     }
 
     /// Whether the guest set Bus Master Enable in the command register.
@@ -232,38 +247,17 @@ impl PciConfiguration {
             value |= u32::from(b) << shift;
             bytes |= 0xff << shift;
         }
+        let bar = reg
+            .checked_sub(BAR0_REG)
+            .filter(|&b| b < NUM_BARS)
+            .and_then(|b| self.upper_half_of[b].or(Some(b)))
+            .filter(|&b| self.bars[b].is_some());
+        let old = bar.and_then(|b| self.bar(b));
         let mask = self.writable[reg] & bytes;
         self.regs[reg] = self.regs[reg] & !mask | value & mask;
-        let bar_index = reg.checked_sub(BAR0_REG).filter(|&b| b < NUM_BARS)?;
-        // Writing all-ones sizes the BAR; the programmed address stays.
-        if data.len() == 4 && value == u32::MAX {
-            return None;
-        }
-        let bar = self.upper_half_of[bar_index].unwrap_or(bar_index);
-        self.update_bar_address(bar, reg, value)
-    }
-
-    fn update_bar_address(&mut self, bar: usize, reg: usize, value: u32) -> Option<BarMove> {
-        let info = self.bars[bar]?;
-        let mask = !(info.size - 1);
-        let written = u64::from(value);
-        let new = if reg == bar_register(bar) {
-            (info.address & !0xffff_ffff | written) & mask & !u64::from(BAR_MEM_FLAGS)
-        } else {
-            (info.address & 0xffff_ffff | written << 32) & mask
-        };
-        if new == info.address {
-            return None;
-        }
-        self.bars[bar] = Some(Bar {
-            address: new,
-            ..info
-        });
-        Some(BarMove {
-            bar,
-            old: info.address,
-            new,
-        })
+        let (bar, (old, _)) = (bar?, old?);
+        let (new, _) = self.bar(bar)?;
+        (new != old).then_some(BarMove { bar, old, new })
     }
 }
 
@@ -312,15 +306,18 @@ mod tests {
     }
 
     #[test]
-    fn bar32_sizing_reads_back_the_size_mask_and_keeps_the_address() {
+    fn bar32_sizing_reads_back_the_size_mask_and_restoring_moves_back() {
         let mut c = config();
         c.add_memory_bar(1, BarRegionKind::Memory32, 0x4000, 0xc000_4000, false)
             .unwrap();
         assert_eq!(c.read_reg(5), 0xc000_4000);
-        assert_eq!(write32(&mut c, 5, 0xffff_ffff), None);
+        let sized = write32(&mut c, 5, 0xffff_ffff).unwrap();
+        assert_eq!((sized.old, sized.new), (0xc000_4000, 0xffff_c000));
         assert_eq!(c.read_reg(5), 0xffff_c000);
-        assert_eq!(write32(&mut c, 5, 0xc000_4000), None);
+        let restored = write32(&mut c, 5, 0xc000_4000).unwrap();
+        assert_eq!((restored.old, restored.new), (0xffff_c000, 0xc000_4000));
         assert_eq!(c.bar(1), Some((0xc000_4000, 0x4000)));
+        assert_eq!(write32(&mut c, 5, 0xc000_4000), None);
         let moved = write32(&mut c, 5, 0xc001_0007).unwrap();
         assert_eq!(
             moved,
@@ -344,14 +341,31 @@ mod tests {
         write32(&mut c, 5, 0xffff_ffff);
         assert_eq!(c.read_reg(4), 0xffff_800c);
         assert_eq!(c.read_reg(5), 0xffff_ffff);
-        // Restoring the original value moves nothing.
-        assert_eq!(write32(&mut c, 4, 0xc000_0000), None);
-        assert_eq!(write32(&mut c, 5, 0), None);
+        assert_eq!(c.bar(0), Some((0xffff_ffff_ffff_8000, 0x8000)));
+        write32(&mut c, 4, 0xc000_0000);
+        write32(&mut c, 5, 0);
+        assert_eq!(c.bar(0), Some((0xc000_0000, 0x8000)));
         let moved = write32(&mut c, 5, 0x1).unwrap();
         assert_eq!((moved.old, moved.new), (0xc000_0000, 0x1_c000_0000));
         assert!(c
             .add_memory_bar(1, BarRegionKind::Memory32, 0x1000, 0, false)
             .is_err());
+    }
+
+    #[test]
+    fn sub_dword_bar_writes_move_to_the_merged_value() {
+        let mut c = config();
+        c.add_memory_bar(0, BarRegionKind::Memory64, 0x1000, 0x1_c000_0000, false)
+            .unwrap();
+        let moved = c.write_reg(4, 1, &[0x50]).unwrap();
+        assert_eq!(moved.new, 0x1_c000_5000);
+        let moved = c.write_reg(5, 0, &[0x02]).unwrap();
+        assert_eq!(moved.new, 0x2_c000_5000);
+        let moved = c.write_reg(4, 2, &[0x34, 0x12]).unwrap();
+        assert_eq!(moved.new, 0x2_1234_5000);
+        // Bits below the size stay zero whatever is written.
+        assert_eq!(c.write_reg(4, 0, &[0xff]), None);
+        assert_eq!(c.bar(0), Some((0x2_1234_5000, 0x1000)));
     }
 
     #[test]

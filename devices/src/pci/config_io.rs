@@ -4,11 +4,12 @@
 //! The two are separate bus devices because the reset control register sits at 0xcf9,
 //! between them. Only dword accesses reach the address register, as on real chipsets.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use super::root::PciRoot;
 use super::Bdf;
-use crate::bus::BusDevice;
+use crate::bus::ConcurrentBusDevice;
 
 pub const CONFIG_ADDRESS_PORT: u64 = 0xcf8;
 pub const CONFIG_DATA_PORT: u64 = 0xcfc;
@@ -29,66 +30,61 @@ fn decode(address: u32) -> Option<(Bdf, usize)> {
     Some((bdf, (address & 0xfc) as usize))
 }
 
-/// Shared state of the two ports.
-pub struct PciConfigIo {
-    root: Arc<Mutex<PciRoot>>,
-    address: u32,
-}
+/// The address register both ports share. An atomic rather than a lock, so a vCPU waiting
+/// on a slow function through 0xcfc does not hold up the others: like a real chipset's,
+/// the register is one per machine, and guests serialise their CF8/CFC pairs themselves.
+pub struct PciConfigIo;
 
 impl PciConfigIo {
     /// The address port device (insert at 0xcf8, length 1) and the data port device
     /// (insert at 0xcfc, length 4).
-    pub fn ports(
-        root: Arc<Mutex<PciRoot>>,
-    ) -> (Arc<Mutex<ConfigAddressPort>>, Arc<Mutex<ConfigDataPort>>) {
-        let shared = Arc::new(Mutex::new(PciConfigIo { root, address: 0 }));
+    pub fn ports(root: Arc<PciRoot>) -> (Arc<ConfigAddressPort>, Arc<ConfigDataPort>) {
+        let address = Arc::new(AtomicU32::new(0));
         (
-            Arc::new(Mutex::new(ConfigAddressPort(shared.clone()))),
-            Arc::new(Mutex::new(ConfigDataPort(shared))),
+            Arc::new(ConfigAddressPort(address.clone())),
+            Arc::new(ConfigDataPort { root, address }),
         )
     }
 }
 
-pub struct ConfigAddressPort(Arc<Mutex<PciConfigIo>>);
-pub struct ConfigDataPort(Arc<Mutex<PciConfigIo>>);
+pub struct ConfigAddressPort(Arc<AtomicU32>);
 
-impl BusDevice for ConfigAddressPort {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
+pub struct ConfigDataPort {
+    root: Arc<PciRoot>,
+    address: Arc<AtomicU32>,
+}
+
+impl ConcurrentBusDevice for ConfigAddressPort {
+    fn read(&self, offset: u64, data: &mut [u8]) {
         if offset == 0 && data.len() == 4 {
-            data.copy_from_slice(&self.0.lock().unwrap().address.to_le_bytes());
+            data.copy_from_slice(&self.0.load(Ordering::SeqCst).to_le_bytes());
         } else {
             data.fill(0xff);
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         if let (0, Ok(bytes)) = (offset, <[u8; 4]>::try_from(data)) {
             // Bits 1:0 are reserved and read as zero.
-            self.0.lock().unwrap().address = u32::from_le_bytes(bytes) & !0x7f00_0003;
+            self.0
+                .store(u32::from_le_bytes(bytes) & !0x7f00_0003, Ordering::SeqCst);
         }
     }
 }
 
-impl BusDevice for ConfigDataPort {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let io = self.0.lock().unwrap();
-        match decode(io.address) {
-            Some((bdf, reg)) => {
-                io.root
-                    .lock()
-                    .unwrap()
-                    .config_read_bytes(bdf, reg + offset as usize, data)
-            }
+impl ConcurrentBusDevice for ConfigDataPort {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        match decode(self.address.load(Ordering::SeqCst)) {
+            Some((bdf, reg)) => self
+                .root
+                .config_read_bytes(bdf, reg + offset as usize, data),
             None => data.fill(0xff),
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        let io = self.0.lock().unwrap();
-        if let Some((bdf, reg)) = decode(io.address) {
-            io.root
-                .lock()
-                .unwrap()
+    fn write(&self, offset: u64, data: &[u8]) {
+        if let Some((bdf, reg)) = decode(self.address.load(Ordering::SeqCst)) {
+            self.root
                 .config_write_bytes(bdf, reg + offset as usize, data);
         }
     }
@@ -100,11 +96,13 @@ mod tests {
     use crate::bus::Bus;
 
     fn ports() -> Bus {
-        let root = Arc::new(Mutex::new(PciRoot::new(Arc::new(Bus::new()), None)));
+        let root = Arc::new(PciRoot::new(Arc::new(Bus::new()), None));
         let (address, data) = PciConfigIo::ports(root);
         let pio = Bus::new();
-        pio.insert(address, CONFIG_ADDRESS_PORT, 1).unwrap();
-        pio.insert(data, CONFIG_DATA_PORT, CONFIG_DATA_LEN).unwrap();
+        pio.insert_concurrent(address, CONFIG_ADDRESS_PORT, 1)
+            .unwrap();
+        pio.insert_concurrent(data, CONFIG_DATA_PORT, CONFIG_DATA_LEN)
+            .unwrap();
         pio
     }
 

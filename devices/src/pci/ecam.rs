@@ -1,11 +1,11 @@
 //! The memory-mapped configuration space (ECAM): 4 KiB per function, 1 MiB per bus, at
 //! arch::layout::PCI_ECAM_START. Only the buses that exist are mapped.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::root::PciRoot;
 use super::{Bdf, ECAM_BYTES_PER_BUS, LAST_BUS};
-use crate::bus::BusDevice;
+use crate::bus::ConcurrentBusDevice;
 
 /// Bytes of ECAM nestor decodes.
 pub const ECAM_SIZE: u64 = (LAST_BUS as u64 + 1) * ECAM_BYTES_PER_BUS;
@@ -20,19 +20,20 @@ pub fn decode(offset: u64) -> (Bdf, usize) {
     (bdf, (offset & 0xfff) as usize)
 }
 
+/// Holds no lock across an access: the root finds the function without one.
 pub struct PciEcam {
-    root: Arc<Mutex<PciRoot>>,
+    root: Arc<PciRoot>,
 }
 
 impl PciEcam {
-    pub fn new(root: Arc<Mutex<PciRoot>>) -> Self {
+    pub fn new(root: Arc<PciRoot>) -> Self {
         Self { root }
     }
 }
 
-impl BusDevice for PciEcam {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let root = self.root.lock().unwrap();
+impl ConcurrentBusDevice for PciEcam {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        let root = &self.root;
         if data.len() == 8 && offset & 7 == 0 {
             let (low, high) = data.split_at_mut(4);
             let (bdf, reg) = decode(offset);
@@ -44,8 +45,8 @@ impl BusDevice for PciEcam {
         }
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        let mut root = self.root.lock().unwrap();
+    fn write(&self, offset: u64, data: &[u8]) {
+        let root = &self.root;
         let (bdf, reg) = decode(offset);
         if data.len() == 8 && offset & 7 == 0 {
             root.config_write_bytes(bdf, reg, &data[..4]);
@@ -71,8 +72,8 @@ mod tests {
 
     #[test]
     fn same_view_as_the_io_ports() {
-        let root = Arc::new(Mutex::new(PciRoot::new(Arc::new(Bus::new()), None)));
-        let mut ecam = PciEcam::new(root);
+        let root = Arc::new(PciRoot::new(Arc::new(Bus::new()), None));
+        let ecam = PciEcam::new(root);
         let mut dword = [0u8; 4];
         ecam.read(0, &mut dword);
         assert_eq!(u32::from_le_bytes(dword), 0x0d57_8086);

@@ -2,13 +2,20 @@
 //! ports and ECAM; memory BARs placed on the MMIO bus; MSI-X.
 
 pub mod bar_allocator;
+#[cfg(test)]
+mod bar_tests;
 pub mod config;
 pub mod config_io;
 pub mod device;
 pub mod ecam;
 pub mod host_bridge;
+#[cfg(test)]
+mod lock_tests;
 pub mod msix;
+pub mod placement;
 pub mod root;
+#[cfg(test)]
+mod testing;
 
 pub use bar_allocator::BarAllocator;
 pub use config::{BarMove, BarRegionKind, PciConfiguration};

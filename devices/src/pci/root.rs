@@ -1,15 +1,32 @@
 //! The root of bus 0: which function answers at which BDF, and where its BARs sit on the
 //! MMIO bus. Both configuration mechanisms (CF8/CFC and ECAM) end up here.
+//!
+//! # Locking
+//!
+//! vCPUs reach a function through the configuration windows and through its BARs at once, so
+//! a function that holds its own lock for long (a slow reset) must stall only the vCPUs that
+//! touch that function. Locks nest in this order only, outermost first:
+//!
+//! 1. a function's lock (`SharedPciDevice`);
+//! 2. that function's BAR placements (`pci::placement`), locked only while holding 1, to
+//!    put its BARs on the MMIO bus or take them off after a command or BAR register write;
+//! 3. the MMIO bus's ranges lock, taken under 2 to insert or remove a BAR, and for a moment
+//!    by every access to find its device; the bus never holds it while a device runs;
+//! 4. a function's MSI-X state, taken under 1 by its table and capability emulation.
+//!
+//! The table of functions is fixed once the root is shared (adding functions takes
+//! `&mut self`), so finding a function takes no lock at all, and no lock is ever held while
+//! waiting for a function's lock. The CF8/CFC and ECAM windows keep no lock of their own
+//! across an access either. Nothing may block under a function's lock: it is held for one
+//! register access or one BAR move, and what blocks there stalls that function's vCPUs.
 
 use std::sync::{Arc, Mutex};
 
-use vmm_sys_util::eventfd::EventFd;
-
-use super::config::BarMove;
 use super::device::{IoEventRegistry, PciDevice};
 use super::host_bridge::HostBridge;
+use super::placement::{affects_decoding, BarPlacement, BarPlacer, ExcludedRange, PlacementError};
 use super::{Bdf, DEVICES_PER_BUS};
-use crate::bus::{Bus, BusDevice, BusError};
+use crate::bus::Bus;
 
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 
@@ -19,51 +36,44 @@ pub enum PciRootError {
     NoFreeSlot,
     #[error("device number {0} is not reserved or already in use")]
     SlotUnavailable(u8),
-    #[error("cannot place BAR {bar} of {bdf} on the MMIO bus: {source}")]
+    #[error("cannot place BAR {bar} of {bdf} at {address:#x}: {source}")]
     Bar {
         bdf: Bdf,
         bar: usize,
-        source: BusError,
+        address: u64,
+        source: PlacementError,
     },
-    #[error("cannot register the notification eventfds of {bdf}: {source}")]
-    IoEvent { bdf: Bdf, source: std::io::Error },
+}
+
+/// A function on the bus and where its BARs decode.
+struct Function {
+    bdf: Bdf,
+    device: SharedPciDevice,
+    /// Locked only under `device`'s lock.
+    placements: Mutex<Vec<BarPlacement>>,
+}
+
+impl Function {
+    fn new(bdf: Bdf, device: SharedPciDevice) -> Self {
+        Self {
+            bdf,
+            device,
+            placements: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 enum Slot {
     Free,
     Reserved,
-    Device {
-        device: SharedPciDevice,
-        /// Where each BAR is on the MMIO bus (index -> address), which may lag behind the
-        /// config space when the guest asked for an impossible move.
-        mapped: Vec<(usize, u64)>,
-    },
-}
-
-/// Routes a BAR's MMIO to its device.
-struct BarRegion {
-    device: SharedPciDevice,
-    bar: usize,
-}
-
-impl BusDevice for BarRegion {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        self.device.lock().unwrap().read_bar(self.bar, offset, data);
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        self.device
-            .lock()
-            .unwrap()
-            .write_bar(self.bar, offset, data);
-    }
+    Function(Function),
 }
 
 /// Bus 0 of segment 0.
 pub struct PciRoot {
+    /// Fixed once the root is shared, so lookups need no lock.
     slots: Vec<Slot>,
-    mmio_bus: Arc<Bus>,
-    ioevents: Option<Arc<dyn IoEventRegistry>>,
+    placer: BarPlacer,
 }
 
 impl PciRoot {
@@ -71,15 +81,24 @@ impl PciRoot {
     /// devices through the MMIO bus instead (tests).
     pub fn new(mmio_bus: Arc<Bus>, ioevents: Option<Arc<dyn IoEventRegistry>>) -> Self {
         let mut slots: Vec<Slot> = (0..DEVICES_PER_BUS).map(|_| Slot::Free).collect();
-        slots[0] = Slot::Device {
-            device: Arc::new(Mutex::new(HostBridge::new())),
-            mapped: Vec::new(),
-        };
+        let host_bridge = Arc::new(Mutex::new(HostBridge::new()));
+        slots[0] = Slot::Function(Function::new(Bdf::new(0, 0, 0), host_bridge));
         Self {
             slots,
-            mmio_bus,
-            ioevents,
+            placer: BarPlacer {
+                mmio_bus,
+                ioevents,
+                excluded: Vec::new(),
+            },
         }
+    }
+
+    /// Keeps BARs off `[base, base + len)`, which `owner` (guest RAM, the local APIC...)
+    /// decodes without the MMIO bus knowing.
+    pub fn exclude_range(&mut self, base: u64, len: u64, owner: &'static str) {
+        self.placer
+            .excluded
+            .push(ExcludedRange { base, len, owner });
     }
 
     /// Takes the lowest free device number, so the same command line gives the same BDFs.
@@ -93,7 +112,8 @@ impl PciRoot {
         Ok(Bdf::new(0, number as u8, 0))
     }
 
-    /// Puts `device` at the reserved `bdf` and its BARs on the MMIO bus.
+    /// Puts `device` at the reserved `bdf`; its BARs go on the MMIO bus once its memory
+    /// decoding is on.
     pub fn add_device(&mut self, bdf: Bdf, device: SharedPciDevice) -> Result<(), PciRootError> {
         let number = usize::from(bdf.device);
         if bdf.bus != 0
@@ -102,64 +122,64 @@ impl PciRoot {
         {
             return Err(PciRootError::SlotUnavailable(bdf.device));
         }
-        let mut mapped = Vec::new();
-        let bars = device.lock().unwrap().bars();
-        for bar in bars {
-            let region = Arc::new(Mutex::new(BarRegion {
-                device: device.clone(),
-                bar: bar.index,
-            }));
-            self.mmio_bus
-                .insert(region, bar.address, bar.size)
-                .map_err(|source| PciRootError::Bar {
-                    bdf,
-                    bar: bar.index,
-                    source,
-                })?;
-            if let Some(ioevents) = &self.ioevents {
-                let dev = device.lock().unwrap();
-                for (offset, fd) in dev.ioeventfds(bar.index) {
-                    ioevents
-                        .register(fd, bar.address + offset)
-                        .map_err(|source| PciRootError::IoEvent { bdf, source })?;
-                }
-            }
-            mapped.push((bar.index, bar.address));
+        let function = Function::new(bdf, device);
+        if let Some((bar, address, source)) = self.update_bars(&function) {
+            return Err(PciRootError::Bar {
+                bdf,
+                bar,
+                address,
+                source,
+            });
         }
-        self.slots[number] = Slot::Device { device, mapped };
+        self.slots[number] = Slot::Function(function);
         Ok(())
     }
 
-    fn device(&self, bdf: Bdf) -> Option<&SharedPciDevice> {
+    fn function(&self, bdf: Bdf) -> Option<&Function> {
         if bdf.bus != 0 || bdf.function != 0 {
             return None;
         }
         match self.slots.get(usize::from(bdf.device))? {
-            Slot::Device { device, .. } => Some(device),
+            Slot::Function(function) => Some(function),
             _ => None,
         }
     }
 
     /// A configuration read of register `reg`; all-ones where no function answers.
     pub fn config_read(&self, bdf: Bdf, reg: usize) -> u32 {
-        match self.device(bdf) {
-            Some(device) => device.lock().unwrap().read_config_register(reg),
+        match self.function(bdf) {
+            Some(function) => function.device.lock().unwrap().read_config_register(reg),
             None => u32::MAX,
         }
     }
 
-    /// A configuration write; carries out any BAR move it causes.
-    pub fn config_write(&mut self, bdf: Bdf, reg: usize, offset: usize, data: &[u8]) {
-        let Some(device) = self.device(bdf).cloned() else {
+    /// A configuration write; then the function's BARs decode where its registers say.
+    pub fn config_write(&self, bdf: Bdf, reg: usize, offset: usize, data: &[u8]) {
+        let Some(function) = self.function(bdf) else {
             return;
         };
-        let moved = device
-            .lock()
-            .unwrap()
-            .write_config_register(reg, offset, data);
-        if let Some(moved) = moved {
-            self.move_bar(bdf, &device, moved);
+        let mut device = function.device.lock().unwrap();
+        // Placement follows the registers, so the move the device reports is not needed.
+        let _ = device.write_config_register(reg, offset, data);
+        if affects_decoding(reg) {
+            let mut placements = function.placements.lock().unwrap();
+            // A refusal is logged once by the placer; the guest sees a BAR that does not
+            // decode, as with a conflicting address on real hardware.
+            let _ = self
+                .placer
+                .update(bdf, &function.device, &mut *device, &mut placements);
         }
+    }
+
+    fn update_bars(&self, function: &Function) -> Option<super::placement::Refusal> {
+        let mut device = function.device.lock().unwrap();
+        let mut placements = function.placements.lock().unwrap();
+        self.placer.update(
+            function.bdf,
+            &function.device,
+            &mut *device,
+            &mut placements,
+        )
     }
 
     /// A read of 1, 2 or 4 bytes at byte `offset` of `bdf`'s configuration space; accesses
@@ -175,56 +195,10 @@ impl PciRoot {
     }
 
     /// A write of 1, 2 or 4 bytes at byte `offset`; accesses that cross a dword are dropped.
-    pub fn config_write_bytes(&mut self, bdf: Bdf, offset: usize, data: &[u8]) {
+    pub fn config_write_bytes(&self, bdf: Bdf, offset: usize, data: &[u8]) {
         let within = offset % 4;
         if matches!(data.len(), 1 | 2 | 4) && within + data.len() <= 4 {
             self.config_write(bdf, offset / 4, within, data);
-        }
-    }
-
-    fn move_bar(&mut self, bdf: Bdf, device: &SharedPciDevice, moved: BarMove) {
-        let Some(Slot::Device { mapped, .. }) = self.slots.get_mut(usize::from(bdf.device)) else {
-            return;
-        };
-        let Some(entry) = mapped.iter_mut().find(|(bar, _)| *bar == moved.bar) else {
-            return;
-        };
-        let current = entry.1;
-        let mut dev = device.lock().unwrap();
-        let fds: Vec<(u64, &EventFd)> = dev.ioeventfds(moved.bar);
-        let ioevents = self.ioevents.as_ref();
-        let reregister = |base: u64, register: bool| {
-            for (offset, fd) in &fds {
-                let Some(ioevents) = ioevents else { return };
-                let addr = base.wrapping_add(*offset);
-                let result = if register {
-                    ioevents.register(fd, addr)
-                } else {
-                    ioevents.unregister(fd, addr)
-                };
-                if let Err(e) = result {
-                    log::warn!("{bdf}: ioeventfd at {addr:#x}: {e}");
-                }
-            }
-        };
-        reregister(current, false);
-        match self.mmio_bus.relocate(current, moved.new) {
-            Ok(()) => {
-                reregister(moved.new, true);
-                entry.1 = moved.new;
-                drop(fds);
-                dev.bar_moved(moved.bar, current, moved.new);
-            }
-            Err(e) => {
-                // The guest asked for an overlapping or impossible range: the BAR keeps
-                // decoding where it was.
-                log::warn!(
-                    "{bdf}: BAR {} cannot move to {:#x}: {e}",
-                    moved.bar,
-                    moved.new
-                );
-                reregister(current, true);
-            }
         }
     }
 }
@@ -232,81 +206,7 @@ impl PciRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pci::config::{BarRegionKind, PciConfiguration, PciIdentity};
-    use crate::pci::device::PciBar;
-
-    /// A function with one 4 KiB BAR0 that records accesses and has one ioeventfd at 0x10.
-    pub(crate) struct TestFunction {
-        pub config: PciConfiguration,
-        pub notify: EventFd,
-        pub last_write: Option<(u64, Vec<u8>)>,
-    }
-
-    impl TestFunction {
-        pub fn new(address: u64) -> Self {
-            let mut config = PciConfiguration::new(PciIdentity {
-                vendor: 0x1234,
-                device: 0x5678,
-                class: 0xff_00_00,
-                revision: 0,
-                subsystem_vendor: 0,
-                subsystem: 0,
-            });
-            config
-                .add_memory_bar(0, BarRegionKind::Memory32, 0x1000, address, false)
-                .unwrap();
-            Self {
-                config,
-                notify: EventFd::new(0).unwrap(),
-                last_write: None,
-            }
-        }
-    }
-
-    impl PciDevice for TestFunction {
-        fn read_config_register(&mut self, reg: usize) -> u32 {
-            self.config.read_reg(reg)
-        }
-        fn write_config_register(
-            &mut self,
-            reg: usize,
-            offset: usize,
-            data: &[u8],
-        ) -> Option<BarMove> {
-            self.config.write_reg(reg, offset, data)
-        }
-        fn bars(&self) -> Vec<PciBar> {
-            let (address, size) = self.config.bar(0).unwrap();
-            vec![PciBar {
-                index: 0,
-                address,
-                size,
-            }]
-        }
-        fn read_bar(&mut self, _bar: usize, offset: u64, data: &mut [u8]) {
-            data.fill(offset as u8);
-        }
-        fn write_bar(&mut self, _bar: usize, offset: u64, data: &[u8]) {
-            self.last_write = Some((offset, data.to_vec()));
-        }
-        fn ioeventfds(&self, _bar: usize) -> Vec<(u64, &EventFd)> {
-            vec![(0x10, &self.notify)]
-        }
-    }
-
-    #[derive(Default)]
-    pub(crate) struct IoEventLog(pub Mutex<Vec<(bool, u64)>>);
-
-    impl IoEventRegistry for IoEventLog {
-        fn register(&self, _fd: &EventFd, address: u64) -> std::io::Result<()> {
-            self.0.lock().unwrap().push((true, address));
-            Ok(())
-        }
-        fn unregister(&self, _fd: &EventFd, address: u64) -> std::io::Result<()> {
-            self.0.lock().unwrap().push((false, address));
-            Ok(())
-        }
-    }
+    use crate::pci::testing::{IoEventLog, TestFunction};
 
     #[test]
     fn slots_are_handed_out_in_order_after_the_host_bridge() {
@@ -333,35 +233,42 @@ mod tests {
         let bdf = root.reserve_slot().unwrap();
         let dev = Arc::new(Mutex::new(TestFunction::new(0xc000_0000)));
         root.add_device(bdf, dev.clone()).unwrap();
+        root.config_write(bdf, 1, 0, &[0x2]);
         assert_eq!(*log.0.lock().unwrap(), vec![(true, 0xc000_0010)]);
         let mut buf = [0u8; 1];
         assert!(bus.read(0xc000_0004, &mut buf));
         assert_eq!(buf, [4]);
 
-        // Sizing does not move anything.
+        // Sizing with decoding off, as drivers do, touches nothing on the bus.
+        root.config_write(bdf, 1, 0, &[0]);
         root.config_write(bdf, 4, 0, &u32::MAX.to_le_bytes());
         assert_eq!(root.config_read(bdf, 4), 0xffff_f000);
         root.config_write(bdf, 4, 0, &0xc000_0000u32.to_le_bytes());
+        root.config_write(bdf, 1, 0, &[0x2]);
         assert!(bus.read(0xc000_0004, &mut buf));
+        assert!(!bus.read(0xffff_f004, &mut buf));
+        log.0.lock().unwrap().clear();
 
         root.config_write(bdf, 4, 0, &0xc010_0000u32.to_le_bytes());
         assert!(!bus.read(0xc000_0004, &mut buf));
         assert!(bus.write(0xc010_0008, &[9]));
         assert_eq!(dev.lock().unwrap().last_write, Some((8, vec![9])));
         assert_eq!(
-            log.0.lock().unwrap()[1..],
+            *log.0.lock().unwrap(),
             [(false, 0xc000_0010), (true, 0xc010_0010)]
         );
 
-        // A move onto another device's range is refused; the BAR keeps decoding in place.
+        // A move onto another device's range is refused: the BAR leaves the bus rather than
+        // decode where its register no longer says, and its ioeventfd goes with it.
         let other = Arc::new(Mutex::new(crate::legacy::I8042::new(
             crate::VmControl::new(std::time::Instant::now()).unwrap(),
         )));
         bus.insert(other, 0xc020_0000, 0x1000).unwrap();
         root.config_write(bdf, 4, 0, &0xc020_0000u32.to_le_bytes());
-        assert!(bus.write(0xc010_0008, &[7]));
-        assert_eq!(dev.lock().unwrap().last_write, Some((8, vec![7])));
-        // And a later valid move starts from where it really is.
+        assert!(!bus.write(0xc010_0008, &[7]));
+        assert_eq!(dev.lock().unwrap().last_write, Some((8, vec![9])));
+        assert_eq!(log.0.lock().unwrap().last(), Some(&(false, 0xc010_0010)));
+        // A later valid move puts it back.
         root.config_write(bdf, 4, 0, &0xc030_0000u32.to_le_bytes());
         assert!(bus.write(0xc030_0000, &[1]));
         assert_eq!(log.0.lock().unwrap().last(), Some(&(true, 0xc030_0010)));

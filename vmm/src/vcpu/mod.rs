@@ -12,9 +12,12 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 pub use kick::{install_kick_handler, kick_until_finished};
 
 use crate::seccomp::{self, SeccompMode, ThreadKind};
+use crate::vm::GuestVm;
 
 /// What a vCPU thread needs besides its fd.
 pub struct VcpuContext {
+    /// Keeps guest RAM mapped while this vCPU's fd, which keeps the VM alive, exists.
+    pub _vm: Arc<GuestVm>,
     pub index: u8,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
@@ -31,8 +34,10 @@ pub fn spawn_vcpu(fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()
             if let Err(e) = seccomp::install(ThreadKind::Vcpu, ctx.seccomp) {
                 ctx.control
                     .request_exit(VmExitReason::VmmFailure(format!("vcpu{}: {e}", ctx.index)));
+                drop(fd);
                 return;
             }
+            // Consumes the fd, so it closes before `ctx` lets go of the VM.
             run_loop(fd, &ctx);
         })
 }

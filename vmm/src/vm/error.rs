@@ -35,6 +35,8 @@ pub enum VmmError {
         source: std::io::Error,
     },
     #[error("{0}")]
+    DiskImage(#[from] crate::disk_image::DiskImageError),
+    #[error("{0}")]
     Device(String),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -48,7 +50,10 @@ impl VmmError {
     /// 2 for what the user can fix on the command line, 1 for everything else.
     pub fn exit_status(&self) -> u8 {
         match self {
-            VmmError::Config(_) | VmmError::Boot(_) | VmmError::File { .. } => 2,
+            VmmError::Config(_)
+            | VmmError::Boot(_)
+            | VmmError::File { .. }
+            | VmmError::DiskImage(_) => 2,
             _ => 1,
         }
     }

@@ -1,9 +1,9 @@
 //! Building a VM from a [`VmConfig`] and running it to its end.
 
 mod error;
+mod guest_vm;
 mod kernel;
 mod legacy;
-mod memory;
 mod pci;
 
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 
 use error::kvm_err;
 pub use error::VmmError;
+pub use guest_vm::GuestVm;
 
 use crate::config::VmConfig;
 use crate::event_loop::EventLoop;
@@ -23,7 +24,7 @@ use crate::seccomp::{self, ThreadKind};
 use crate::vcpu::{self, VcpuContext};
 
 /// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
-const TSS_ADDRESS: usize = 0xfffb_d000;
+const TSS_ADDRESS: usize = arch::layout::KVM_TSS_START as usize;
 
 fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
     for (cap, name) in [
@@ -65,8 +66,8 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
             max: max_vcpus as u32,
         }));
     }
-    let vm = Arc::new(create_vm(&kvm)?);
-    let mem = memory::create_guest_memory(&vm, config.memory)?;
+    let vm = Arc::new(GuestVm::new(create_vm(&kvm)?, config.memory)?);
+    let mem = vm.memory().clone();
     let pio = Arc::new(Bus::new());
     let mmio = Arc::new(Bus::new());
     let legacy = legacy::add_legacy_devices(&vm, &pio, &control, &config.serial)?;
@@ -105,6 +106,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     let mut threads = Vec::with_capacity(vcpu_fds.len());
     for (index, fd) in vcpu_fds.into_iter().enumerate() {
         let ctx = VcpuContext {
+            _vm: vm.clone(),
             index: index as u8,
             pio: pio.clone(),
             mmio: mmio.clone(),

@@ -6,12 +6,12 @@
 //! the console, and last the virtio-iommu.
 
 use std::fs::File;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
 use arch::acpi::{build_mcfg, PciRootDescription};
-use arch::layout::{PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
+use arch::layout::{bar_exclusions, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use devices::dma::DeviceDma;
 use devices::interrupt::MsiInterruptManager;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
@@ -23,11 +23,12 @@ use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
 use devices::virtio::{ThreadSetupHook, VirtioDevice, WorkerSpec};
 use devices::{Bus, VmControl};
-use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
+use super::GuestVm;
 use crate::config::VmConfig;
+use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
 use crate::viommu::ViommuBuilder;
@@ -40,7 +41,7 @@ pub struct PciDevices {
     /// The virtio-console reads stdin, so the serial port must not.
     pub console_owns_stdin: bool,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
-    _root: Arc<Mutex<PciRoot>>,
+    _root: Arc<PciRoot>,
 }
 
 fn device_err(what: impl std::fmt::Display) -> VmmError {
@@ -48,7 +49,8 @@ fn device_err(what: impl std::fmt::Display) -> VmmError {
 }
 
 struct Builder<'a> {
-    root: Arc<Mutex<PciRoot>>,
+    /// Shared only once every function is on it.
+    root: PciRoot,
     bars: BarAllocator,
     interrupts: KvmInterrupts,
     mem: &'a GuestMemoryMmap,
@@ -56,8 +58,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn reserve(&self) -> Result<Bdf, VmmError> {
-        self.root.lock().unwrap().reserve_slot().map_err(device_err)
+    fn reserve(&mut self) -> Result<Bdf, VmmError> {
+        self.root.reserve_slot().map_err(device_err)
     }
 
     /// Starts the device's worker thread now, on the VMM thread before any filter exists.
@@ -84,8 +86,6 @@ impl Builder<'_> {
             .map_err(|e| device_err(format!("{bdf}: {e}")))?;
         log::info!("PCI {bdf}: virtio device, BAR at {bar:#x}");
         self.root
-            .lock()
-            .unwrap()
             .add_device(bdf, Arc::new(Mutex::new(transport)))
             .map_err(device_err)
     }
@@ -101,7 +101,7 @@ fn terminal_stdin() -> Option<File> {
 }
 
 pub fn add_pci_devices(
-    vm: &Arc<VmFd>,
+    vm: &Arc<GuestVm>,
     mem: &GuestMemoryMmap,
     pio: &Bus,
     mmio: &Arc<Bus>,
@@ -110,21 +110,12 @@ pub fn add_pci_devices(
 ) -> Result<PciDevices, VmmError> {
     let interrupts = KvmInterrupts::new(vm.clone());
     let ioevents: Arc<dyn IoEventRegistry> = Arc::new(interrupts.clone());
-    let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), Some(ioevents))));
-    let (address_port, data_port) = PciConfigIo::ports(root.clone());
-    pio.insert(address_port, CONFIG_ADDRESS_PORT, 1)
-        .map_err(device_err)?;
-    pio.insert(data_port, CONFIG_DATA_PORT, CONFIG_DATA_LEN)
-        .map_err(device_err)?;
-    mmio.insert(
-        Arc::new(Mutex::new(PciEcam::new(root.clone()))),
-        PCI_ECAM_START,
-        ECAM_SIZE,
-    )
-    .map_err(device_err)?;
-
+    let mut root = PciRoot::new(mmio.clone(), Some(ioevents));
+    for (base, len, owner) in bar_exclusions(config.memory) {
+        root.exclude_range(base, len, owner);
+    }
     let mut builder = Builder {
-        root: root.clone(),
+        root,
         bars: BarAllocator::new(PCI_MMIO32_START, PCI_MMIO32_SIZE).map_err(device_err)?,
         interrupts,
         mem,
@@ -152,16 +143,21 @@ pub fn add_pci_devices(
 
     for (index, disk) in devices.disks.iter().enumerate() {
         let bdf = builder.reserve()?;
-        let block = Block::open(
-            &disk.path,
+        let mut image = open_locked(&disk.path, disk.read_only)?;
+        // Seeking works for regular files and block devices alike.
+        let size = image
+            .seek(SeekFrom::End(0))
+            .map_err(|source| VmmError::File {
+                path: disk.path.display().to_string(),
+                source,
+            })?;
+        let block = Block::new(
+            image,
+            size,
             disk.read_only,
             &format!("nestor-disk{index}"),
             builder.spec(format!("dev-blk{index}"))?,
-        )
-        .map_err(|source| VmmError::File {
-            path: disk.path.display().to_string(),
-            source,
-        })?;
+        );
         builder.add(bdf, Box::new(block), endpoint(bdf, disk.iommu))?;
     }
     if let Some(rng) = devices.rng {
@@ -188,6 +184,19 @@ pub fn add_pci_devices(
         builder.add(bdf, device, DeviceDma::untranslated())?;
         acpi_tables.push(viot);
     }
+
+    let root = Arc::new(builder.root);
+    let (address_port, data_port) = PciConfigIo::ports(root.clone());
+    pio.insert_concurrent(address_port, CONFIG_ADDRESS_PORT, 1)
+        .map_err(device_err)?;
+    pio.insert_concurrent(data_port, CONFIG_DATA_PORT, CONFIG_DATA_LEN)
+        .map_err(device_err)?;
+    mmio.insert_concurrent(
+        Arc::new(PciEcam::new(root.clone())),
+        PCI_ECAM_START,
+        ECAM_SIZE,
+    )
+    .map_err(device_err)?;
     Ok(PciDevices {
         acpi_tables,
         description: PciRootDescription {
