@@ -122,7 +122,14 @@ fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
         .spawn()
         .expect("cannot start nestor");
     let nestor_run = RunningNestor(Some(child));
-    let expected = ["nestor", "vcpu0", "vcpu1", "dev-blk0", "dev-rng0"];
+    let expected = [
+        "nestor",
+        "vcpu0",
+        "vcpu1",
+        "dev-blk0",
+        "dev-rng0",
+        "out-stdout",
+    ];
     let threads = wait_for_filtered_threads(nestor_run.pid(), &expected);
 
     for name in expected {

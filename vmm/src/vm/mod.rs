@@ -4,6 +4,7 @@ mod error;
 mod kernel;
 mod legacy;
 mod memory;
+mod output;
 mod pci;
 
 use std::sync::{Arc, Mutex};
@@ -21,9 +22,12 @@ use crate::config::VmConfig;
 use crate::event_loop::EventLoop;
 use crate::seccomp::{self, ThreadKind};
 use crate::vcpu::{self, VcpuContext};
+use output::GuestOutputs;
 
 /// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
 const TSS_ADDRESS: usize = 0xfffb_d000;
+/// How long a VM's end gives pending guest output to reach the host.
+const OUTPUT_DRAIN_TIME: Duration = Duration::from_secs(2);
 
 fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
     for (cap, name) in [
@@ -69,8 +73,11 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     let mem = memory::create_guest_memory(&vm, config.memory)?;
     let pio = Arc::new(Bus::new());
     let mmio = Arc::new(Bus::new());
-    let legacy = legacy::add_legacy_devices(&vm, &pio, &control, &config.serial)?;
-    let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control)?;
+    let output_setup =
+        seccomp::filtered_thread_setup(ThreadKind::HostOutput, config.seccomp, control.clone());
+    let outputs = GuestOutputs::open(&config, &output_setup)?;
+    let legacy = legacy::add_legacy_devices(&vm, &pio, &control, outputs.serial())?;
+    let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
 
     let acpi = AcpiConfig {
         cpus: config.cpus,
@@ -123,6 +130,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     }
     vcpu::kick_until_finished(threads);
     drop(event_loop);
+    outputs.finish(Instant::now() + OUTPUT_DRAIN_TIME);
 
     if config.boot_timer {
         report_boot_timer(
