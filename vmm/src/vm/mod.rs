@@ -26,6 +26,8 @@ use output::GuestOutputs;
 
 /// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
 const TSS_ADDRESS: usize = 0xfffb_d000;
+/// How long the VM's end waits for the vCPU threads to stop.
+const VCPU_STOP_TIME: Duration = Duration::from_secs(1);
 /// How long a VM's end gives pending guest output to reach the host.
 const OUTPUT_DRAIN_TIME: Duration = Duration::from_secs(2);
 
@@ -128,9 +130,14 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     if let Err(e) = &loop_result {
         control.request_exit(VmExitReason::VmmFailure(e.to_string()));
     }
-    vcpu::kick_until_finished(threads);
+    for name in vcpu::kick_until_finished(threads, Instant::now() + VCPU_STOP_TIME) {
+        log::warn!("{name} did not stop within {VCPU_STOP_TIME:?}; nestor exits without it");
+    }
     drop(event_loop);
     outputs.finish(Instant::now() + OUTPUT_DRAIN_TIME);
+    // Device workers are not joined (dropping a device stops and joins its worker): one may
+    // be stuck in a long host operation, and the process exit ends them all.
+    std::mem::forget(pci);
 
     if config.boot_timer {
         report_boot_timer(
