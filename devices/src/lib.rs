@@ -6,6 +6,7 @@
 
 pub mod bus;
 pub mod dma;
+pub mod host_output;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;
@@ -13,4 +14,5 @@ pub mod virtio;
 pub mod vm_control;
 
 pub use bus::{Bus, BusDevice, BusError};
+pub use host_output::HostOutput;
 pub use vm_control::{VmControl, VmExitReason};

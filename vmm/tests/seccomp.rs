@@ -60,6 +60,8 @@ fn is_known_thread_name(name: &str) -> bool {
     };
     name == "nestor"
         || name == "fault-relay"
+        || name == "out-stdout"
+        || name == "out-serial"
         || numbered("vcpu")
         || numbered("dev-")
         || name.starts_with("kvm-")
@@ -120,7 +122,14 @@ fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
         .spawn()
         .expect("cannot start nestor");
     let nestor_run = RunningNestor(Some(child));
-    let expected = ["nestor", "vcpu0", "vcpu1", "dev-blk0", "dev-rng0"];
+    let expected = [
+        "nestor",
+        "vcpu0",
+        "vcpu1",
+        "dev-blk0",
+        "dev-rng0",
+        "out-stdout",
+    ];
     let threads = wait_for_filtered_threads(nestor_run.pid(), &expected);
 
     for name in expected {
@@ -265,6 +274,17 @@ fn hot_path_syscall(kind: ThreadKind) -> Box<dyn Fn()> {
         ThreadKind::DeviceWorker => Box::new(|| unsafe {
             libc::pread(-1, std::ptr::null_mut(), 0, 0);
             libc::fdatasync(-1);
+        }),
+        ThreadKind::HostOutput => Box::new(|| unsafe {
+            libc::write(-1, std::ptr::null(), 0);
+            // Waking a local word nobody waits on reads and writes nothing.
+            let word = 0u32;
+            libc::syscall(
+                libc::SYS_futex,
+                &word,
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            );
         }),
     }
 }

@@ -107,6 +107,7 @@ fn hot_path_rules_come_first() {
     ] {
         assert_eq!(first_rule(kind)["syscall"], "epoll_wait", "{}", kind.name());
     }
+    assert_eq!(first_rule(ThreadKind::HostOutput)["syscall"], "write");
 }
 
 /// seccompiler drops a rule without conditions from a syscall that also has conditional

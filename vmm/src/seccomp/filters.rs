@@ -13,6 +13,7 @@ pub fn program(kind: ThreadKind, mode: SeccompMode) -> Option<&'static [sock_fil
         ThreadKind::Vcpu => (VCPU_ON, VCPU_LOG),
         ThreadKind::DeviceWorker => (DEVICE_WORKER_ON, DEVICE_WORKER_LOG),
         ThreadKind::FaultRelay => (FAULT_RELAY_ON, FAULT_RELAY_LOG),
+        ThreadKind::HostOutput => (HOST_OUTPUT_ON, HOST_OUTPUT_LOG),
     };
     match mode {
         SeccompMode::On => Some(on),

@@ -9,11 +9,11 @@
 compile_error!("the seccomp policies are written for x86_64 syscalls and ioctls");
 
 mod filters;
-mod worker_hook;
+mod thread_setup;
 
 use seccompiler::BpfProgramRef;
 
-pub use worker_hook::device_worker_setup;
+pub use thread_setup::{device_worker_setup, filtered_thread_setup};
 
 /// What to do with a thread's filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,14 +47,17 @@ pub enum ThreadKind {
     DeviceWorker,
     /// Relays host IOMMU faults and page requests to the guest.
     FaultRelay,
+    /// Writes guest output to a host file (`out-stdout`, `out-serial`).
+    HostOutput,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 5] = [
         ThreadKind::Vmm,
         ThreadKind::Vcpu,
         ThreadKind::DeviceWorker,
         ThreadKind::FaultRelay,
+        ThreadKind::HostOutput,
     ];
 
     /// The policy's name: its file is `resources/seccomp/<name>.json`.
@@ -64,6 +67,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::DeviceWorker => "device-worker",
             ThreadKind::FaultRelay => "fault-relay",
+            ThreadKind::HostOutput => "host-output",
         }
     }
 }

@@ -1,6 +1,5 @@
 //! The fixed PC devices on the PIO bus: COM1, exit and boot-timer ports, power and reset.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -13,28 +12,10 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::error::{kvm_err, VmmError};
-use crate::config::SerialMode;
 
 pub struct LegacyDevices {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub boot_marks: Arc<Mutex<Vec<BootMark>>>,
-}
-
-fn serial_output(mode: &SerialMode) -> Result<Box<dyn Write + Send>, VmmError> {
-    Ok(match mode {
-        SerialMode::Stdio => Box::new(std::io::stdout()),
-        SerialMode::Off => Box::new(std::io::sink()),
-        SerialMode::File(path) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| VmmError::File {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-        ),
-    })
 }
 
 fn bus_err(e: devices::BusError) -> VmmError {
@@ -45,15 +26,12 @@ pub fn add_legacy_devices(
     vm: &VmFd,
     pio: &Bus,
     control: &VmControl,
-    serial_mode: &SerialMode,
+    serial_output: Box<dyn Write + Send>,
 ) -> Result<LegacyDevices, VmmError> {
     let serial_irq = EventFd::new(0).map_err(|e| VmmError::Device(e.to_string()))?;
     vm.register_irqfd(&serial_irq, COM1_GSI)
         .map_err(kvm_err("KVM_IRQFD for COM1"))?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        serial_irq,
-        serial_output(serial_mode)?,
-    )));
+    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, serial_output)));
     pio.insert(serial.clone(), COM1_BASE, COM1_LEN)
         .map_err(bus_err)?;
 

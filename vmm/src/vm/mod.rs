@@ -4,6 +4,7 @@ mod error;
 mod guest_vm;
 mod kernel;
 mod legacy;
+mod output;
 mod pci;
 
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,14 @@ use crate::config::VmConfig;
 use crate::event_loop::EventLoop;
 use crate::seccomp::{self, ThreadKind};
 use crate::vcpu::{self, VcpuContext};
+use output::GuestOutputs;
 
 /// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
 const TSS_ADDRESS: usize = arch::layout::KVM_TSS_START as usize;
+/// How long the VM's end waits for the vCPU threads to stop.
+const VCPU_STOP_TIME: Duration = Duration::from_secs(1);
+/// How long a VM's end gives pending guest output to reach the host.
+const OUTPUT_DRAIN_TIME: Duration = Duration::from_secs(2);
 
 fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
     for (cap, name) in [
@@ -70,8 +76,11 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     let mem = vm.memory().clone();
     let pio = Arc::new(Bus::new());
     let mmio = Arc::new(Bus::new());
-    let legacy = legacy::add_legacy_devices(&vm, &pio, &control, &config.serial)?;
-    let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control)?;
+    let output_setup =
+        seccomp::filtered_thread_setup(ThreadKind::HostOutput, config.seccomp, control.clone());
+    let outputs = GuestOutputs::open(&config, &output_setup)?;
+    let legacy = legacy::add_legacy_devices(&vm, &pio, &control, outputs.serial())?;
+    let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
 
     let acpi = AcpiConfig {
         cpus: config.cpus,
@@ -123,8 +132,14 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     if let Err(e) = &loop_result {
         control.request_exit(VmExitReason::VmmFailure(e.to_string()));
     }
-    vcpu::kick_until_finished(threads);
+    for name in vcpu::kick_until_finished(threads, Instant::now() + VCPU_STOP_TIME) {
+        log::warn!("{name} did not stop within {VCPU_STOP_TIME:?}; nestor exits without it");
+    }
     drop(event_loop);
+    outputs.finish(Instant::now() + OUTPUT_DRAIN_TIME);
+    // Device workers are not joined (dropping a device stops and joins its worker): one may
+    // be stuck in a long host operation, and the process exit ends them all.
+    std::mem::forget(pci);
 
     if config.boot_timer {
         report_boot_timer(

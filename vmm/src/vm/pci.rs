@@ -26,6 +26,7 @@ use devices::{Bus, VmControl};
 use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
+use super::output::GuestOutputs;
 use super::GuestVm;
 use crate::config::VmConfig;
 use crate::disk_image::open_locked;
@@ -107,6 +108,7 @@ pub fn add_pci_devices(
     mmio: &Arc<Bus>,
     config: &VmConfig,
     control: &VmControl,
+    outputs: &GuestOutputs,
 ) -> Result<PciDevices, VmmError> {
     let interrupts = KvmInterrupts::new(vm.clone());
     let ioevents: Arc<dyn IoEventRegistry> = Arc::new(interrupts.clone());
@@ -170,11 +172,7 @@ pub fn add_pci_devices(
         let bdf = builder.reserve()?;
         let input = terminal_stdin();
         console_owns_stdin = input.is_some();
-        let device = Console::new(
-            Box::new(std::io::stdout()),
-            input,
-            builder.spec("dev-con0".into())?,
-        );
+        let device = Console::new(outputs.console(), input, builder.spec("dev-con0".into())?);
         builder.add(bdf, Box::new(device), DeviceDma::untranslated())?;
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];

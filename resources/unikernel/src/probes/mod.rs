@@ -13,6 +13,7 @@ mod pci;
 mod pio_loop;
 mod viommu;
 mod virtio_blk;
+mod virtio_console;
 mod virtio_rng;
 
 use crate::kprintln;
@@ -45,6 +46,7 @@ const PROBES: &[Probe] = &[
     pci::PROBE,
     virtio_blk::PROBE,
     virtio_rng::PROBE,
+    virtio_console::PROBE,
 ];
 
 #[derive(Default)]

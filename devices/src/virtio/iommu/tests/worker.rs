@@ -71,6 +71,8 @@ fn activated() -> (Iommu, GuestMemoryMmap, Vec<EventFd>, Receiver<u16>) {
             notifier: Arc::new(notifiers[1].try_clone().unwrap()),
         },
     ];
+    // The worker serves the queued ATTACH as soon as it starts: mark its status first.
+    mem.write_obj(0xffu8, GuestAddress(STATUS_AT)).unwrap();
     let (tx, rx) = channel();
     dev.activate(ActivateContext {
         mem: crate::dma::guest_physical_memory(mem.clone()),
@@ -85,7 +87,6 @@ fn activated() -> (Iommu, GuestMemoryMmap, Vec<EventFd>, Receiver<u16>) {
 #[test]
 fn the_worker_answers_a_notified_request_and_interrupts() {
     let (mut dev, mem, notifiers, rx) = activated();
-    mem.write_obj(0xffu8, GuestAddress(STATUS_AT)).unwrap();
     notifiers[0].write(1).unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(0));
     assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS_AT)).unwrap(), 0);
