@@ -12,6 +12,20 @@
 //!
 //! Whether a device is translated is fixed when the VM is built ([`DeviceDma`]), never by
 //! what its driver negotiates.
+//!
+//! # Locking
+//!
+//! - An access holds its device's IOTLB read lock for one bounded memcpy, and an interrupt
+//!   holds it while it raises the MSI (which takes the MSI-X lock under it). Nothing that
+//!   blocks (disk I/O, another device's lock) runs under it.
+//! - A miss fills under the IOTLB write lock, and the virtio-iommu's fill takes its domains
+//!   read lock under that: IOTLB, then domains.
+//! - The virtio-iommu changes its domains under the domains write lock, releases it, and
+//!   only then takes the IOTLB write locks of the endpoints it made stale. It never holds
+//!   both, so the two orders cannot deadlock, and a fill that read the old state lands
+//!   before the invalidation that removes it.
+//! - The transport takes the IOTLB write lock under its function's lock (pause, resume,
+//!   revoke); the worker never takes a function's lock.
 
 mod entries;
 mod memory;

@@ -12,7 +12,9 @@
 //!    put its BARs on the MMIO bus or take them off after a command or BAR register write;
 //! 3. the MMIO bus's ranges lock, taken under 2 to insert or remove a BAR, and for a moment
 //!    by every access to find its device; the bus never holds it while a device runs;
-//! 4. a function's MSI-X state, taken under 1 by its table and capability emulation.
+//! 4. a function's MSI-X state, taken under 1 by its table and capability emulation;
+//! 5. a virtio function's IOTLB write lock (`dma::DeviceTlb`), taken under 1 to pause or
+//!    revoke the device's DMA; it waits only for copies in flight (see `dma` for its order).
 //!
 //! The table of functions is fixed once the root is shared (adding functions takes
 //! `&mut self`), so finding a function takes no lock at all, and no lock is ever held while

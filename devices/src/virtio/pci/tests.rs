@@ -704,3 +704,75 @@ fn clearing_bus_mastering_pauses_the_device_and_setting_it_resumes() {
     r.driver_ok();
     assert_eq!(r.read_sector(&mut driver), 0);
 }
+
+#[test]
+fn reset_of_a_busy_device_returns_at_once_and_no_dma_lands_after_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut r = rig(plain());
+    assert!(r.negotiate(VERSION_1));
+    let driver = DriverQueue::new(0x1000, 16);
+    r.setup_queue(&driver, 0xffff);
+    let mut raw = [0u8; 16];
+    raw[0] = 0; // IN, 64 KiB from sector 0
+    r.ram.write_slice(&raw, GuestAddress(HEADER)).unwrap();
+    r.driver_ok();
+    // A guest that keeps the queue full: the worker never runs out of requests.
+    let keep_posting = AtomicBool::new(true);
+    let ram = r.ram.clone();
+    let (_, notify) = r.dev.ioeventfds(usize::from(VIRTIO_BAR))[0];
+    let notify = notify.try_clone().unwrap();
+    let reset_took = std::thread::scope(|s| {
+        let poster = s.spawn(|| {
+            let mut driver = driver;
+            let mut posted = 0u16;
+            while keep_posting.load(Ordering::Relaxed) {
+                if posted.wrapping_sub(driver.used_idx(&ram)) < 15 {
+                    driver.recycle();
+                    driver.add_chain(
+                        &ram,
+                        &[
+                            Buffer::readable(HEADER, 16),
+                            Buffer::writable(DATA, 64 << 10),
+                            Buffer::writable(STATUS, 1),
+                        ],
+                    );
+                    posted = posted.wrapping_add(1);
+                    notify.write(1).unwrap();
+                }
+            }
+            driver
+        });
+        // Until the device is visibly busy.
+        let driver_view = DriverQueue::new(0x1000, 16);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while driver_view.used_idx(&r.ram) < 64 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let busy = driver_view.used_idx(&r.ram) >= 64;
+        let asked = Instant::now();
+        r.write(cc::DEVICE_STATUS, 1, 0);
+        let took = asked.elapsed();
+        keep_posting.store(false, Ordering::Relaxed);
+        assert!(busy, "the device never got busy");
+        // From here on nothing may touch guest memory: not the used ring, not the data.
+        let used = driver_view.used_idx(&r.ram);
+        r.ram.write_slice(&[0x77; 64], GuestAddress(DATA)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            driver_view.used_idx(&r.ram),
+            used,
+            "used ring written after reset"
+        );
+        let mut data = [0u8; 64];
+        r.ram.read_slice(&mut data, GuestAddress(DATA)).unwrap();
+        assert_eq!(data, [0x77; 64], "data written after reset");
+        poster.join().unwrap();
+        took
+    });
+    assert!(
+        reset_took < Duration::from_millis(100),
+        "reset of a busy device took {reset_took:?}"
+    );
+    assert_eq!(r.status(), 0);
+}

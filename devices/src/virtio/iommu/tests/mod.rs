@@ -1,8 +1,10 @@
 //! Device-level tests: requests and events travel through real split virtqueues in guest
 //! memory, as a driver would send them.
 
+mod answers;
 mod eventq;
 mod fuzz;
+mod isolation;
 mod requests;
 mod rig;
 mod translation;

@@ -167,8 +167,13 @@ impl Rig {
     /// Runs one chain of raw `(addr, len, flags)` descriptors through the requestq and
     /// returns its used length.
     pub fn run_request_chain(&self, descs: &[(u64, u32, u16)]) -> u32 {
+        self.run_raw_chain(&chain(descs))
+    }
+
+    /// Runs raw descriptors (linked as they say) from descriptor 0 through the requestq.
+    pub fn run_raw_chain(&self, raw: &[RawDescriptor]) -> u32 {
         let mq = self.fresh_queue();
-        mq.add_desc_chains(&chain(descs), 0).unwrap();
+        mq.add_desc_chains(raw, 0).unwrap();
         let queue: Queue = mq.create_queue().unwrap();
         let mut server = QueueServer::new(queue, 0);
         serve_requests(
