@@ -3,8 +3,15 @@
 //! Mappings of a domain live in a `BTreeMap` keyed by IOVA start. Mappings never overlap, so
 //! the only mapping that can contain an address (or overlap a range ending at `end`) is the
 //! last one starting at or before it: every lookup is O(log n).
+//!
+//! Each domain's mappings have their own lock. Which domains exist and which endpoint is
+//! attached where sit under the outer lock (`IommuState`'s), which MAP and UNMAP only read:
+//! a huge UNMAP in one domain holds off nobody's DMA but that domain's endpoints', and
+//! theirs only one chunk at a time.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vm_memory::Permissions;
 
@@ -48,11 +55,22 @@ impl Mapping {
     }
 }
 
+type MappingTree = BTreeMap<u64, Mapping>;
+
 #[derive(Debug, Default)]
 struct Domain {
     bypass: bool,
     endpoints: Vec<u32>,
-    mappings: BTreeMap<u64, Mapping>,
+    mappings: Arc<RwLock<MappingTree>>,
+}
+
+// A panic while holding a mapping lock cannot leave the tree unsafe to use.
+fn read(tree: &RwLock<MappingTree>) -> RwLockReadGuard<'_, MappingTree> {
+    tree.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(tree: &RwLock<MappingTree>) -> RwLockWriteGuard<'_, MappingTree> {
+    tree.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How an endpoint's DMA is routed right now.
@@ -64,8 +82,8 @@ pub enum Route<'a> {
     Unattached,
     /// Attached to a bypass domain.
     Bypass,
-    /// Attached to a domain with these mappings.
-    Mapped(&'a BTreeMap<u64, Mapping>),
+    /// Attached to a domain with these mappings (read-locked while this lives).
+    Mapped(RwLockReadGuard<'a, MappingTree>),
 }
 
 #[derive(Debug)]
@@ -74,7 +92,8 @@ pub struct Domains {
     domains: HashMap<u32, Domain>,
     /// Every endpoint this IOMMU translates, and the domain it is attached to.
     endpoints: HashMap<u32, Option<u32>>,
-    total_mappings: usize,
+    /// Changed by MAP and UNMAP under only the outer read lock.
+    total_mappings: AtomicUsize,
 }
 
 impl Domains {
@@ -83,7 +102,7 @@ impl Domains {
             limits,
             domains: HashMap::new(),
             endpoints: HashMap::new(),
-            total_mappings: 0,
+            total_mappings: AtomicUsize::new(0),
         }
     }
 
@@ -100,11 +119,11 @@ impl Domains {
     }
 
     pub fn total_mappings(&self) -> usize {
-        self.total_mappings
+        self.total_mappings.load(Ordering::Relaxed)
     }
 
     pub fn mapping_count(&self, domain: u32) -> Option<usize> {
-        self.domains.get(&domain).map(|d| d.mappings.len())
+        self.domains.get(&domain).map(|d| read(&d.mappings).len())
     }
 
     pub fn domain_of(&self, endpoint: u32) -> Option<u32> {
@@ -114,7 +133,7 @@ impl Domains {
     /// Forgets every domain and attachment (device reset); endpoints stay known.
     pub fn reset(&mut self) {
         self.domains.clear();
-        self.total_mappings = 0;
+        self.total_mappings.store(0, Ordering::Relaxed);
         for domain in self.endpoints.values_mut() {
             *domain = None;
         }
@@ -168,36 +187,37 @@ impl Domains {
         d.endpoints.retain(|&e| e != endpoint);
         if d.endpoints.is_empty() {
             let gone = self.domains.remove(&domain).unwrap();
-            self.total_mappings -= gone.mappings.len();
+            let count = read(&gone.mappings).len();
+            self.total_mappings.fetch_sub(count, Ordering::Relaxed);
         }
     }
 
-    fn mappable(&mut self, domain: u32) -> Result<&mut Domain, Status> {
-        let d = self.domains.get_mut(&domain).ok_or(Status::NoEnt)?;
+    fn mappable(&self, domain: u32) -> Result<&Domain, Status> {
+        let d = self.domains.get(&domain).ok_or(Status::NoEnt)?;
         if d.bypass {
             return Err(Status::Inval);
         }
         Ok(d)
     }
 
-    /// Adds a mapping; INVAL if it overlaps an existing one, NOMEM past a limit.
-    pub fn map(&mut self, map: &Map) -> Result<(), Status> {
+    /// Adds a mapping; INVAL if it overlaps an existing one, NOMEM past a limit. Needs only
+    /// the outer read lock: requests are served one at a time, so nothing else maps.
+    pub fn map(&self, map: &Map) -> Result<(), Status> {
         let limits = self.limits;
-        let total = self.total_mappings;
+        let total = self.total_mappings();
         let d = self.mappable(map.domain)?;
-        let overlaps = d
-            .mappings
+        let mut mappings = write(&d.mappings);
+        let overlaps = mappings
             .range(..=map.virt_end)
             .next_back()
             .is_some_and(|(_, m)| m.end >= map.virt_start);
         if overlaps {
             return Err(Status::Inval);
         }
-        if d.mappings.len() >= limits.max_mappings_per_domain || total >= limits.max_total_mappings
-        {
+        if mappings.len() >= limits.max_mappings_per_domain || total >= limits.max_total_mappings {
             return Err(Status::NoMem);
         }
-        d.mappings.insert(
+        mappings.insert(
             map.virt_start,
             Mapping {
                 end: map.virt_end,
@@ -205,13 +225,13 @@ impl Domains {
                 flags: map.flags,
             },
         );
-        self.total_mappings += 1;
+        self.total_mappings.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Removes every mapping inside `[start, end]` and returns how many. RANGE, removing
     /// nothing, if a mapping straddles either edge.
-    pub fn unmap(&mut self, domain: u32, start: u64, end: u64) -> Result<usize, Status> {
+    pub fn unmap(&self, domain: u32, start: u64, end: u64) -> Result<usize, Status> {
         let mut removed = 0;
         loop {
             match self.unmap_some(domain, start, end, usize::MAX)? {
@@ -225,37 +245,36 @@ impl Domains {
     /// whether the range is now empty. The caller can release the lock between calls, so a
     /// huge UNMAP does not hold off other domains' DMA.
     pub fn unmap_some(
-        &mut self,
+        &self,
         domain: u32,
         start: u64,
         end: u64,
         max: usize,
     ) -> Result<(usize, bool), Status> {
         let d = self.mappable(domain)?;
-        let straddles_start = d
-            .mappings
+        let mut mappings = write(&d.mappings);
+        let straddles_start = mappings
             .range(..start)
             .next_back()
             .is_some_and(|(_, m)| m.end >= start);
-        let straddles_end = d
-            .mappings
+        let straddles_end = mappings
             .range(start..=end)
             .next_back()
             .is_some_and(|(_, m)| m.end > end);
         if straddles_start || straddles_end {
             return Err(Status::Range);
         }
-        let doomed: Vec<u64> = d
-            .mappings
+        let doomed: Vec<u64> = mappings
             .range(start..=end)
             .map(|(&s, _)| s)
             .take(max)
             .collect();
         for s in &doomed {
-            d.mappings.remove(s);
+            mappings.remove(s);
         }
-        let done = d.mappings.range(start..=end).next().is_none();
-        self.total_mappings -= doomed.len();
+        let done = mappings.range(start..=end).next().is_none();
+        self.total_mappings
+            .fetch_sub(doomed.len(), Ordering::Relaxed);
         Ok((doomed.len(), done))
     }
 
@@ -272,7 +291,7 @@ impl Domains {
             Some(None) => Route::Unattached,
             Some(Some(domain)) => match self.domains.get(domain) {
                 Some(d) if d.bypass => Route::Bypass,
-                Some(d) => Route::Mapped(&d.mappings),
+                Some(d) => Route::Mapped(read(&d.mappings)),
                 None => Route::Unattached,
             },
         }
@@ -382,7 +401,7 @@ mod tests {
 
     #[test]
     fn spec_unmap_of_nothing_succeeds() {
-        let mut d = attached();
+        let d = attached();
         assert_eq!(d.unmap(1, 0, 4), Ok(0));
     }
 
@@ -460,7 +479,7 @@ mod tests {
 
     #[test]
     fn map_and_unmap_on_missing_domain_is_noent() {
-        let mut d = domains();
+        let d = domains();
         assert_eq!(d.map(&map_req(5, 0, 0xfff, RW)), Err(Status::NoEnt));
         assert_eq!(d.unmap(5, 0, 0xfff), Err(Status::NoEnt));
     }
@@ -567,7 +586,7 @@ mod tests {
 
     #[test]
     fn translation_spans_adjacent_mappings() {
-        let mut d = attached();
+        let d = attached();
         d.map(&Map {
             domain: 1,
             virt_start: 0x1000,
@@ -587,7 +606,7 @@ mod tests {
         let Route::Mapped(m) = d.route(1) else {
             panic!()
         };
-        let pieces = translate_mapped(m, 0x1ff0, 0x20, Permissions::Read).unwrap();
+        let pieces = translate_mapped(&m, 0x1ff0, 0x20, Permissions::Read).unwrap();
         assert_eq!(
             pieces,
             vec![
@@ -606,35 +625,35 @@ mod tests {
             ]
         );
         assert_eq!(
-            translate_mapped(m, 0x1ff0, 0x20, Permissions::Write),
+            translate_mapped(&m, 0x1ff0, 0x20, Permissions::Write),
             Err(DmaFault::Forbidden { iova: 0x2000 })
         );
         assert_eq!(
-            translate_mapped(m, 0x2ff0, 0x20, Permissions::Read),
+            translate_mapped(&m, 0x2ff0, 0x20, Permissions::Read),
             Err(DmaFault::Unmapped { iova: 0x3000 })
         );
         assert_eq!(
-            translate_mapped(m, 0xff0, 0x20, Permissions::Read),
+            translate_mapped(&m, 0xff0, 0x20, Permissions::Read),
             Err(DmaFault::Unmapped { iova: 0xff0 })
         );
         assert_eq!(
-            translate_mapped(m, u64::MAX, 2, Permissions::Read),
+            translate_mapped(&m, u64::MAX, 2, Permissions::Read),
             Err(DmaFault::Unmapped { iova: u64::MAX })
         );
     }
 
     #[test]
     fn write_only_and_no_access_mappings_are_enforced() {
-        let mut d = attached();
+        let d = attached();
         d.map(&map_req(1, 0, 0xfff, MAP_F_WRITE)).unwrap();
         d.map(&map_req(1, 0x1000, 0x1fff, 0)).unwrap();
         let Route::Mapped(m) = d.route(1) else {
             panic!()
         };
-        assert!(translate_mapped(m, 0, 8, Permissions::Write).is_ok());
-        assert!(translate_mapped(m, 0, 8, Permissions::Read).is_err());
-        assert!(translate_mapped(m, 0x1000, 8, Permissions::Read).is_err());
-        assert!(translate_mapped(m, 0x1000, 8, Permissions::Write).is_err());
+        assert!(translate_mapped(&m, 0, 8, Permissions::Write).is_ok());
+        assert!(translate_mapped(&m, 0, 8, Permissions::Read).is_err());
+        assert!(translate_mapped(&m, 0x1000, 8, Permissions::Read).is_err());
+        assert!(translate_mapped(&m, 0x1000, 8, Permissions::Write).is_err());
     }
 
     #[test]
@@ -646,8 +665,10 @@ mod tests {
         let Route::Mapped(m) = d.route(1) else {
             panic!()
         };
-        let pieces = translate_mapped(m, 49_999 * 0x2000 + 8, 8, Permissions::Read).unwrap();
+        let pieces = translate_mapped(&m, 49_999 * 0x2000 + 8, 8, Permissions::Read).unwrap();
         assert_eq!(pieces[0].gpa, 49_999 * 0x2000 + 0x10_0008);
+        // The route read-locks the domain's mappings: let go before changing them.
+        drop(m);
         assert_eq!(d.unmap(1, 0, 100 * 0x2000 - 1), Ok(100));
         assert_eq!(d.total_mappings(), 49_900);
     }

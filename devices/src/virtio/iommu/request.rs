@@ -65,7 +65,7 @@ pub fn execute(shared: &IommuState, negotiated: u64, readable: &[u8], writable_l
         Request::Map(m) => shared
             .config
             .check_map(&m)
-            .and_then(|()| shared.domains_mut().map(&m))
+            .and_then(|()| shared.domains().map(&m))
             .map(|()| Stale::Nothing),
         Request::Unmap(u) => shared
             .config
@@ -85,7 +85,8 @@ pub fn execute(shared: &IommuState, negotiated: u64, readable: &[u8], writable_l
 /// Removes the mappings of `[start, last]` a chunk at a time; returns what went stale.
 fn unmap(shared: &IommuState, domain: u32, start: u64, last: u64) -> Result<Stale, Status> {
     loop {
-        let mut domains = shared.domains_mut();
+        // The outer lock only for reading: other domains' fills go on meanwhile.
+        let domains = shared.domains();
         let (_, done) = domains.unmap_some(domain, start, last, UNMAP_CHUNK)?;
         if done {
             return Ok(Stale::Range {

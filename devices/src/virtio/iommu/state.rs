@@ -9,7 +9,9 @@ use vm_memory::Permissions;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config::IommuConfig;
-use super::domains::{covering_mappings, Domains, Route};
+use std::collections::BTreeMap;
+
+use super::domains::{covering_mappings, Domains, Mapping, Route};
 use super::faults::{FaultQueue, FaultRateLimit};
 use super::protocol::{
     FaultRecord, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING,
@@ -140,6 +142,30 @@ impl IommuState {
         })
     }
 
+    fn fill_from(
+        &self,
+        route: Route<'_>,
+        tlb: &mut TlbEntries,
+        iova: u64,
+        len: u64,
+        access: Permissions,
+    ) -> Result<(), (u8, DmaFault)> {
+        match route {
+            Route::Unknown => Err((FAULT_R_UNKNOWN, DmaFault::Blocked { iova })),
+            Route::Unattached if self.bypass() => identity(tlb),
+            Route::Unattached => Err((FAULT_R_DOMAIN, DmaFault::Blocked { iova })),
+            Route::Bypass => identity(tlb),
+            Route::Mapped(mappings) => match self.msi_window_for(iova, len) {
+                // MSI writes pass untranslated, as the RESV_MEM MSI property promises.
+                Some((start, end)) if access == Permissions::Write => {
+                    tlb.insert(start, end, start, Permissions::Write);
+                    Ok(())
+                }
+                _ => fill_mapped(&mappings, tlb, iova, len, access),
+            },
+        }
+    }
+
     /// Fills `tlb` with the translations `endpoint` has for `[iova, iova + len)`, reporting
     /// a fault record when there are none.
     pub fn fill(
@@ -155,23 +181,8 @@ impl IommuState {
             Err((FAULT_R_MAPPING, DmaFault::Unmapped { iova }))
         } else {
             let domains = self.domains();
-            match domains.route(endpoint) {
-                Route::Unknown => Err((FAULT_R_UNKNOWN, DmaFault::Blocked { iova })),
-                Route::Unattached if self.bypass() => identity(tlb),
-                Route::Unattached => Err((FAULT_R_DOMAIN, DmaFault::Blocked { iova })),
-                Route::Bypass => identity(tlb),
-                // MSI writes pass untranslated, as the RESV_MEM MSI property promises.
-                Route::Mapped(_) if access == Permissions::Write => {
-                    match self.msi_window_for(iova, len) {
-                        Some((start, end)) => {
-                            tlb.insert(start, end, start, Permissions::Write);
-                            Ok(())
-                        }
-                        None => fill_mapped(&domains, endpoint, tlb, iova, len, access),
-                    }
-                }
-                Route::Mapped(_) => fill_mapped(&domains, endpoint, tlb, iova, len, access),
-            }
+            let route = domains.route(endpoint);
+            self.fill_from(route, tlb, iova, len, access)
         };
         result.map_err(|(reason, fault)| {
             self.report(FaultRecord {
@@ -185,18 +196,14 @@ impl IommuState {
     }
 }
 
+/// Whole mappings go into the IOTLB, so the next access to the same buffer hits.
 fn fill_mapped(
-    domains: &Domains,
-    endpoint: u32,
+    mappings: &BTreeMap<u64, Mapping>,
     tlb: &mut TlbEntries,
     iova: u64,
     len: u64,
     access: Permissions,
 ) -> Result<(), (u8, DmaFault)> {
-    let Route::Mapped(mappings) = domains.route(endpoint) else {
-        return Err((FAULT_R_DOMAIN, DmaFault::Blocked { iova }));
-    };
-    // Whole mappings go into the IOTLB, so the next access to the same buffer hits.
     for (start, mapping) in
         covering_mappings(mappings, iova, len, access).map_err(|f| (FAULT_R_MAPPING, f))?
     {
