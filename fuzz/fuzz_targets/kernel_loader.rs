@@ -255,7 +255,7 @@ fuzz_target!(|data: &[u8]| {
         );
         assert_eq!(
             read(&mem, addr, size as usize),
-            initrd_bytes,
+            &initrd_bytes[..size as usize],
             "initrd contents"
         );
     }
