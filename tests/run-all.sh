@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests on /dev/kvm, and the
-# nested rig (real Linux guests under real KVM). Installs what it needs when run as root.
+# The whole test suite: formatting, lints, unit and integration tests on /dev/kvm, a short
+# run of every fuzz target, and the nested rig (real Linux guests under real KVM). Installs
+# what it needs when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path resources/unikernel/Cargo.toml -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
@@ -29,6 +31,9 @@ cargo test --workspace
 
 step "benchmarks build"
 cargo bench --workspace --no-run
+
+step "fuzz targets (short run)"
+tests/fuzz.sh "${NESTOR_FUZZ_SECONDS:-30}"
 
 if [ "${NESTOR_SKIP_RIG:-0}" = 1 ]; then
     echo "run-all: NESTOR_SKIP_RIG=1: the nested rig was NOT run" >&2

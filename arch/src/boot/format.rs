@@ -60,6 +60,7 @@ enum ElfCheck {
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 const EM_X86_64: u16 = 62;
+const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// Notes larger than this are not PVH notes; the bound keeps a hostile file from costing much.
@@ -95,7 +96,9 @@ fn has_pvh_note<K: Read + Seek>(image: &mut K) -> std::io::Result<ElfCheck> {
     }
     for i in 0..phnum.min(MAX_PROGRAM_HEADERS) {
         let mut phdr = [0u8; 56];
-        image.seek(SeekFrom::Start(phoff + u64::from(i) * u64::from(phentsize)))?;
+        image.seek(SeekFrom::Start(
+            phoff.saturating_add(u64::from(i) * u64::from(phentsize)),
+        ))?;
         if read_up_to(image, &mut phdr)? < phdr.len() || le32(&phdr, 0) != PT_NOTE {
             continue;
         }
@@ -108,6 +111,30 @@ fn has_pvh_note<K: Read + Seek>(image: &mut K) -> std::io::Result<ElfCheck> {
         }
     }
     Ok(ElfCheck::NoPvhNote)
+}
+
+/// The lowest physical address a PT_LOAD segment with file bytes loads at (the loader
+/// copies only those), if the ELF has any; rewinds `image` afterwards.
+pub(super) fn lowest_load_address<K: Read + Seek>(image: &mut K) -> std::io::Result<Option<u64>> {
+    let mut ehdr = [0u8; 64];
+    image.seek(SeekFrom::Start(0))?;
+    let mut lowest = None;
+    if read_up_to(image, &mut ehdr)? == ehdr.len() {
+        let (phoff, phnum) = (le64(&ehdr, 32), le16(&ehdr, 56));
+        for i in 0..u64::from(phnum) {
+            let mut phdr = [0u8; 56];
+            image.seek(SeekFrom::Start(phoff.saturating_add(i * 56)))?;
+            let loads = read_up_to(image, &mut phdr)? == phdr.len()
+                && le32(&phdr, 0) == PT_LOAD
+                && le64(&phdr, 32) > 0;
+            if loads {
+                let paddr = le64(&phdr, 24);
+                lowest = Some(lowest.map_or(paddr, |l: u64| l.min(paddr)));
+            }
+        }
+    }
+    image.seek(SeekFrom::Start(0))?;
+    Ok(lowest)
 }
 
 fn notes_contain_pvh_entry(mut notes: &[u8]) -> bool {
@@ -217,6 +244,17 @@ mod tests {
         assert!(matches!(
             detect_format(&mut Cursor::new(b"\x7fELF\x01\x01".to_vec())),
             Err(BootError::UnknownFormat)
+        ));
+    }
+
+    #[test]
+    fn program_headers_past_the_end_of_the_address_space_are_no_pvh_note() {
+        let mut elf = elf_with_note(&note(b"Xen\0", 18, &[0; 4]));
+        elf[32..40].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+        elf[56..58].copy_from_slice(&2u16.to_le_bytes());
+        assert!(matches!(
+            detect_format(&mut Cursor::new(elf)),
+            Err(BootError::NoPvhEntry)
         ));
     }
 

@@ -30,6 +30,10 @@ pub enum BootError {
     NoPvhEntry,
     #[error("the bzImage is not a 64-bit relocatable kernel (boot protocol {0:#x}, need 2.12+)")]
     OldBzImage(u16),
+    #[error(
+        "the ELF kernel loads a segment at {0:#x}, below 1 MiB where nestor's boot structures live"
+    )]
+    LoadsBelowHighMemory(u64),
     #[error("cannot load the kernel: {0}; is --memory large enough for it?")]
     Load(#[from] loader::Error),
     #[error("the command line is too long (at most {max} bytes)")]
@@ -89,8 +93,13 @@ where
     let cmdline_size = request.cmdline.len() + 1;
     match format {
         KernelFormat::BzImage => {
-            let loaded =
-                loader::BzImage::load(mem, None, request.kernel, Some(GuestAddress(HIMEM_START)))?;
+            // At 1 MiB whatever code32_start says: the 64-bit entry nestor jumps to is there.
+            let loaded = loader::BzImage::load(
+                mem,
+                Some(GuestAddress(HIMEM_START)),
+                request.kernel,
+                Some(GuestAddress(HIMEM_START)),
+            )?;
             let header = loaded.setup_header.ok_or(BootError::UnknownFormat)?;
             // The kernel decompresses in place and needs init_size bytes from its start.
             let kernel_end = loaded
@@ -113,6 +122,14 @@ where
             )
         }
         KernelFormat::PvhElf => {
+            // Below 1 MiB lie the command line, the boot structures and the ACPI tables,
+            // some written before the kernel: a segment there would silently replace them.
+            if let Some(addr) = format::lowest_load_address(request.kernel)
+                .map_err(BootError::Read)?
+                .filter(|&addr| addr < HIMEM_START)
+            {
+                return Err(BootError::LoadsBelowHighMemory(addr));
+            }
             let loaded =
                 loader::Elf::load(mem, None, request.kernel, Some(GuestAddress(HIMEM_START)))?;
             let entry = match loaded.pvh_boot_cap {
@@ -152,4 +169,103 @@ fn to_cmdline(text: &str) -> Result<loader::Cmdline, BootError> {
 pub struct InitrdPlacement {
     pub addr: GuestAddress,
     pub size: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use vm_memory::Bytes;
+
+    use super::*;
+
+    fn ram() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap()
+    }
+
+    fn boot(mem: &GuestMemoryMmap, image: Vec<u8>) -> Result<BootEntry, BootError> {
+        load(
+            mem,
+            BootRequest {
+                kernel: &mut Cursor::new(image),
+                cmdline: "console=ttyS0",
+                initrd: None,
+                memory_size: 4 << 20,
+                rsdp: GuestAddress(0xe_0000),
+            },
+        )
+    }
+
+    /// An ELF with a PVH entry note and one loadable segment of `payload` at `paddr`.
+    fn pvh_elf(paddr: u64, payload: &[u8]) -> Vec<u8> {
+        let mut note = Vec::new();
+        for v in [4u32, 4, 18] {
+            note.extend(v.to_le_bytes());
+        }
+        note.extend(b"Xen\0");
+        note.extend((HIMEM_START as u32).to_le_bytes());
+        let data_at = 64 + 2 * 56;
+        let mut elf = vec![0u8; data_at];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+        elf[24..32].copy_from_slice(&HIMEM_START.to_le_bytes());
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+        elf[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let segments = [
+            (4u32, data_at, 0, note.len()),
+            (1, data_at + note.len(), paddr, payload.len()),
+        ];
+        for (i, (kind, offset, paddr, size)) in segments.into_iter().enumerate() {
+            let h = &mut elf[64 + 56 * i..64 + 56 * (i + 1)];
+            h[0..4].copy_from_slice(&kind.to_le_bytes());
+            h[8..16].copy_from_slice(&(offset as u64).to_le_bytes());
+            h[24..32].copy_from_slice(&paddr.to_le_bytes());
+            h[32..40].copy_from_slice(&(size as u64).to_le_bytes());
+            h[40..48].copy_from_slice(&(size as u64).to_le_bytes());
+        }
+        elf.extend(note);
+        elf.extend(payload);
+        elf
+    }
+
+    #[test]
+    fn an_elf_segment_below_1_mib_is_refused_before_it_overwrites_the_command_line() {
+        let mem = ram();
+        let image = pvh_elf(CMDLINE_START, &[0u8; 64]);
+        assert!(matches!(
+            boot(&mem, image),
+            Err(BootError::LoadsBelowHighMemory(CMDLINE_START))
+        ));
+        let image = pvh_elf(HIMEM_START, &[0xc3; 64]);
+        assert!(boot(&mem, image).is_ok());
+        let mut cmdline = [0u8; 14];
+        mem.read_slice(&mut cmdline, GuestAddress(CMDLINE_START))
+            .unwrap();
+        assert_eq!(&cmdline, b"console=ttyS0\0");
+    }
+
+    #[test]
+    fn a_bzimage_loads_at_1_mib_whatever_code32_start_says() {
+        let mem = ram();
+        let mut image = vec![0u8; 2 * 512];
+        image[0x1f1] = 1;
+        image[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        image[0x211] = 1;
+        image[0x214..0x218].copy_from_slice(&0x20_0000u32.to_le_bytes());
+        image.extend([0xc3; 512]);
+        let entry = boot(&mem, image).unwrap();
+        let mut kernel = [0u8; 512];
+        mem.read_slice(&mut kernel, GuestAddress(HIMEM_START))
+            .unwrap();
+        assert_eq!(
+            kernel, [0xc3; 512],
+            "the kernel is where the entry point expects it"
+        );
+        assert_eq!(entry.entry, GuestAddress(HIMEM_START + 0x200));
+    }
 }

@@ -67,6 +67,35 @@ pub struct ConsoleHandler {
 }
 
 impl ConsoleHandler {
+    /// Serves the queues given (the receive queue is position 0 of the worker's queue list
+    /// when present, the transmit queue the next), writing output to `output` and taking
+    /// input from `input`.
+    pub fn new(
+        mem: DmaMemory,
+        receive: Option<QueueServer>,
+        transmit: Option<QueueServer>,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        output: Arc<Mutex<ConsoleOutput>>,
+        input: Option<Arc<File>>,
+    ) -> Self {
+        let queue_indices = receive
+            .iter()
+            .map(|_| RECEIVE_QUEUE)
+            .chain(transmit.iter().map(|_| TRANSMIT_QUEUE))
+            .collect();
+        Self {
+            mem,
+            receive,
+            transmit,
+            interrupt,
+            queue_indices,
+            output,
+            input,
+            pending: VecDeque::new(),
+            buffer: vec![0; MAX_OUTPUT_PER_CHAIN],
+        }
+    }
+
     fn transmit(&mut self, budget: usize) -> bool {
         let Some(server) = self.transmit.as_mut() else {
             return false;
@@ -160,31 +189,32 @@ impl VirtioDevice for Console {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let mut receive = None;
-        let mut transmit = None;
-        let mut fds = Vec::new();
-        let mut queue_indices = Vec::new();
+        let (mut receive, mut transmit) = (None, None);
+        let (mut receive_fd, mut transmit_fd) = (None, None);
         for q in ctx.queues {
             match usize::from(q.index) {
-                RECEIVE_QUEUE => receive = Some(QueueServer::new(q.queue, q.index)),
-                TRANSMIT_QUEUE => transmit = Some(QueueServer::new(q.queue, q.index)),
-                _ => continue,
+                RECEIVE_QUEUE => {
+                    receive = Some(QueueServer::new(q.queue, q.index));
+                    receive_fd = Some(q.notifier);
+                }
+                TRANSMIT_QUEUE => {
+                    transmit = Some(QueueServer::new(q.queue, q.index));
+                    transmit_fd = Some(q.notifier);
+                }
+                _ => {}
             }
-            queue_indices.push(usize::from(q.index));
-            fds.push(q.notifier);
         }
+        // In the handler's queue positions: receive first.
+        let fds = receive_fd.into_iter().chain(transmit_fd).collect();
         let input_fds = self.input.iter().map(|f| f.as_raw_fd()).collect();
-        let handler = ConsoleHandler {
-            mem: ctx.mem,
+        let handler = ConsoleHandler::new(
+            ctx.mem,
             receive,
             transmit,
-            interrupt: ctx.interrupt,
-            queue_indices,
-            output: self.output.clone(),
-            input: self.input.clone(),
-            pending: VecDeque::new(),
-            buffer: vec![0; MAX_OUTPUT_PER_CHAIN],
-        };
+            ctx.interrupt,
+            self.output.clone(),
+            self.input.clone(),
+        );
         self.worker = Some(Worker::spawn(&self.spec, fds, input_fds, handler)?);
         Ok(())
     }

@@ -15,7 +15,7 @@ pub struct IommuEndpoint {
 }
 
 impl IommuEndpoint {
-    pub(super) fn new(id: u32, state: Arc<IommuState>) -> Self {
+    pub fn new(id: u32, state: Arc<IommuState>) -> Self {
         Self { id, state }
     }
 

@@ -76,8 +76,12 @@ pub fn deliver_faults(
         let Some(record) = next else {
             return Served::Declined;
         };
+        // A chain with a buffer the device cannot reach is returned before anything is
+        // written: the record could land in its first buffers and then fail, leaving a
+        // partial record in a buffer returned as empty.
         let written = chain.is_ok_and(|chain| {
-            total_len(chain.writable) as usize >= FAULT_RECORD_SIZE
+            chain.unreachable.is_none()
+                && total_len(chain.writable) as usize >= FAULT_RECORD_SIZE
                 && write_stream(mem, chain.writable, 0, &record.to_bytes()).is_ok()
         });
         if written {

@@ -58,3 +58,23 @@ fn a_buffer_too_small_returns_empty_and_the_record_takes_the_next() {
     assert_eq!(used, vec![(0, 0), (1, 24)]);
     assert_eq!(record_at(&rig, BUFFERS_AT + 16).address, 0x1000);
 }
+
+#[test]
+fn a_chain_with_an_unreachable_buffer_is_returned_untouched_and_the_record_waits() {
+    let rig = Rig::new();
+    let _ = rig.translator(DISK).translate(0x1000, 4, Permissions::Read);
+    rig.mem
+        .write_slice(&[0xa5; 16], GuestAddress(BUFFERS_AT))
+        .unwrap();
+    // The first 16 bytes are in RAM, the last 8 past its end.
+    let used = rig.deliver_into_chain(&[(BUFFERS_AT, 16), (0x100_0000, 8)]);
+    assert_eq!(used, vec![(0, 0)]);
+    let mut bytes = [0u8; 16];
+    rig.mem
+        .read_slice(&mut bytes, GuestAddress(BUFFERS_AT))
+        .unwrap();
+    assert_eq!(bytes, [0xa5; 16], "nothing written into a returned buffer");
+    assert_eq!(rig.state.faults().pending(), 1);
+    assert_eq!(rig.deliver_into(BUFFERS_AT, &[24]), vec![(0, 24)]);
+    assert_eq!(record_at(&rig, BUFFERS_AT).address, 0x1000);
+}

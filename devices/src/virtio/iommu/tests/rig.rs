@@ -219,6 +219,28 @@ impl Rig {
         (0..used_idx).map(|i| self.used_entry(&mq, i)).collect()
     }
 
+    /// Posts one eventq chain of writable `(addr, len)` buffers, delivers pending faults, and
+    /// returns the used entries `(id, len)` that came back.
+    pub fn deliver_into_chain(&self, buffers: &[(u64, u32)]) -> Vec<(u32, u32)> {
+        let mq = self.fresh_queue();
+        let descs: Vec<(u64, u32, u16)> = buffers
+            .iter()
+            .map(|&(addr, len)| (addr, len, VRING_DESC_F_WRITE as u16))
+            .collect();
+        mq.add_desc_chains(&chain(&descs), 0).unwrap();
+        let queue: Queue = mq.create_queue().unwrap();
+        let mut server = QueueServer::new(queue, 1);
+        deliver_faults(
+            &self.state,
+            &self.own_memory(),
+            &mut server,
+            &NoInterrupt,
+            usize::MAX,
+        );
+        let used_idx: u16 = self.mem.read_obj(mq.used_addr().unchecked_add(2)).unwrap();
+        (0..used_idx).map(|i| self.used_entry(&mq, i)).collect()
+    }
+
     /// A queue at guest address 0 with empty rings (the previous request's are wiped).
     fn fresh_queue(&self) -> MockSplitQueue<'_, GuestMemoryMmap> {
         self.mem
