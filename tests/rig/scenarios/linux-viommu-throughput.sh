@@ -26,6 +26,27 @@ uptime_cs() { awk '{ split($1, t, "."); print t[1] * 100 + t[2] }' /proc/uptime;
 # image_sha FIRST_MIB MIB: checksum of a range of the disk image.
 image_sha() { dd if="$disk" bs=1M skip="$1" count="$2" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
+# report [MODE]: MB/s of MODE's measurements; with no MODE, translated over
+# untranslated MB/s per block size.
+report() {
+    awk -v mode="${1:-}" '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        r = f["bytes"] / (f["usec"] > 0 ? f["usec"] : 1)
+        rate[f["mode"], f["bs"], f["op"]] = r
+        if (f["mode"] == mode)
+            printf "throughput mode=%s bs=%s op=%s MB/s=%.2f bytes=%s usec=%s ios=%s io_ms=%s\n",
+                mode, f["bs"], f["op"], r, f["bytes"], f["usec"], f["ios"], f["io_ms"]
+    } END {
+        if (mode != "") exit
+        split("1M 4K", sizes, " "); split("strict lazy", modes, " ")
+        for (s = 1; s <= 2; s++) for (m = 1; m <= 2; m++)
+            printf "throughput bs=%s %s/untranslated write=%.3f read=%.3f\n",
+                sizes[s], modes[m],
+                rate[modes[m], sizes[s], "write"] / rate["untranslated", sizes[s], "write"],
+                rate[modes[m], sizes[s], "read"] / rate["untranslated", sizes[s], "read"]
+    }' "$results" | while read -r line; do rig_info "$line"; done
+}
+
 # run_mode MODE DISK_SUFFIX DOMAIN CMDLINE_EXTRA: one nestor run measuring MODE;
 # DOMAIN is the IOMMU domain type the guest must give the disk (none: no IOMMU).
 run_mode() {
@@ -62,6 +83,7 @@ run_mode() {
     done
     grep '^GUEST tput mode=' "$out" | tr -d '\r' | sed 's/^GUEST tput //' >> "$results"
     [ "$(grep -c "^mode=$mode " "$results")" = 4 ] || rig_fail "$mode: expected 4 measurements"
+    report "$mode"
     rig_pass "$mode"
 }
 
@@ -69,17 +91,4 @@ run_mode untranslated "" none ""
 run_mode strict ",iommu=on" DMA "iommu.strict=1"
 run_mode lazy ",iommu=on" DMA-FQ "iommu.strict=0"
 
-# MB/s per measurement, then translated/untranslated per block size.
-awk '{
-    for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-    rate[f["mode"], f["bs"], f["op"]] = f["bytes"] / (f["usec"] > 0 ? f["usec"] : 1)
-    printf "throughput mode=%s bs=%s op=%s MB/s=%.2f bytes=%s usec=%s ios=%s io_ms=%s\n",
-        f["mode"], f["bs"], f["op"], rate[f["mode"], f["bs"], f["op"]], f["bytes"], f["usec"],
-        f["ios"], f["io_ms"]
-} END {
-    split("1M 4K", sizes, " "); split("strict lazy", modes, " ")
-    for (s = 1; s <= 2; s++) for (m = 1; m <= 2; m++)
-        printf "throughput bs=%s %s/untranslated write=%.3f read=%.3f\n", sizes[s], modes[m],
-            rate[modes[m], sizes[s], "write"] / rate["untranslated", sizes[s], "write"],
-            rate[modes[m], sizes[s], "read"] / rate["untranslated", sizes[s], "read"]
-}' "$results" | while read -r line; do rig_info "$line"; done
+report
