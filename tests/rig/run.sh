@@ -2,7 +2,8 @@
 # The nested rig: QEMU (TCG, emulated SVM + AMD IOMMU) boots a small Linux
 # rig host (L2) that runs nestor on its own /dev/kvm against a Linux guest (L3).
 #
-# usage: tests/rig/run.sh [SCENARIO...]     (no arguments: every scenario)
+# usage: tests/rig/run.sh [SCENARIO...]     (no arguments: every scenario
+#                                           without a "# rig-default: no" header)
 # Prints "RIG NAME ok|FAIL reason" per scenario, then
 # "RIG done passed=N failed=M pending=P"; exits 0 only if nothing failed
 # (pending scenarios excepted), 2 if host packages are missing and it cannot
@@ -26,7 +27,9 @@ set -euo pipefail
 scenarios=("$@")
 if [[ ${#scenarios[@]} -eq 0 ]]; then
     for f in "$rig_dir"/scenarios/*.sh; do
-        [[ $f == *.host.sh ]] || scenarios+=("$(basename "$f" .sh)")
+        [[ $f == *.host.sh ]] && continue
+        [[ $(scenario_meta "$f" default yes) == no ]] && continue
+        scenarios+=("$(basename "$f" .sh)")
     done
 fi
 
