@@ -43,9 +43,18 @@ pub fn open_locked(path: &Path, read_only: bool) -> Result<File, DiskImageError>
     } else {
         libc::F_WRLCK
     };
-    match lock(&file, kind) {
+    // A holder that lets go between the refused lock and the look at it gets one retry.
+    match lock(&file, kind).or_else(|e| match holder(&file, kind) {
+        Some(false) => lock(&file, kind),
+        _ => Err(e),
+    }) {
         Ok(()) => Ok(file),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+        // A kernel without file locking answers every F_OFD_SETLK with EACCES too; only
+        // a lock that F_OFD_GETLK can see means someone holds the image.
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES))
+                && holder(&file, kind) == Some(true) =>
+        {
             Err(DiskImageError::InUse {
                 path: path.into(),
                 read_only,
@@ -62,8 +71,8 @@ pub fn open_locked(path: &Path, read_only: bool) -> Result<File, DiskImageError>
     }
 }
 
-fn lock(file: &File, kind: libc::c_int) -> io::Result<()> {
-    let request = libc::flock {
+fn request(kind: libc::c_int) -> libc::flock {
+    libc::flock {
         l_type: kind as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
         l_start: 0,
@@ -71,7 +80,11 @@ fn lock(file: &File, kind: libc::c_int) -> io::Result<()> {
         l_len: 0,
         // Must be zero for OFD locks.
         l_pid: 0,
-    };
+    }
+}
+
+fn lock(file: &File, kind: libc::c_int) -> io::Result<()> {
+    let request = request(kind);
     // SAFETY: `file` is an open descriptor and `request` outlives the call, which only reads
     // it.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &request) };
@@ -79,6 +92,15 @@ fn lock(file: &File, kind: libc::c_int) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether another open file description holds a lock that conflicts with `kind`; None
+/// when the kernel has no file locking (F_OFD_GETLK fails).
+fn holder(file: &File, kind: libc::c_int) -> Option<bool> {
+    let mut probe = request(kind);
+    // SAFETY: as in `lock`; the kernel writes the conflicting lock, if any, into `probe`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) };
+    (rc == 0).then_some(probe.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 #[cfg(test)]
