@@ -103,6 +103,14 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
     /// Stops the worker and forgets the queues; the device is as new afterwards.
     fn reset(&mut self);
+    /// Queues (a bit per index) the device serves on the notifying vCPU, synchronously,
+    /// rather than on its worker: for requests the driver spins on, where waking another
+    /// thread costs more than the request.
+    fn inline_queues(&self) -> u64 {
+        0
+    }
+    /// The driver notified inline queue `index`.
+    fn notify_inline(&mut self, _index: u16) {}
 }
 
 /// Copies the window `[offset, offset + data.len())` of `config` into `data`, zero past the end.

@@ -7,7 +7,7 @@ use super::endpoint::IommuEndpoint;
 use super::faults::{FaultCounters, FaultRateLimit};
 use super::protocol::{features, CONFIG_BYPASS_OFFSET, DEVICE_ID, EVENT_QUEUE, REQUEST_QUEUE};
 use super::state::IommuState;
-use super::worker::IommuQueues;
+use super::worker::{InlineRequests, IommuQueues};
 use crate::dma::{DeviceDma, DeviceTlb};
 use crate::virtio::device::read_config_bytes;
 use crate::virtio::worker::Worker;
@@ -27,6 +27,7 @@ pub struct Iommu {
     state: Arc<IommuState>,
     worker_spec: WorkerSpec,
     worker: Option<Worker>,
+    requests: Option<InlineRequests>,
 }
 
 impl Iommu {
@@ -43,6 +44,7 @@ impl Iommu {
             state: Arc::new(IommuState::new(config, rate)?),
             worker_spec,
             worker: None,
+            requests: None,
         })
     }
 
@@ -105,14 +107,17 @@ impl VirtioDevice for Iommu {
             )));
         }
         self.stop_worker();
-        let (queues, notifiers) = IommuQueues::new(
+        let (mut requests, events, eventq) = IommuQueues::new(
             self.state.clone(),
             ctx.acked_features,
             ctx.mem,
             ctx.queues,
             ctx.interrupt,
         );
-        self.worker = Some(queues.start(&self.worker_spec, notifiers)?);
+        self.worker = Some(events.start(&self.worker_spec, eventq)?);
+        // Requests the driver queued (and notified) before DRIVER_OK.
+        requests.serve();
+        self.requests = Some(requests);
         Ok(())
     }
 
@@ -120,7 +125,20 @@ impl VirtioDevice for Iommu {
     /// the `bypass` byte stays (the spec keeps it across device reset).
     fn reset(&mut self) {
         self.stop_worker();
+        self.requests = None;
         self.state.reset();
+    }
+
+    fn inline_queues(&self) -> u64 {
+        1 << REQUEST_QUEUE
+    }
+
+    fn notify_inline(&mut self, index: u16) {
+        if usize::from(index) == REQUEST_QUEUE {
+            if let Some(requests) = self.requests.as_mut() {
+                requests.serve();
+            }
+        }
     }
 }
 

@@ -1,10 +1,14 @@
-//! The virtio-iommu's queue handler, run by the generic device worker: the requestq, the
-//! eventq, and the fault eventfd that says records are waiting.
+//! The virtio-iommu's queues. The requestq is served inline, on the vCPU that notified it:
+//! Linux spins on each request with interrupts off until it is answered, and waking a worker
+//! thread for it costs far more than the request (in a nested guest, where the spinning vCPU
+//! may hold the CPU the worker needs, milliseconds). The eventq and the fault eventfd that
+//! says records are waiting are served by the generic device worker.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use super::protocol::{EVENT_QUEUE, REQUEST_QUEUE};
+use vmm_sys_util::eventfd::EventFd;
+
 use super::queues::{deliver_faults, serve_requests};
 use super::state::IommuState;
 use crate::dma::DmaMemory;
@@ -14,51 +18,70 @@ use crate::virtio::{ActiveQueue, VirtioInterrupt, WorkerSpec};
 
 pub struct IommuQueues {
     state: Arc<IommuState>,
-    negotiated: u64,
     mem: DmaMemory,
-    requests: QueueServer,
     events: QueueServer,
     interrupt: Arc<dyn VirtioInterrupt>,
 }
 
+/// The requestq, served by whoever notifies it.
+pub struct InlineRequests {
+    state: Arc<IommuState>,
+    negotiated: u64,
+    mem: DmaMemory,
+    requests: QueueServer,
+    interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+impl InlineRequests {
+    /// Serves every available request. Unbounded on purpose: notifications stay off while
+    /// requests are served, so a request left behind would wait for a kick that never comes;
+    /// what a guest can add meanwhile is bounded by its own vCPUs.
+    pub fn serve(&mut self) {
+        serve_requests(
+            &self.state,
+            self.negotiated,
+            &self.mem,
+            &mut self.requests,
+            self.interrupt.as_ref(),
+            usize::MAX,
+        );
+    }
+}
+
 impl IommuQueues {
-    /// `queues` are the requestq and the eventq, in that order (checked by the caller).
+    /// Splits the requestq and the eventq (`queues`, in that order, checked by the caller)
+    /// into the inline requests and the worker's part.
     pub fn new(
         state: Arc<IommuState>,
         negotiated: u64,
         mem: DmaMemory,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<dyn VirtioInterrupt>,
-    ) -> (Self, Vec<Arc<vmm_sys_util::eventfd::EventFd>>) {
-        let mut notifiers = Vec::new();
-        let mut servers = queues.into_iter().map(|q| {
-            notifiers.push(q.notifier);
-            QueueServer::new(q.queue, q.index)
-        });
-        let requests = servers.next().expect("the requestq");
-        let events = servers.next().expect("the eventq");
-        drop(servers);
-        (
-            Self {
-                state,
-                negotiated,
-                mem,
-                requests,
-                events,
-                interrupt,
-            },
-            notifiers,
-        )
+    ) -> (InlineRequests, Self, Arc<EventFd>) {
+        let mut queues = queues.into_iter();
+        let (Some(requestq), Some(eventq)) = (queues.next(), queues.next()) else {
+            unreachable!("the caller checked for both queues");
+        };
+        let requests = InlineRequests {
+            state: state.clone(),
+            negotiated,
+            mem: mem.clone(),
+            requests: QueueServer::new(requestq.queue, requestq.index),
+            interrupt: interrupt.clone(),
+        };
+        let events = Self {
+            state,
+            mem,
+            events: QueueServer::new(eventq.queue, eventq.index),
+            interrupt,
+        };
+        (requests, events, eventq.notifier)
     }
 
-    /// Starts serving on `spec`'s thread.
-    pub fn start(
-        self,
-        spec: &WorkerSpec,
-        notifiers: Vec<Arc<vmm_sys_util::eventfd::EventFd>>,
-    ) -> std::io::Result<Worker> {
+    /// Starts serving the eventq on `spec`'s thread.
+    pub fn start(self, spec: &WorkerSpec, eventq: Arc<EventFd>) -> std::io::Result<Worker> {
         let fault_fd = self.state.fault_event().as_raw_fd();
-        Worker::spawn(spec, notifiers, vec![fault_fd], self)
+        Worker::spawn(spec, vec![eventq], vec![fault_fd], self)
     }
 
     fn serve_events(&mut self, budget: usize) -> bool {
@@ -73,19 +96,9 @@ impl IommuQueues {
 }
 
 impl QueueHandler for IommuQueues {
-    fn process_queue(&mut self, position: usize, budget: usize) -> bool {
-        match position {
-            REQUEST_QUEUE => serve_requests(
-                &self.state,
-                self.negotiated,
-                &self.mem,
-                &mut self.requests,
-                self.interrupt.as_ref(),
-                budget,
-            ),
-            EVENT_QUEUE => self.serve_events(budget),
-            _ => false,
-        }
+    /// The worker watches only the eventq.
+    fn process_queue(&mut self, _position: usize, budget: usize) -> bool {
+        self.serve_events(budget)
     }
 
     /// Fault records were queued.

@@ -599,9 +599,14 @@ impl PciDevice for VirtioPciDevice {
                 self.device.write_config(o - DEVICE_OFFSET, data)
             }
             o if (NOTIFY_OFFSET..NOTIFY_OFFSET + NOTIFY_LEN).contains(&o) => {
-                // Reached only when no ioeventfd is registered for this address.
+                // Reached for inline queues, and for others when no ioeventfd is registered.
                 let index = ((o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER)) as usize;
-                if let Some(fd) = self.notifiers.get(index) {
+                let bit = 1u64.checked_shl(index as u32).unwrap_or(0);
+                if self.device.inline_queues() & bit != 0 {
+                    if self.activated {
+                        self.device.notify_inline(index as u16);
+                    }
+                } else if let Some(fd) = self.notifiers.get(index) {
                     let _ = fd.write(1);
                 }
             }
@@ -618,9 +623,12 @@ impl PciDevice for VirtioPciDevice {
         if bar != usize::from(VIRTIO_BAR) {
             return Vec::new();
         }
+        // Inline queues' notifications must reach the device through the bus.
+        let inline = self.device.inline_queues();
         self.notifiers
             .iter()
             .enumerate()
+            .filter(|&(i, _)| inline & 1u64.checked_shl(i as u32).unwrap_or(0) == 0)
             .map(|(i, fd)| {
                 (
                     NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_MULTIPLIER),
