@@ -1,14 +1,15 @@
 //! The translations a device's IOTLB holds: non-overlapping IOVA ranges, each with its
-//! guest-physical start and permissions, sorted, found with one binary search.
+//! guest-physical start and permissions, in an ordered map.
 //!
 //! vm-memory's `Iotlb` answers a lookup with three range-map searches and allocates on a
-//! miss; on the DMA path, where every ring and buffer access looks up, one binary search over
-//! a few entries and no allocation is what makes translated DMA cost what untranslated DMA
-//! costs. Inserting shifts the array, which is cheap at the sizes an IOTLB keeps.
-//!
-//! In front of the array, a small direct-mapped cache by 4 KiB page answers the common
-//! access (one buffer inside one mapping) with one comparison. It is written only when
-//! entries change, so lookups stay read-only under the IOTLB's read lock.
+//! miss. Here a small direct-mapped cache by 4 KiB page, in front of the map, answers the
+//! common access (one buffer inside one mapping) with one comparison, and a miss costs one
+//! map search; that is what makes translated DMA cost what untranslated DMA costs. The cache
+//! is written only when entries change, so lookups stay read-only under the IOTLB's read
+//! lock. The map (not a sorted array) keeps inserts and removals O(log n) when a guest keeps
+//! thousands of mappings live, as Linux's lazy mode does.
+
+use std::collections::BTreeMap;
 
 use vm_memory::Permissions;
 
@@ -51,8 +52,8 @@ fn slot(iova: u64) -> usize {
 
 #[derive(Debug)]
 pub struct TlbEntries {
-    /// Sorted by `start`; no two overlap.
-    sorted: Vec<TlbEntry>,
+    /// By `start`; no two overlap.
+    by_start: BTreeMap<u64, TlbEntry>,
     /// Slot `slot(page)` may hold the entry containing that page.
     cache: [Option<TlbEntry>; CACHE_SLOTS],
 }
@@ -60,7 +61,7 @@ pub struct TlbEntries {
 impl Default for TlbEntries {
     fn default() -> Self {
         Self {
-            sorted: Vec::new(),
+            by_start: BTreeMap::new(),
             cache: [None; CACHE_SLOTS],
         }
     }
@@ -82,10 +83,10 @@ impl TlbEntries {
     /// The entry containing `iova`, if any.
     #[inline]
     pub fn find(&self, iova: u64) -> Option<&TlbEntry> {
-        let after = self.sorted.partition_point(|e| e.start <= iova);
-        after
-            .checked_sub(1)
-            .map(|i| &self.sorted[i])
+        self.by_start
+            .range(..=iova)
+            .next_back()
+            .map(|(_, e)| e)
             .filter(|e| e.last >= iova)
     }
 
@@ -115,17 +116,17 @@ impl TlbEntries {
         if start > last {
             return;
         }
-        if self.sorted.len() >= MAX_ENTRIES {
+        if self.by_start.len() >= MAX_ENTRIES {
             self.clear();
         }
-        let at = self.remove(start, last);
+        self.remove(start, last);
         let entry = TlbEntry {
             start,
             last,
             gpa,
             access,
         };
-        self.sorted.insert(at, entry);
+        self.by_start.insert(start, entry);
         let pages = (last >> PAGE_SHIFT) - (start >> PAGE_SHIFT);
         if pages >= CACHE_SLOTS as u64 {
             self.cache = [Some(entry); CACHE_SLOTS];
@@ -136,35 +137,41 @@ impl TlbEntries {
         }
     }
 
-    /// Drops every entry overlapping `[start, last]`; returns where an entry starting at
-    /// `start` now belongs.
-    pub fn remove(&mut self, start: u64, last: u64) -> usize {
-        // Entries overlapping the range are contiguous: from the first whose end reaches
-        // `start` to the last that starts at or before `last`.
-        let from = self.sorted.partition_point(|e| e.last < start);
-        let to = self.sorted.partition_point(|e| e.start <= last);
-        if from < to {
-            self.sorted.drain(from..to);
-            for cached in &mut self.cache {
-                if cached.is_some_and(|e| e.start <= last && e.last >= start) {
-                    *cached = None;
-                }
+    /// Drops every entry overlapping `[start, last]`.
+    pub fn remove(&mut self, start: u64, last: u64) {
+        // Entries do not overlap: those overlapping the range are the ones starting at or
+        // before `last`, walking down while they still reach `start`.
+        let doomed: Vec<u64> = self
+            .by_start
+            .range(..=last)
+            .rev()
+            .take_while(|(_, e)| e.last >= start)
+            .map(|(&s, _)| s)
+            .collect();
+        if doomed.is_empty() {
+            return;
+        }
+        for s in doomed {
+            self.by_start.remove(&s);
+        }
+        for cached in &mut self.cache {
+            if cached.is_some_and(|e| e.start <= last && e.last >= start) {
+                *cached = None;
             }
         }
-        from
     }
 
     pub fn clear(&mut self) {
-        self.sorted.clear();
+        self.by_start.clear();
         self.cache = [None; CACHE_SLOTS];
     }
 
     pub fn len(&self) -> usize {
-        self.sorted.len()
+        self.by_start.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sorted.is_empty()
+        self.by_start.is_empty()
     }
 }
 
