@@ -53,7 +53,8 @@ run_mode() {
     mode=$1 out=/tmp/$1.out
     dd if=/dev/zero of="$disk" bs=1M count=$((big_mib + small_mib)) 2>/dev/null
     start=$(uptime_cs)
-    rig_nestor "$mode" 400 run --kernel "$RIG_VMLINUX" --initrd "$RIG_L3_INITRD" \
+    # A run takes 30-210 s here; one that has not ended by 360 s has stalled.
+    rig_nestor "$mode" 360 run --kernel "$RIG_VMLINUX" --initrd "$RIG_L3_INITRD" \
         --cpus 2 --memory 512M --cmdline "$cmdline rig.mode=$mode $4" \
         --disk "path=$disk$2"
     rig_info "$mode wall_ms=$(( ($(uptime_cs) - start) * 10 ))"
