@@ -5,7 +5,7 @@
 # Reports MB/s (10^6 bytes/s) per mode, block size and direction, and the
 # translated/untranslated ratios. The numbers are not judged; it fails on a
 # failed run, a wrong IOMMU setup, an IOMMU fault or a checksum mismatch.
-# Takes about 5 minutes in the rig, so it runs only when named:
+# Takes 3-6 minutes in the rig, so it runs only when named:
 # tests/rig/run.sh linux-viommu-throughput
 # rig-default: no
 # rig-timeout: 900
