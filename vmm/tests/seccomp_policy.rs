@@ -125,3 +125,22 @@ fn no_syscall_is_both_unconditional_and_conditional() {
         }
     }
 }
+
+/// tgkill names any process: only the main thread may send, and only the vCPU kick. A panic
+/// in a filtered thread still ends nestor (abort's SIGABRT is refused, which kills it).
+#[test]
+fn only_the_main_thread_signals_and_only_the_kick() {
+    for kind in ThreadKind::ALL {
+        let signals: Vec<String> = policy_rules(kind)
+            .iter()
+            .filter(|r| r["syscall"] == "tgkill")
+            .flat_map(|r| conditions_on(r, 2))
+            .map(|c| named(c).to_string())
+            .collect();
+        let expected: Vec<String> = match kind {
+            ThreadKind::Vmm => vec!["SIGRTMIN".to_string()],
+            _ => Vec::new(),
+        };
+        assert_eq!(signals, expected, "{}", kind.name());
+    }
+}
