@@ -2,6 +2,7 @@
 
 mod kick;
 
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,34 +24,75 @@ pub struct VcpuContext {
     pub mmio: Arc<Bus>,
     pub control: VmControl,
     pub seccomp: SeccompMode,
-    /// When the boot vCPU first entered the guest, relative to nestor's start.
-    pub first_run: Arc<Mutex<Option<Duration>>>,
+    pub times: Arc<VcpuTimes>,
+    /// Gets `index` once the thread is done with the VM (see [`kick_until_finished`]).
+    pub finished: Sender<usize>,
+}
+
+/// When the vCPUs entered and left the guest, relative to nestor's start (`--boot-timer`).
+#[derive(Default)]
+pub struct VcpuTimes {
+    first_run: Mutex<Option<Duration>>,
+    left_guest: Mutex<Vec<(u8, Duration)>>,
+}
+
+impl VcpuTimes {
+    /// When the boot vCPU first called KVM_RUN.
+    pub fn first_run(&self) -> Option<Duration> {
+        *self.first_run.lock().unwrap()
+    }
+
+    /// When each vCPU saw the VM end and stopped running the guest.
+    pub fn left_guest(&self) -> Vec<(u8, Duration)> {
+        self.left_guest.lock().unwrap().clone()
+    }
+}
+
+/// Says the thread is done, however it ends.
+struct Finished(Sender<usize>, usize);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
 }
 
 pub fn spawn_vcpu(fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("vcpu{}", ctx.index))
         .spawn(move || {
-            if let Err(e) = seccomp::install(ThreadKind::Vcpu, ctx.seccomp) {
-                ctx.control
-                    .request_exit(VmExitReason::VmmFailure(format!("vcpu{}: {e}", ctx.index)));
-                drop(fd);
-                return;
-            }
-            // Consumes the fd, so it closes before `ctx` lets go of the VM.
-            run_loop(fd, &ctx);
+            let finished = Finished(ctx.finished.clone(), usize::from(ctx.index));
+            run_vcpu(fd, ctx);
+            // Only now: the fd and the context's hold on the VM are gone.
+            drop(finished);
         })
+}
+
+fn run_vcpu(fd: VcpuFd, ctx: VcpuContext) {
+    if let Err(e) = seccomp::install(ThreadKind::Vcpu, ctx.seccomp) {
+        ctx.control
+            .request_exit(VmExitReason::VmmFailure(format!("vcpu{}: {e}", ctx.index)));
+        return;
+    }
+    // Consumes the fd, so it closes before `ctx` lets go of the VM.
+    run_loop(fd, &ctx);
 }
 
 fn run_loop(mut fd: VcpuFd, ctx: &VcpuContext) {
     if ctx.index == 0 {
-        *ctx.first_run.lock().unwrap() = Some(ctx.control.started().elapsed());
+        *ctx.times.first_run.lock().unwrap() = Some(ctx.control.started().elapsed());
     }
+    run_until_stopped(&mut fd, ctx);
+    let left = ctx.control.started().elapsed();
+    ctx.times.left_guest.lock().unwrap().push((ctx.index, left));
+}
+
+fn run_until_stopped(fd: &mut VcpuFd, ctx: &VcpuContext) {
     while !ctx.control.is_stopping() {
         match fd.run() {
             Ok(exit) => {
                 if let Some(reason) = handle_exit(exit, ctx) {
-                    ctx.control.request_exit(describe_failure(&mut fd, reason));
+                    ctx.control.request_exit(describe_failure(fd, reason));
                 }
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
