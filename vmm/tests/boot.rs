@@ -101,12 +101,13 @@ fn boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order() {
             .position(|(w, _, _)| w == what)
             .unwrap_or_else(|| panic!("no '{what}' line in:\n{err}"))
     };
+    // Guest RAM goes in before the interrupt controller.
     let order = [
         "boot-timer step=config",
         "boot-timer step=kvm",
         "boot-timer step=vm",
-        "boot-timer step=irqchip",
         "boot-timer step=memory",
+        "boot-timer step=irqchip",
         "boot-timer step=kernel",
         "boot-timer step=vcpus",
         "first KVM_RUN",

@@ -1,8 +1,12 @@
-//! vCPU threads: set up the CPU, run KVM_RUN, dispatch port and MMIO exits to the buses.
+//! vCPU threads: run KVM_RUN, dispatch port and MMIO exits to the buses.
+//!
+//! A vCPU thread starts before its vCPU exists ([`spawn_vcpu`]): it installs its seccomp
+//! filter while the VM is being built, then waits for its vCPU ([`VcpuThread::start`]), so
+//! neither the thread's creation nor its filter stands between the built VM and KVM_RUN.
 
 mod kick;
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,10 +27,7 @@ pub struct VcpuContext {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub control: VmControl,
-    pub seccomp: SeccompMode,
     pub times: Arc<VcpuTimes>,
-    /// Gets `index` once the thread is done with the VM (see [`kick_until_finished`]).
-    pub finished: Sender<usize>,
 }
 
 /// When the vCPUs entered and left the guest, relative to nestor's start (`--boot-timer`).
@@ -57,25 +58,47 @@ impl Drop for Finished {
     }
 }
 
-pub fn spawn_vcpu(fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("vcpu{}", ctx.index))
-        .spawn(move || {
-            let finished = Finished(ctx.finished.clone(), usize::from(ctx.index));
-            run_vcpu(fd, ctx);
-            // Only now: the fd and the context's hold on the VM are gone.
-            drop(finished);
-        })
+/// A vCPU thread waiting for its vCPU. Dropped unstarted, the thread ends.
+pub struct VcpuThread {
+    handoff: Sender<(VcpuFd, VcpuContext)>,
+    handle: JoinHandle<()>,
 }
 
-fn run_vcpu(fd: VcpuFd, ctx: VcpuContext) {
-    if let Err(e) = seccomp::install(ThreadKind::Vcpu, ctx.seccomp) {
-        ctx.control
-            .request_exit(VmExitReason::VmmFailure(format!("vcpu{}: {e}", ctx.index)));
-        return;
+impl VcpuThread {
+    /// Hands the thread its vCPU: it enters the guest at once.
+    pub fn start(self, fd: VcpuFd, ctx: VcpuContext) -> JoinHandle<()> {
+        // A thread that is gone (its filter failed) has asked the VM to end; the fd and
+        // the context come back in the error and are dropped here.
+        let _ = self.handoff.send((fd, ctx));
+        self.handle
     }
-    // Consumes the fd, so it closes before `ctx` lets go of the VM.
-    run_loop(fd, &ctx);
+}
+
+/// Starts the thread of vCPU `index`. Once it is done with the VM (or was never started),
+/// it sends `index` on `finished` (see [`kick_until_finished`]).
+pub fn spawn_vcpu(
+    index: u8,
+    mode: SeccompMode,
+    control: VmControl,
+    finished: Sender<usize>,
+) -> std::io::Result<VcpuThread> {
+    let (handoff, handoffs) = channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            let finished = Finished(finished, usize::from(index));
+            if let Err(e) = seccomp::install(ThreadKind::Vcpu, mode) {
+                control.request_exit(VmExitReason::VmmFailure(format!("vcpu{index}: {e}")));
+                return;
+            }
+            if let Ok((fd, ctx)) = handoffs.recv() {
+                // Consumes the fd, so it closes before `ctx` lets go of the VM.
+                run_loop(fd, &ctx);
+            }
+            // Only now: the fd and the context's hold on the VM are gone.
+            drop(finished);
+        })?;
+    Ok(VcpuThread { handoff, handle })
 }
 
 fn run_loop(mut fd: VcpuFd, ctx: &VcpuContext) {

@@ -48,9 +48,14 @@ fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
     Ok(())
 }
 
-fn create_vm(kvm: &Kvm, trace: &mut Trace) -> Result<VmFd, VmmError> {
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    trace.step("vm");
+/// Gives a new VM its RAM and in-kernel devices, in the order that costs the kernel least.
+///
+/// Guest RAM is registered first: KVM commits each memory slot change with an SRCU grace
+/// period, which is cheap on a fresh VM and costs milliseconds once the interrupt controller
+/// is there (see `docs/startup.md`).
+fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, VmmError> {
+    let vm = GuestVm::new(fd, config.memory)?;
+    trace.step("memory");
     vm.set_tss_address(TSS_ADDRESS)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip()
@@ -80,8 +85,19 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         }));
     }
     trace.step("kvm");
-    let vm = Arc::new(GuestVm::new(create_vm(&kvm, &mut trace)?, config.memory)?);
-    trace.step("memory");
+    let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    trace.step("vm");
+    // The vCPU threads start and install their filters while the kernel builds the VM,
+    // which is mostly waiting.
+    vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
+    let (finished, vcpus_done) = mpsc::channel();
+    let vcpu_threads = (0..config.cpus)
+        .map(|index| vcpu::spawn_vcpu(index, config.seccomp, control.clone(), finished.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(VmmError::Thread)?;
+    drop(finished);
+    trace.step("vcpu-threads");
+    let vm = Arc::new(build_vm(fd, &config, &mut trace)?);
     let mem = vm.memory().clone();
     let pio = Arc::new(Bus::new());
     let mmio = Arc::new(Bus::new());
@@ -120,30 +136,25 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     }
     trace.step("vcpus");
 
-    let mut event_loop = EventLoop::new(control.clone())?;
-    if config.serial == crate::config::SerialMode::Stdio && !pci.console_owns_stdin {
-        event_loop.add_serial_input(legacy.serial.clone());
-    }
-
-    vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
     let times = Arc::new(VcpuTimes::default());
-    let (finished, vcpus_done) = mpsc::channel();
     let mut threads = Vec::with_capacity(vcpu_fds.len());
-    for (index, fd) in vcpu_fds.into_iter().enumerate() {
+    for ((index, fd), thread) in vcpu_fds.into_iter().enumerate().zip(vcpu_threads) {
         let ctx = VcpuContext {
             _vm: vm.clone(),
             index: index as u8,
             pio: pio.clone(),
             mmio: mmio.clone(),
             control: control.clone(),
-            seccomp: config.seccomp,
             times: times.clone(),
-            finished: finished.clone(),
         };
-        threads.push(vcpu::spawn_vcpu(fd, ctx).map_err(VmmError::Thread)?);
+        threads.push(thread.start(fd, ctx));
     }
-    drop(finished);
-    trace.step("vcpu-threads");
+    trace.step("vcpus-started");
+
+    let mut event_loop = EventLoop::new(control.clone())?;
+    if config.serial == crate::config::SerialMode::Stdio && !pci.console_owns_stdin {
+        event_loop.add_serial_input(legacy.serial.clone());
+    }
     let loop_result = seccomp::install(ThreadKind::Vmm, config.seccomp)
         .map_err(|e| VmmError::Seccomp(e.to_string()))
         .and_then(|_| event_loop.run(config.timeout));
