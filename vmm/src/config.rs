@@ -100,6 +100,8 @@ pub struct VmConfig {
     pub serial: SerialMode,
     pub seccomp: SeccompMode,
     pub boot_timer: bool,
+    /// An in-kernel i8254 PIT.
+    pub pit: bool,
     pub nested: bool,
     pub timeout: Option<std::time::Duration>,
     pub devices: VirtioConfig,
@@ -206,6 +208,7 @@ impl VmConfig {
             serial: args.serial,
             seccomp: args.seccomp,
             boot_timer: args.boot_timer,
+            pit: args.pit,
             nested: args.nested,
             timeout: args.timeout.map(std::time::Duration::from_secs),
             devices: VirtioConfig {

@@ -101,7 +101,7 @@ fn boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order() {
             .position(|(w, _, _)| w == what)
             .unwrap_or_else(|| panic!("no '{what}' line in:\n{err}"))
     };
-    // Guest RAM goes in before the interrupt controller.
+    // Guest RAM goes in before the interrupt controller; there is no PIT by default.
     let order = [
         "boot-timer step=config",
         "boot-timer step=kvm",
@@ -123,10 +123,41 @@ fn boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order() {
     );
     position("boot-timer step=vcpu0-left-guest");
     position("boot-timer step=vcpu1-left-guest");
+    assert!(!err.contains("step=pit"), "{err}");
     // Each line's time is the one before plus its delta.
     for pair in lines.windows(2) {
         assert_eq!(pair[0].1 + pair[1].2, pair[1].1, "{err}");
     }
+}
+
+#[test]
+fn probes_pass_with_the_pit_too() {
+    if !kvm_available("probes_pass_with_the_pit_too") {
+        return;
+    }
+    let output = run(&[
+        "--pit",
+        "--boot-timer",
+        "--cmdline",
+        "probe=boot,pci",
+        "--cpus",
+        "2",
+        "--memory",
+        "128M",
+    ]);
+    assert_status(&output, 0);
+    assert_eq!(
+        probe_lines(&output).last().unwrap(),
+        "PROBE done passed=2 failed=0"
+    );
+    let err = stderr(&output);
+    let lines = trace_lines(&err);
+    let at = |what: &str| lines.iter().position(|(w, _, _)| w == what);
+    assert!(
+        at("boot-timer step=irqchip") < at("boot-timer step=pit")
+            && at("boot-timer step=pit").is_some(),
+        "{err}"
+    );
 }
 
 #[test]

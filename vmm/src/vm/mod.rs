@@ -52,7 +52,7 @@ fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
 ///
 /// Guest RAM is registered first: KVM commits each memory slot change with an SRCU grace
 /// period, which is cheap on a fresh VM and costs milliseconds once the interrupt controller
-/// is there (see `docs/startup.md`).
+/// is there (see `docs/startup.md`). The PIT only when asked for.
 fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, VmmError> {
     let vm = GuestVm::new(fd, config.memory)?;
     trace.step("memory");
@@ -61,12 +61,14 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
     vm.create_irq_chip()
         .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
     trace.step("irqchip");
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-    trace.step("pit");
+    if config.pit {
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        trace.step("pit");
+    }
     Ok(vm)
 }
 
