@@ -64,10 +64,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODE", default_value = "on", value_parser = SeccompMode::parse)]
     pub seccomp: SeccompMode,
 
-    /// Report guest writes to the boot-timer port (0x440) and the first KVM_RUN on stderr,
-    /// in microseconds since nestor started.
+    /// Report each step of the VM's start and end, the first KVM_RUN and the guest's writes
+    /// to the boot-timer port (0x440) on stderr once the VM has ended, in microseconds since
+    /// nestor started.
     #[arg(long)]
     pub boot_timer: bool,
+
+    /// Give the guest an i8254 PIT (KVM's in-kernel one, ports 0x40-0x43). Off by default:
+    /// Linux keeps time on nestor with kvmclock and the local APIC timer and never uses it,
+    /// and it slows the VM's start and end. For guests that program the PIT themselves.
+    #[arg(long)]
+    pub pit: bool,
 
     /// Offer hardware virtualization (VMX or SVM, as the host has it) to the guest, so it can
     /// run KVM guests of its own. Off by default: a guest that sees it initialises its KVM.

@@ -100,6 +100,8 @@ pub struct VmConfig {
     pub serial: SerialMode,
     pub seccomp: SeccompMode,
     pub boot_timer: bool,
+    /// An in-kernel i8254 PIT.
+    pub pit: bool,
     pub nested: bool,
     pub timeout: Option<std::time::Duration>,
     pub devices: VirtioConfig,
@@ -130,12 +132,16 @@ fn open(what: &'static str, path: &Path) -> Result<File, ConfigError> {
     Ok(file)
 }
 
-/// Host RAM in bytes, from /proc/meminfo.
+/// Host RAM in bytes (MemTotal), from sysinfo(2): one syscall, where reading /proc/meminfo
+/// makes the kernel format every line of it.
 fn host_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    // SAFETY: `sysinfo` is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: sysinfo(2) only writes the struct it is given.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    info.totalram.checked_mul(u64::from(info.mem_unit))
 }
 
 impl VmConfig {
@@ -202,6 +208,7 @@ impl VmConfig {
             serial: args.serial,
             seccomp: args.seccomp,
             boot_timer: args.boot_timer,
+            pit: args.pit,
             nested: args.nested,
             timeout: args.timeout.map(std::time::Duration::from_secs),
             devices: VirtioConfig {

@@ -3,10 +3,14 @@
 //!
 //! KVM_SET_GSI_ROUTING replaces the whole table, so the table kept here always holds the
 //! in-kernel PIC/IOAPIC routes of GSIs 0-23 besides the MSI routes.
+//!
+//! The devices keep this handle, and with it the VM, for as long as they live; once no vCPU
+//! runs, [`KvmInterrupts::release_vm`] lets go of the VM so that it can be closed while the
+//! devices (and their workers) are left to the process exit.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use devices::interrupt::{MsiInterruptGroup, MsiInterruptManager, MsiMessage};
 use devices::pci::IoEventRegistry;
@@ -57,7 +61,8 @@ struct Routing {
 }
 
 struct Inner {
-    vm: Arc<GuestVm>,
+    /// `None` once released: every later request fails.
+    vm: RwLock<Option<Arc<GuestVm>>>,
     routing: Mutex<Routing>,
 }
 
@@ -68,12 +73,27 @@ pub struct KvmInterrupts(Arc<Inner>);
 impl KvmInterrupts {
     pub fn new(vm: Arc<GuestVm>) -> Self {
         Self(Arc::new(Inner {
-            vm,
+            vm: RwLock::new(Some(vm)),
             routing: Mutex::new(Routing {
                 msi: BTreeMap::new(),
                 next_gsi: FIRST_MSI_GSI,
             }),
         }))
+    }
+
+    fn vm(&self) -> io::Result<Arc<GuestVm>> {
+        self.0
+            .vm
+            .read()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| io::Error::other("the VM has ended"))
+    }
+
+    /// Lets go of the VM. Call it once no vCPU runs: devices can no longer change routes,
+    /// irqfds or ioeventfds afterwards.
+    pub fn release_vm(&self) {
+        self.0.vm.write().unwrap().take();
     }
 
     fn commit(&self, routing: &Routing) -> io::Result<()> {
@@ -92,7 +112,7 @@ impl KvmInterrupts {
         entries.extend(routing.msi.iter().map(|(&gsi, &m)| msi_route(gsi, m)));
         let table = KvmIrqRouting::from_entries(&entries)
             .map_err(|e| io::Error::other(format!("GSI routing table: {e:?}")))?;
-        self.0.vm.set_gsi_routing(&table).map_err(to_io)
+        self.vm()?.set_gsi_routing(&table).map_err(to_io)
     }
 
     fn set_route(&self, gsi: u32, message: Option<MsiMessage>) -> io::Result<()> {
@@ -143,10 +163,11 @@ impl MsiInterruptManager for KvmInterrupts {
             routing.next_gsi = end;
             first
         };
+        let vm = self.vm()?;
         let mut vectors = Vec::with_capacity(usize::from(count));
         for gsi in first..first + u32::from(count) {
             let irqfd = EventFd::new(EFD_NONBLOCK)?;
-            self.0.vm.register_irqfd(&irqfd, gsi).map_err(to_io)?;
+            vm.register_irqfd(&irqfd, gsi).map_err(to_io)?;
             vectors.push((gsi, irqfd));
         }
         Ok(Arc::new(KvmMsiGroup {
@@ -158,15 +179,13 @@ impl MsiInterruptManager for KvmInterrupts {
 
 impl IoEventRegistry for KvmInterrupts {
     fn register(&self, fd: &EventFd, address: u64) -> io::Result<()> {
-        self.0
-            .vm
+        self.vm()?
             .register_ioevent(fd, &IoEventAddress::Mmio(address), NoDatamatch)
             .map_err(to_io)
     }
 
     fn unregister(&self, fd: &EventFd, address: u64) -> io::Result<()> {
-        self.0
-            .vm
+        self.vm()?
             .unregister_ioevent(fd, &IoEventAddress::Mmio(address), NoDatamatch)
             .map_err(to_io)
     }

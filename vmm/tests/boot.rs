@@ -73,6 +73,93 @@ fn boot_timer_reports_the_first_guest_instruction() {
     assert!(err.contains("nestor: boot-timer code=0 at "), "{err}");
 }
 
+/// The trace's lines in the order printed, as (what, microseconds since start, since the
+/// line before).
+fn trace_lines(err: &str) -> Vec<(String, u64, u64)> {
+    err.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("nestor: ")?;
+            let (what, times) = rest.split_once(" at ")?;
+            let (at, delta) = times.strip_suffix(" us)")?.split_once(" us (+")?;
+            Some((what.to_owned(), at.parse().ok()?, delta.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order() {
+    if !kvm_available("boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order") {
+        return;
+    }
+    let output = run(&["--boot-timer", "--serial", "off", "--cpus", "2"]);
+    assert_status(&output, 0);
+    let err = stderr(&output);
+    let lines = trace_lines(&err);
+    let position = |what: &str| {
+        lines
+            .iter()
+            .position(|(w, _, _)| w == what)
+            .unwrap_or_else(|| panic!("no '{what}' line in:\n{err}"))
+    };
+    // Guest RAM goes in before the interrupt controller; there is no PIT by default.
+    let order = [
+        "boot-timer step=config",
+        "boot-timer step=kvm",
+        "boot-timer step=vm",
+        "boot-timer step=memory",
+        "boot-timer step=irqchip",
+        "boot-timer step=kernel",
+        "boot-timer step=vcpus",
+        "first KVM_RUN",
+        "boot-timer code=0",
+        "boot-timer step=vcpus-joined",
+        "boot-timer step=vm-closed",
+        "boot-timer step=exit",
+    ];
+    let positions: Vec<usize> = order.iter().map(|what| position(what)).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "out of order:\n{err}"
+    );
+    position("boot-timer step=vcpu0-left-guest");
+    position("boot-timer step=vcpu1-left-guest");
+    assert!(!err.contains("step=pit"), "{err}");
+    // Each line's time is the one before plus its delta.
+    for pair in lines.windows(2) {
+        assert_eq!(pair[0].1 + pair[1].2, pair[1].1, "{err}");
+    }
+}
+
+#[test]
+fn probes_pass_with_the_pit_too() {
+    if !kvm_available("probes_pass_with_the_pit_too") {
+        return;
+    }
+    let output = run(&[
+        "--pit",
+        "--boot-timer",
+        "--cmdline",
+        "probe=boot,pci",
+        "--cpus",
+        "2",
+        "--memory",
+        "128M",
+    ]);
+    assert_status(&output, 0);
+    assert_eq!(
+        probe_lines(&output).last().unwrap(),
+        "PROBE done passed=2 failed=0"
+    );
+    let err = stderr(&output);
+    let lines = trace_lines(&err);
+    let at = |what: &str| lines.iter().position(|(w, _, _)| w == what);
+    assert!(
+        at("boot-timer step=irqchip") < at("boot-timer step=pit")
+            && at("boot-timer step=pit").is_some(),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_guest_that_outlives_its_timeout_is_stopped_with_a_reason() {
     if !kvm_available("a_guest_that_outlives_its_timeout_is_stopped_with_a_reason") {

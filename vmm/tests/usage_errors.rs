@@ -82,6 +82,11 @@ fn bad_serial_mode() {
 }
 
 #[test]
+fn pit_takes_no_value() {
+    assert_usage_error(&run(&["--pit=on"]), "--pit");
+}
+
+#[test]
 fn unknown_flag() {
     let output = nestor().args(["run", "--frobnicate"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));

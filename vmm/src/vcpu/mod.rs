@@ -1,7 +1,12 @@
-//! vCPU threads: set up the CPU, run KVM_RUN, dispatch port and MMIO exits to the buses.
+//! vCPU threads: run KVM_RUN, dispatch port and MMIO exits to the buses.
+//!
+//! A vCPU thread starts before its vCPU exists ([`spawn_vcpu`]): it installs its seccomp
+//! filter while the VM is being built, then waits for its vCPU ([`VcpuThread::start`]), so
+//! neither the thread's creation nor its filter stands between the built VM and KVM_RUN.
 
 mod kick;
 
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,35 +27,95 @@ pub struct VcpuContext {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub control: VmControl,
-    pub seccomp: SeccompMode,
-    /// When the boot vCPU first entered the guest, relative to nestor's start.
-    pub first_run: Arc<Mutex<Option<Duration>>>,
+    pub times: Arc<VcpuTimes>,
 }
 
-pub fn spawn_vcpu(fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("vcpu{}", ctx.index))
+/// When the vCPUs entered and left the guest, relative to nestor's start (`--boot-timer`).
+#[derive(Default)]
+pub struct VcpuTimes {
+    first_run: Mutex<Option<Duration>>,
+    left_guest: Mutex<Vec<(u8, Duration)>>,
+}
+
+impl VcpuTimes {
+    /// When the boot vCPU first called KVM_RUN.
+    pub fn first_run(&self) -> Option<Duration> {
+        *self.first_run.lock().unwrap()
+    }
+
+    /// When each vCPU saw the VM end and stopped running the guest.
+    pub fn left_guest(&self) -> Vec<(u8, Duration)> {
+        self.left_guest.lock().unwrap().clone()
+    }
+}
+
+/// Says the thread is done, however it ends.
+struct Finished(Sender<usize>, usize);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+/// A vCPU thread waiting for its vCPU. Dropped unstarted, the thread ends.
+pub struct VcpuThread {
+    handoff: Sender<(VcpuFd, VcpuContext)>,
+    handle: JoinHandle<()>,
+}
+
+impl VcpuThread {
+    /// Hands the thread its vCPU: it enters the guest at once.
+    pub fn start(self, fd: VcpuFd, ctx: VcpuContext) -> JoinHandle<()> {
+        // A thread that is gone (its filter failed) has asked the VM to end; the fd and
+        // the context come back in the error and are dropped here.
+        let _ = self.handoff.send((fd, ctx));
+        self.handle
+    }
+}
+
+/// Starts the thread of vCPU `index`. Once it is done with the VM (or was never started),
+/// it sends `index` on `finished` (see [`kick_until_finished`]).
+pub fn spawn_vcpu(
+    index: u8,
+    mode: SeccompMode,
+    control: VmControl,
+    finished: Sender<usize>,
+) -> std::io::Result<VcpuThread> {
+    let (handoff, handoffs) = channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
         .spawn(move || {
-            if let Err(e) = seccomp::install(ThreadKind::Vcpu, ctx.seccomp) {
-                ctx.control
-                    .request_exit(VmExitReason::VmmFailure(format!("vcpu{}: {e}", ctx.index)));
-                drop(fd);
+            let finished = Finished(finished, usize::from(index));
+            if let Err(e) = seccomp::install(ThreadKind::Vcpu, mode) {
+                control.request_exit(VmExitReason::VmmFailure(format!("vcpu{index}: {e}")));
                 return;
             }
-            // Consumes the fd, so it closes before `ctx` lets go of the VM.
-            run_loop(fd, &ctx);
-        })
+            if let Ok((fd, ctx)) = handoffs.recv() {
+                // Consumes the fd, so it closes before `ctx` lets go of the VM.
+                run_loop(fd, &ctx);
+            }
+            // Only now: the fd and the context's hold on the VM are gone.
+            drop(finished);
+        })?;
+    Ok(VcpuThread { handoff, handle })
 }
 
 fn run_loop(mut fd: VcpuFd, ctx: &VcpuContext) {
     if ctx.index == 0 {
-        *ctx.first_run.lock().unwrap() = Some(ctx.control.started().elapsed());
+        *ctx.times.first_run.lock().unwrap() = Some(ctx.control.started().elapsed());
     }
+    run_until_stopped(&mut fd, ctx);
+    let left = ctx.control.started().elapsed();
+    ctx.times.left_guest.lock().unwrap().push((ctx.index, left));
+}
+
+fn run_until_stopped(fd: &mut VcpuFd, ctx: &VcpuContext) {
     while !ctx.control.is_stopping() {
         match fd.run() {
             Ok(exit) => {
                 if let Some(reason) = handle_exit(exit, ctx) {
-                    ctx.control.request_exit(describe_failure(&mut fd, reason));
+                    ctx.control.request_exit(describe_failure(fd, reason));
                 }
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}

@@ -6,8 +6,9 @@ mod kernel;
 mod legacy;
 mod output;
 mod pci;
+mod trace;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use arch::acpi::{create_acpi_tables, AcpiConfig};
@@ -22,8 +23,9 @@ pub use guest_vm::GuestVm;
 use crate::config::VmConfig;
 use crate::event_loop::EventLoop;
 use crate::seccomp::{self, ThreadKind};
-use crate::vcpu::{self, VcpuContext};
+use crate::vcpu::{self, VcpuContext, VcpuTimes};
 use output::GuestOutputs;
+use trace::Trace;
 
 /// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
 const TSS_ADDRESS: usize = arch::layout::KVM_TSS_START as usize;
@@ -46,22 +48,34 @@ fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
     Ok(())
 }
 
-fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+/// Gives a new VM its RAM and in-kernel devices, in the order that costs the kernel least.
+///
+/// Guest RAM is registered first: KVM commits each memory slot change with an SRCU grace
+/// period, which is cheap on a fresh VM and costs milliseconds once the interrupt controller
+/// is there (see `docs/startup.md`). The PIT only when asked for.
+fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, VmmError> {
+    let vm = GuestVm::new(fd, config.memory)?;
+    trace.step("memory");
     vm.set_tss_address(TSS_ADDRESS)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip()
         .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    trace.step("irqchip");
+    if config.pit {
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        trace.step("pit");
+    }
     Ok(vm)
 }
 
 /// Boots the guest described by `config` and returns nestor's exit status.
 pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
+    let mut trace = Trace::new(started);
+    trace.step("config");
     let control = VmControl::new(started).map_err(|e| VmmError::Device(e.to_string()))?;
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
     check_kvm(&kvm)?;
@@ -72,15 +86,31 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
             max: max_vcpus as u32,
         }));
     }
-    let vm = Arc::new(GuestVm::new(create_vm(&kvm)?, config.memory)?);
+    trace.step("kvm");
+    let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    trace.step("vm");
+    // The vCPU threads start and install their filters while the kernel builds the VM,
+    // which is mostly waiting.
+    vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
+    let (finished, vcpus_done) = mpsc::channel();
+    let vcpu_threads = (0..config.cpus)
+        .map(|index| vcpu::spawn_vcpu(index, config.seccomp, control.clone(), finished.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(VmmError::Thread)?;
+    drop(finished);
+    trace.step("vcpu-threads");
+    let vm = Arc::new(build_vm(fd, &config, &mut trace)?);
     let mem = vm.memory().clone();
     let pio = Arc::new(Bus::new());
     let mmio = Arc::new(Bus::new());
     let output_setup =
         seccomp::filtered_thread_setup(ThreadKind::HostOutput, config.seccomp, control.clone());
     let outputs = GuestOutputs::open(&config, &output_setup)?;
+    trace.step("outputs");
     let legacy = legacy::add_legacy_devices(&vm, &pio, &control, outputs.serial())?;
+    trace.step("legacy-devices");
     let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
+    trace.step("pci-devices");
 
     let acpi = AcpiConfig {
         cpus: config.cpus,
@@ -88,7 +118,9 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         extra_tables: pci.acpi_tables.clone(),
     };
     let rsdp = create_acpi_tables(&mem, &acpi)?;
+    trace.step("acpi");
     let entry = kernel::load_kernel(&mem, &config, rsdp)?;
+    trace.step("kernel");
 
     let cpuid = arch::cpu::supported_cpuid(&kvm)?;
     let mut vcpu_fds = Vec::with_capacity(config.cpus.into());
@@ -104,67 +136,64 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         }
         vcpu_fds.push(fd);
     }
+    trace.step("vcpus");
 
-    let mut event_loop = EventLoop::new(control.clone())?;
-    if config.serial == crate::config::SerialMode::Stdio && !pci.console_owns_stdin {
-        event_loop.add_serial_input(legacy.serial.clone());
-    }
-
-    vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
-    let first_run = Arc::new(Mutex::new(None));
+    let times = Arc::new(VcpuTimes::default());
     let mut threads = Vec::with_capacity(vcpu_fds.len());
-    for (index, fd) in vcpu_fds.into_iter().enumerate() {
+    for ((index, fd), thread) in vcpu_fds.into_iter().enumerate().zip(vcpu_threads) {
         let ctx = VcpuContext {
             _vm: vm.clone(),
             index: index as u8,
             pio: pio.clone(),
             mmio: mmio.clone(),
             control: control.clone(),
-            seccomp: config.seccomp,
-            first_run: first_run.clone(),
+            times: times.clone(),
         };
-        threads.push(vcpu::spawn_vcpu(fd, ctx).map_err(VmmError::Thread)?);
+        threads.push(thread.start(fd, ctx));
     }
+    trace.step("vcpus-started");
 
+    let mut event_loop = EventLoop::new(control.clone())?;
+    if config.serial == crate::config::SerialMode::Stdio && !pci.console_owns_stdin {
+        event_loop.add_serial_input(legacy.serial.clone());
+    }
     let loop_result = seccomp::install(ThreadKind::Vmm, config.seccomp)
         .map_err(|e| VmmError::Seccomp(e.to_string()))
         .and_then(|_| event_loop.run(config.timeout));
+    trace.step("event-loop-woken");
     if let Err(e) = &loop_result {
         control.request_exit(VmExitReason::VmmFailure(e.to_string()));
     }
-    for name in vcpu::kick_until_finished(threads, Instant::now() + VCPU_STOP_TIME) {
+    let stuck = vcpu::kick_until_finished(threads, &vcpus_done, Instant::now() + VCPU_STOP_TIME);
+    trace.step("vcpus-joined");
+    for name in &stuck {
         log::warn!("{name} did not stop within {VCPU_STOP_TIME:?}; nestor exits without it");
     }
     drop(event_loop);
+    if stuck.is_empty() {
+        // No vCPU runs and none will: close the VM now, so its end is a step of its own.
+        // The devices stay (their workers are not joined: one may be stuck in a long host
+        // operation, and the process exit ends them all); the RAM stays mapped for them.
+        pci.interrupts.release_vm();
+        drop(vm);
+        trace.step("vm-closed");
+    }
     outputs.finish(Instant::now() + OUTPUT_DRAIN_TIME);
-    // Device workers are not joined (dropping a device stops and joins its worker): one may
-    // be stuck in a long host operation, and the process exit ends them all.
+    trace.step("output-drained");
     std::mem::forget(pci);
 
+    trace.step("exit");
     if config.boot_timer {
-        report_boot_timer(
-            *first_run.lock().unwrap(),
-            &legacy.boot_marks.lock().unwrap(),
-        );
+        let marks = legacy.boot_marks.lock().unwrap();
+        for line in trace::lines(&trace, times.first_run(), &marks, &times.left_guest()) {
+            eprintln!("{line}");
+        }
     }
     let reason = control.exit_reason().unwrap_or(VmExitReason::VmmFailure(
         "the VM ended without a reason".into(),
     ));
     loop_result?;
     Ok(report_exit(&reason))
-}
-
-fn report_boot_timer(first_run: Option<Duration>, marks: &[devices::legacy::boot_timer::BootMark]) {
-    if let Some(t) = first_run {
-        eprintln!("nestor: first KVM_RUN at {} us", t.as_micros());
-    }
-    for mark in marks {
-        eprintln!(
-            "nestor: boot-timer code={} at {} us",
-            mark.code,
-            mark.since_start.as_micros()
-        );
-    }
 }
 
 /// Says why the VM ended when it was not a clean exit, and returns the exit status.

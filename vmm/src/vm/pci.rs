@@ -41,6 +41,8 @@ pub struct PciDevices {
     pub description: PciRootDescription,
     /// The virtio-console reads stdin, so the serial port must not.
     pub console_owns_stdin: bool,
+    /// The devices' hold on the VM, to release at the VM's end.
+    pub interrupts: KvmInterrupts,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
 }
@@ -119,7 +121,7 @@ pub fn add_pci_devices(
     let mut builder = Builder {
         root,
         bars: BarAllocator::new(PCI_MMIO32_START, PCI_MMIO32_SIZE).map_err(device_err)?,
-        interrupts,
+        interrupts: interrupts.clone(),
         mem,
         setup: device_worker_setup(config.seccomp, control.clone()),
     };
@@ -204,6 +206,7 @@ pub fn add_pci_devices(
             mmio32_size: PCI_MMIO32_SIZE as u32,
         },
         console_owns_stdin,
+        interrupts,
         _root: root,
     })
 }
