@@ -144,3 +144,24 @@ fn only_the_main_thread_signals_and_only_the_kick() {
         assert_eq!(signals, expected, "{}", kind.name());
     }
 }
+
+/// A device worker adds its own fds to its own epoll set and drops console input at EOF:
+/// EPOLL_CTL_ADD and EPOLL_CTL_DEL, never MOD, and only with those conditions.
+#[test]
+fn device_workers_only_add_and_delete_epoll_entries() {
+    let rules = policy_rules(ThreadKind::DeviceWorker);
+    let epoll_ctl: Vec<&Value> = rules
+        .iter()
+        .filter(|r| r["syscall"] == "epoll_ctl")
+        .collect();
+    let mut ops: Vec<u64> = epoll_ctl
+        .iter()
+        .map(|r| {
+            let conditions = conditions_on(r, 1);
+            assert_eq!(conditions.len(), 1, "{r}");
+            conditions[0]["val"].as_u64().unwrap()
+        })
+        .collect();
+    ops.sort_unstable();
+    assert_eq!(ops, vec![1, 2]);
+}
