@@ -232,13 +232,8 @@ impl Domains {
     /// Removes every mapping inside `[start, end]` and returns how many. RANGE, removing
     /// nothing, if a mapping straddles either edge.
     pub fn unmap(&self, domain: u32, start: u64, end: u64) -> Result<usize, Status> {
-        let mut removed = 0;
-        loop {
-            match self.unmap_some(domain, start, end, usize::MAX)? {
-                (n, true) => return Ok(removed + n),
-                (n, false) => removed += n,
-            }
-        }
+        self.unmap_some(domain, start, end, usize::MAX)
+            .map(|(removed, _)| removed)
     }
 
     /// Like [`Domains::unmap`], removing at most `max` mappings; says how many it removed and
@@ -331,33 +326,33 @@ pub fn covering_mappings(
     }
 }
 
-/// Translates `[iova, iova + len)` through `mappings`, requiring `access` everywhere, and
-/// returns the pieces clipped to the range.
-pub fn translate_mapped(
-    mappings: &BTreeMap<u64, Mapping>,
-    iova: u64,
-    len: u64,
-    access: Permissions,
-) -> Result<Vec<DmaMapping>, DmaFault> {
-    let last = iova.wrapping_add(len.wrapping_sub(1));
-    Ok(covering_mappings(mappings, iova, len, access)?
-        .into_iter()
-        .map(|(start, m)| {
-            let from = start.max(iova);
-            let to = m.end.min(last);
-            DmaMapping {
-                iova: from,
-                gpa: m.phys + (from - start),
-                len: to - from + 1,
-                access: m.permissions(),
-            }
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Translates `[iova, iova + len)` through `mappings`, requiring `access` everywhere, and
+    /// returns the pieces clipped to the range.
+    pub fn translate_mapped(
+        mappings: &BTreeMap<u64, Mapping>,
+        iova: u64,
+        len: u64,
+        access: Permissions,
+    ) -> Result<Vec<DmaMapping>, DmaFault> {
+        let last = iova.wrapping_add(len.wrapping_sub(1));
+        Ok(covering_mappings(mappings, iova, len, access)?
+            .into_iter()
+            .map(|(start, m)| {
+                let from = start.max(iova);
+                let to = m.end.min(last);
+                DmaMapping {
+                    iova: from,
+                    gpa: m.phys + (from - start),
+                    len: to - from + 1,
+                    access: m.permissions(),
+                }
+            })
+            .collect())
+    }
 
     const RW: u32 = MAP_F_READ | MAP_F_WRITE;
 
