@@ -104,6 +104,11 @@ pub fn init(verbosity: u8) {
     }
 }
 
+/// Whether -v was given: reports print their details then.
+pub fn verbose() -> bool {
+    log::max_level() >= LevelFilter::Info
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

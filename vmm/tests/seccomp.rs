@@ -333,6 +333,21 @@ fn each_filter_allows_what_its_thread_does() {
     }
 }
 
+/// After a guest failure each vCPU thread reads its own registers for the report.
+#[test]
+fn the_vcpu_filter_allows_reading_a_failed_vcpus_state() {
+    const KVM_GET_REGS: libc::c_ulong = 0x8090_ae81;
+    const KVM_GET_SREGS: libc::c_ulong = 0x8138_ae83;
+    const KVM_GET_MP_STATE: libc::c_ulong = 0x8004_ae98;
+    let ending = in_filtered_child(ThreadKind::Vcpu, SeccompMode::On, &|| {
+        for request in [KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_MP_STATE] {
+            // SAFETY: on fd -1 the call fails before touching memory.
+            unsafe { libc::ioctl(-1, request, 0) };
+        }
+    });
+    assert_eq!(ending, Ending::Exited(0));
+}
+
 #[test]
 fn log_mode_lets_a_forbidden_syscall_through() {
     for kind in ThreadKind::ALL {

@@ -14,6 +14,7 @@ const KVMIO: u32 = 0xae;
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
 ioctl_iow_nr!(KVM_IRQ_LINE, KVMIO, 0x61, kvm_irq_level);
 ioctl_iowr_nr!(KVM_IRQ_LINE_STATUS, KVMIO, 0x67, kvm_irq_level);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
@@ -27,6 +28,7 @@ fn known_ioctls() -> BTreeMap<&'static str, u64> {
         ("KVM_RUN", KVM_RUN()),
         ("KVM_GET_REGS", KVM_GET_REGS()),
         ("KVM_GET_SREGS", KVM_GET_SREGS()),
+        ("KVM_GET_MP_STATE", KVM_GET_MP_STATE()),
         ("KVM_IRQ_LINE", KVM_IRQ_LINE()),
         ("KVM_IRQ_LINE_STATUS", KVM_IRQ_LINE_STATUS()),
         ("KVM_SET_GSI_ROUTING", KVM_SET_GSI_ROUTING()),

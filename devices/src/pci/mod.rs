@@ -23,7 +23,7 @@ pub use config_io::PciConfigIo;
 pub use device::{IoEventRegistry, PciBar, PciDevice};
 pub use ecam::PciEcam;
 pub use host_bridge::HostBridge;
-pub use msix::{MsixState, SharedMsix};
+pub use msix::{MsixEntryView, MsixSnapshot, MsixState, SharedMsix};
 pub use root::{PciRoot, PciRootError};
 
 /// Size of a function's configuration space reachable through CF8/CFC.

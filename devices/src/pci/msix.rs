@@ -61,6 +61,22 @@ pub struct MsixLayout {
     pub pba_offset: u32,
 }
 
+/// One table entry as a report shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsixEntryView {
+    pub message: MsiMessage,
+    pub masked: bool,
+    pub pending: bool,
+}
+
+/// A copy of a function's MSI-X state, for diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsixSnapshot {
+    pub enabled: bool,
+    pub function_masked: bool,
+    pub entries: Vec<MsixEntryView>,
+}
+
 /// A function's MSI-X state.
 pub struct MsixState {
     entries: Vec<MsixTableEntry>,
@@ -249,6 +265,24 @@ impl MsixState {
         }
     }
 
+    /// Everything the guest programmed, and what is pending.
+    pub fn snapshot(&self) -> MsixSnapshot {
+        MsixSnapshot {
+            enabled: self.enabled,
+            function_masked: self.function_masked,
+            entries: (0..self.vectors())
+                .map(|vector| {
+                    let entry = &self.entries[usize::from(vector)];
+                    MsixEntryView {
+                        message: entry.message(),
+                        masked: entry.masked(),
+                        pending: self.is_pending(vector),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// A guest read of the pending-bit array (read-only to the guest).
     pub fn read_pba(&self, offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -382,6 +416,35 @@ pub(crate) mod tests {
         assert!(group.fired.lock().unwrap().is_empty());
         msix.set_message_control(CONTROL_ENABLE);
         assert_eq!(*group.fired.lock().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_snapshot_shows_messages_masks_and_pending_vectors() {
+        let (mut msix, _) = state(2);
+        msix.set_message_control(CONTROL_ENABLE | CONTROL_FUNCTION_MASK);
+        program(&mut msix, 1, 0xfee0_1000, 0x41);
+        unmask(&mut msix, 1);
+        msix.trigger(1);
+        let snapshot = msix.snapshot();
+        assert!(snapshot.enabled && snapshot.function_masked);
+        assert_eq!(
+            snapshot.entries,
+            [
+                MsixEntryView {
+                    message: MsiMessage::default(),
+                    masked: true,
+                    pending: false,
+                },
+                MsixEntryView {
+                    message: MsiMessage {
+                        address: 0xfee0_1000,
+                        data: 0x41
+                    },
+                    masked: false,
+                    pending: true,
+                },
+            ]
+        );
     }
 
     #[test]

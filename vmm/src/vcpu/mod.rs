@@ -4,6 +4,8 @@
 //! filter while the VM is being built, then waits for its vCPU ([`VcpuThread::start`]), so
 //! neither the thread's creation nor its filter stands between the built VM and KVM_RUN.
 
+mod crash_report;
+mod flight_recorder;
 mod kick;
 
 use std::sync::mpsc::{channel, Sender};
@@ -14,6 +16,9 @@ use std::time::Duration;
 use devices::{Bus, VmControl, VmExitReason};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
+pub use crash_report::{CrashReports, VcpuReport};
+pub use flight_recorder::RECORDED_EXITS;
+use flight_recorder::{ExitKind, ExitRecord, FlightRecorder};
 pub use kick::{install_kick_handler, kick_until_finished};
 
 use crate::seccomp::{self, SeccompMode, ThreadKind};
@@ -28,6 +33,8 @@ pub struct VcpuContext {
     pub mmio: Arc<Bus>,
     pub control: VmControl,
     pub times: Arc<VcpuTimes>,
+    /// Filled only when the guest has failed.
+    pub crash_reports: Arc<CrashReports>,
 }
 
 /// When the vCPUs entered and left the guest, relative to nestor's start (`--boot-timer`).
@@ -105,20 +112,35 @@ fn run_loop(mut fd: VcpuFd, ctx: &VcpuContext) {
     if ctx.index == 0 {
         *ctx.times.first_run.lock().unwrap() = Some(ctx.control.started().elapsed());
     }
-    run_until_stopped(&mut fd, ctx);
+    let mut recorder = FlightRecorder::default();
+    run_until_stopped(&mut fd, ctx, &mut recorder);
     let left = ctx.control.started().elapsed();
     ctx.times.left_guest.lock().unwrap().push((ctx.index, left));
+    if matches!(
+        ctx.control.exit_reason(),
+        Some(VmExitReason::GuestFailure(_))
+    ) {
+        let report = VcpuReport::capture(&fd, ctx.index, left, &recorder);
+        ctx.crash_reports.add(report);
+    }
 }
 
-fn run_until_stopped(fd: &mut VcpuFd, ctx: &VcpuContext) {
+fn run_until_stopped(fd: &mut VcpuFd, ctx: &VcpuContext, recorder: &mut FlightRecorder) {
     while !ctx.control.is_stopping() {
-        match fd.run() {
-            Ok(exit) => {
-                if let Some(reason) = handle_exit(exit, ctx) {
+        let result = fd.run();
+        let at = ctx.control.started().elapsed();
+        match result {
+            Ok(mut exit) => {
+                let failure = handle_exit(&mut exit, ctx);
+                // After the bus has filled a read's data.
+                recorder.record(ExitRecord::of(&exit, at));
+                if let Some(reason) = failure {
                     ctx.control.request_exit(describe_failure(fd, reason));
                 }
             }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                recorder.record(ExitRecord::event(at, ExitKind::Intr, 0));
+            }
             Err(e) => {
                 ctx.control.request_exit(VmExitReason::VmmFailure(format!(
                     "KVM_RUN failed on vcpu{}: {e}",
@@ -149,27 +171,27 @@ fn describe_failure(fd: &mut VcpuFd, reason: VmExitReason) -> VmExitReason {
 }
 
 /// Handles one exit; returns why the VM must end, if it must.
-fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) -> Option<VmExitReason> {
+fn handle_exit(exit: &mut VcpuExit<'_>, ctx: &VcpuContext) -> Option<VmExitReason> {
     let cpu = ctx.index;
     match exit {
         VcpuExit::IoIn(port, data) => {
-            if !ctx.pio.read(u64::from(port), data) {
+            if !ctx.pio.read(u64::from(*port), data) {
                 data.fill(0xff);
             }
             None
         }
         VcpuExit::IoOut(port, data) => {
-            ctx.pio.write(u64::from(port), data);
+            ctx.pio.write(u64::from(*port), data);
             None
         }
         VcpuExit::MmioRead(addr, data) => {
-            if !ctx.mmio.read(addr, data) {
+            if !ctx.mmio.read(*addr, data) {
                 data.fill(0xff);
             }
             None
         }
         VcpuExit::MmioWrite(addr, data) => {
-            ctx.mmio.write(addr, data);
+            ctx.mmio.write(*addr, data);
             None
         }
         VcpuExit::Shutdown => Some(VmExitReason::GuestFailure(format!(
@@ -178,7 +200,7 @@ fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) -> Option<VmExitReason> {
         VcpuExit::Hlt => Some(VmExitReason::GuestFailure(format!(
             "vcpu{cpu} halted with nothing to wake it"
         ))),
-        VcpuExit::SystemEvent(kind, _) => Some(match kind {
+        VcpuExit::SystemEvent(kind, _) => Some(match *kind {
             kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => VmExitReason::PowerOff,
             kvm_bindings::KVM_SYSTEM_EVENT_RESET => VmExitReason::Reset,
             other => VmExitReason::GuestFailure(format!("vcpu{cpu}: system event {other}")),

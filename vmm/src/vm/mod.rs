@@ -1,6 +1,7 @@
 //! Building a VM from a [`VmConfig`] and running it to its end.
 
 mod error;
+mod failure_report;
 mod guest_vm;
 mod kernel;
 mod legacy;
@@ -23,7 +24,7 @@ pub use guest_vm::GuestVm;
 use crate::config::VmConfig;
 use crate::event_loop::EventLoop;
 use crate::seccomp::{self, ThreadKind};
-use crate::vcpu::{self, VcpuContext, VcpuTimes};
+use crate::vcpu::{self, CrashReports, VcpuContext, VcpuTimes};
 use output::GuestOutputs;
 use trace::Trace;
 
@@ -139,6 +140,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     trace.step("vcpus");
 
     let times = Arc::new(VcpuTimes::default());
+    let crash_reports = Arc::new(CrashReports::default());
     let mut threads = Vec::with_capacity(vcpu_fds.len());
     for ((index, fd), thread) in vcpu_fds.into_iter().enumerate().zip(vcpu_threads) {
         let ctx = VcpuContext {
@@ -148,6 +150,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
             mmio: mmio.clone(),
             control: control.clone(),
             times: times.clone(),
+            crash_reports: crash_reports.clone(),
         };
         threads.push(thread.start(fd, ctx));
     }
@@ -170,6 +173,10 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         log::warn!("{name} did not stop within {VCPU_STOP_TIME:?}; nestor exits without it");
     }
     drop(event_loop);
+    let verbose = crate::logging::verbose();
+    // Copied now: the devices are forgotten below, and only -v asks for it.
+    let interrupt_tables =
+        verbose.then(|| failure_report::InterruptTables::gather(&pci.interrupts, &pci.msix_tables));
     if stuck.is_empty() {
         // No vCPU runs and none will: close the VM now, so its end is a step of its own.
         // The devices stay (their workers are not joined: one may be stuck in a long host
@@ -193,7 +200,14 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         "the VM ended without a reason".into(),
     ));
     loop_result?;
-    Ok(report_exit(&reason))
+    let status = report_exit(&reason);
+    if matches!(reason, VmExitReason::GuestFailure(_)) {
+        let vcpus = crash_reports.take();
+        for line in failure_report::lines(&vcpus, verbose, interrupt_tables.as_ref()) {
+            eprintln!("{line}");
+        }
+    }
+    Ok(status)
 }
 
 /// Says why the VM ended when it was not a clean exit, and returns the exit status.

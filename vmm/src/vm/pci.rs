@@ -16,7 +16,9 @@ use devices::dma::DeviceDma;
 use devices::interrupt::MsiInterruptManager;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
 use devices::pci::ecam::ECAM_SIZE;
-use devices::pci::{BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, LAST_BUS};
+use devices::pci::{
+    BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, SharedMsix, LAST_BUS,
+};
 use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
@@ -43,6 +45,8 @@ pub struct PciDevices {
     pub console_owns_stdin: bool,
     /// The devices' hold on the VM, to release at the VM's end.
     pub interrupts: KvmInterrupts,
+    /// Each virtio function's MSI-X state, named `BDF KIND`, for the failure report.
+    pub msix_tables: Vec<(String, SharedMsix)>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
 }
@@ -58,6 +62,18 @@ struct Builder<'a> {
     interrupts: KvmInterrupts,
     mem: &'a GuestMemoryMmap,
     setup: ThreadSetupHook,
+    msix_tables: Vec<(String, SharedMsix)>,
+}
+
+/// What `lspci` users call the device.
+fn virtio_kind(device_type: u32) -> &'static str {
+    match device_type {
+        2 => "virtio-blk",
+        3 => "virtio-console",
+        4 => "virtio-rng",
+        23 => "virtio-iommu",
+        _ => "virtio",
+    }
 }
 
 impl Builder<'_> {
@@ -81,6 +97,7 @@ impl Builder<'_> {
             .allocate(VIRTIO_PCI_BAR_SIZE)
             .map_err(device_err)?;
         let vectors = device.queue_max_sizes().len() as u16 + 1;
+        let kind = virtio_kind(device.device_type());
         let msi = self
             .interrupts
             .create_group(vectors)
@@ -88,6 +105,8 @@ impl Builder<'_> {
         let transport = VirtioPciDevice::new(bdf, device, self.mem.clone(), msi, bar, dma)
             .map_err(|e| device_err(format!("{bdf}: {e}")))?;
         log::info!("PCI {bdf}: virtio device, BAR at {bar:#x}");
+        self.msix_tables
+            .push((format!("{bdf} {kind}"), transport.msix()));
         self.root
             .add_device(bdf, Arc::new(Mutex::new(transport)))
             .map_err(device_err)
@@ -124,6 +143,7 @@ pub fn add_pci_devices(
         interrupts: interrupts.clone(),
         mem,
         setup: device_worker_setup(config.seccomp, control.clone()),
+        msix_tables: Vec::new(),
     };
     let devices = &config.devices;
     let wants_iommu = devices.viommu.is_some()
@@ -207,6 +227,7 @@ pub fn add_pci_devices(
         },
         console_owns_stdin,
         interrupts,
+        msix_tables: builder.msix_tables,
         _root: root,
     })
 }

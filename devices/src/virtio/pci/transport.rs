@@ -206,6 +206,11 @@ impl VirtioPciDevice {
         self.bdf
     }
 
+    /// The function's MSI-X state, shared with its worker (for diagnostics).
+    pub fn msix(&self) -> SharedMsix {
+        self.msix.clone()
+    }
+
     /// Feature bits offered to the driver.
     pub fn offered_features(&self) -> u64 {
         self.offered

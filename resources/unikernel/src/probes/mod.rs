@@ -1,6 +1,7 @@
 //! Self-test scenarios selected with `probe=NAME[:ARG][,...]` or `probe=all`.
 //!
-//! Each scenario is one file in this folder exporting a `PROBE`; add it to [`PROBES`].
+//! Each scenario is one file in this folder exporting a `PROBE`; add it to [`PROBES`], or
+//! to [`ON_REQUEST_ONLY`] when it cannot run among others (it ends the guest).
 //! A scenario gets the boot context and its `:ARG` (if any), reads further settings from
 //! the command line (`ctx.cmdline.number("blk_sector")`), and returns `Ok(())` or a
 //! one-line reason built with `format_line!`. The runner prints exactly one
@@ -11,6 +12,7 @@ mod boot;
 mod hold;
 mod pci;
 mod pio_loop;
+mod triple_fault;
 mod viommu;
 mod virtio_blk;
 mod virtio_console;
@@ -49,6 +51,9 @@ const PROBES: &[Probe] = &[
     virtio_console::PROBE,
 ];
 
+/// Scenarios `probe=all` leaves out: they never return.
+const ON_REQUEST_ONLY: &[Probe] = &[triple_fault::PROBE];
+
 #[derive(Default)]
 struct Tally {
     passed: u32,
@@ -85,7 +90,11 @@ pub fn run_requested(ctx: &Context) -> ! {
             }
             continue;
         }
-        match PROBES.iter().find(|p| p.name == request.name) {
+        match PROBES
+            .iter()
+            .chain(ON_REQUEST_ONLY)
+            .find(|p| p.name == request.name)
+        {
             Some(probe) => tally.run(ctx, probe, request.arg),
             None => tally.report(request.name, Err(format_line!("unknown scenario"))),
         }

@@ -8,6 +8,8 @@
 //! runs, [`KvmInterrupts::release_vm`] lets go of the VM so that it can be closed while the
 //! devices (and their workers) are left to the process exit.
 
+mod msi_decode;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,6 +24,8 @@ use kvm_ioctls::{IoEventAddress, NoDatamatch};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::vm::GuestVm;
+
+pub use msi_decode::DecodedMsi;
 
 /// GSIs below this belong to the IOAPIC pins.
 const FIRST_MSI_GSI: u32 = 24;
@@ -94,6 +98,13 @@ impl KvmInterrupts {
     /// irqfds or ioeventfds afterwards.
     pub fn release_vm(&self) {
         self.0.vm.write().unwrap().take();
+    }
+
+    /// The MSI routes, by GSI; `None` while a device is changing them. Never waits, so a
+    /// report cannot hang on a thread stuck while holding the table.
+    pub fn msi_routes(&self) -> Option<Vec<(u32, MsiMessage)>> {
+        let routing = self.0.routing.try_lock().ok()?;
+        Some(routing.msi.iter().map(|(&gsi, &m)| (gsi, m)).collect())
     }
 
     fn commit(&self, routing: &Routing) -> io::Result<()> {
