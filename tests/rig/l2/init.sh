@@ -14,6 +14,10 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 stty -F /dev/ttyS1 raw -echo 2>/dev/null || true
 
+# The heartbeat on ttyS2: the host ends a rig host that stops beating (hung).
+stty -F /dev/ttyS2 raw -echo 2>/dev/null || true
+(while :; do echo "beat $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS2; sleep 5; done) &
+
 kvm=no
 [ -c /dev/kvm ] && kvm=yes
 echo "RIG-L2 up kernel=$(uname -r) cpus=$(nproc) kvm=$kvm scenario=$(sed -n 's/.*rig\.scenario=\([^ ]*\).*/\1/p' /proc/cmdline)"

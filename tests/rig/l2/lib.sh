@@ -7,6 +7,15 @@ RIG_BZIMAGE=/rig/l3/bzImage
 RIG_L3_INITRD=/rig/l3/initrd.cpio
 RIG_GUEST_CONSOLE=/dev/ttyS1
 
+# The VMM under test runs on the rig host's CPU 0 only. QEMU's emulated SVM
+# (TCG) corrupts a guest's registers when the rig host's CPUs wake each other
+# while the guest runs, and a VMM's own threads do that all the time (README.md,
+# "The rig's own fault"). rig.pin=CPUS on the rig host's command line
+# (RIG_L2_ARGS on the host) picks other CPUs; rig.pin=all turns pinning off.
+RIG_PIN=$(sed -n 's/.*rig\.pin=\([0-9a-z,-]*\).*/\1/p' /proc/cmdline)
+RIG_PIN=${RIG_PIN:-0}
+[ "$RIG_PIN" = all ] && RIG_PIN=""
+
 rig_info() { echo "RIG-L2 info $*"; }
 
 # Ends the scenario with a failure reason.
@@ -25,12 +34,19 @@ rig_nestor() {
     _tag=$1 _timeout=$2
     shift 2
     [ -x "$RIG_NESTOR" ] || rig_fail "nestor is not in the rig image"
-    echo "===== nestor $_tag: $*" > "$RIG_GUEST_CONSOLE"
-    echo "RIG-L2 run $_tag: nestor $*"
-    { timeout "$_timeout" "$RIG_NESTOR" "$@" 2> "/tmp/$_tag.err"
+    rig_vmm "$_tag" "$_timeout" "$RIG_NESTOR" "$@"
+}
+
+# rig_vmm TAG TIMEOUT VMM ARGS...: rig_nestor for any VMM binary.
+rig_vmm() {
+    _tag=$1 _timeout=$2 _vmm=$3
+    shift 3
+    echo "===== ${_vmm##*/} $_tag: $*" > "$RIG_GUEST_CONSOLE"
+    echo "RIG-L2 run $_tag: ${_vmm##*/} $*"
+    { timeout "$_timeout" ${RIG_PIN:+taskset -c "$RIG_PIN"} "$_vmm" "$@" 2> "/tmp/$_tag.err"
       echo $? > "/tmp/$_tag.rc"; } | tee "/tmp/$_tag.out" > "$RIG_GUEST_CONSOLE"
     NESTOR_RC=$(cat "/tmp/$_tag.rc")
-    echo "===== nestor $_tag exited $NESTOR_RC" > "$RIG_GUEST_CONSOLE"
+    echo "===== ${_vmm##*/} $_tag exited $NESTOR_RC" > "$RIG_GUEST_CONSOLE"
     sed "s/^/nestor-stderr[$_tag]: /" "/tmp/$_tag.err"
     echo "RIG-L2 run $_tag: exit $NESTOR_RC"
 }

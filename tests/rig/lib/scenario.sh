@@ -50,6 +50,12 @@ run_scenario() {
         fi
         entries+=("file:rig/nestor:$nestor_bin:755")
     fi
+    # RIG_L2_FILES="HOST_PATH:IMAGE_PATH ...": more files for the rig host's
+    # image, e.g. another VMM to compare nestor with (see README.md).
+    local extra
+    for extra in ${RIG_L2_FILES:-}; do
+        entries+=("file:${extra#*:}:${extra%%:*}:755")
+    done
     initrd=$(make_initramfs "${entries[@]}")
 
     if [[ -n $disk_size ]]; then
@@ -66,7 +72,7 @@ run_scenario() {
     log "$name: booting L2 (timeout ${timeout}s), logs in $dir"
     rc=0
     boot_l2 "$timeout" "$kernel_bzimage" "$initrd" \
-        "console=ttyS0 loglevel=4 panic=-1 rdinit=/init rig.scenario=$name" \
+        "console=ttyS0 loglevel=4 panic=-1 rdinit=/init rig.scenario=$name ${RIG_L2_ARGS:-}" \
         "$l2_log" "$guest_log" "${qemu_args[@]}" || rc=$?
 
     result=$(grep -a '^RIG-L2 result ' "$l2_log" | tr -d '\r' | tail -n1 || true)
@@ -75,6 +81,8 @@ run_scenario() {
         :
     elif [[ -n $result ]]; then
         reason=${result#RIG-L2 result FAIL }
+    elif [[ $rc -eq 125 ]]; then
+        reason="rig host hung (no heartbeat for ${RIG_HUNG_AFTER:-120}s)"
     elif ! grep -aq '^RIG-L2 up' "$l2_log"; then
         reason="L2 never reached its init (qemu status $rc)"
     elif [[ $rc -eq 124 ]]; then
