@@ -14,9 +14,11 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 stty -F /dev/ttyS1 raw -echo 2>/dev/null || true
 
-# The heartbeat on ttyS2: the host ends a rig host that stops beating (hung).
-stty -F /dev/ttyS2 raw -echo 2>/dev/null || true
-(while :; do echo "beat $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS2; sleep 5; done) &
+# The heartbeat, a line every 5 s on this console: the host ends a rig host that
+# stops writing (hung). It shares the console because a third UART shares its
+# IRQ with the first and stalls.
+(while :; do echo "RIG-L2 beat $(cut -d' ' -f1 /proc/uptime)"; sleep 5; done) &
+echo $! > /tmp/rig-heartbeat.pid
 
 kvm=no
 [ -c /dev/kvm ] && kvm=yes
