@@ -4,9 +4,11 @@
 //!
 //! - [`vfio_container`]: the VFIO type1 container (`/dev/vfio/vfio`),
 //! - [`iommufd_ioas`]: an iommufd I/O address space (`/dev/iommu`),
-//! - [`fake`]: a back-end that records calls and fails on request, for tests.
+//! - [`fake`]: a back-end that records calls and fails on request, for tests,
+//! - [`guest_ram`]: from guest-physical addresses to the host addresses a back-end maps.
 
 pub mod fake;
+pub mod guest_ram;
 pub mod iommufd_ioas;
 mod iommufd_iova_ranges;
 pub mod vfio_container;
@@ -16,6 +18,7 @@ use std::fmt::Debug;
 use std::io;
 
 pub use fake::{FakeHostIommu, HostCall};
+pub use guest_ram::GuestRam;
 pub use iommufd_ioas::IommufdIoasIommu;
 pub use vfio_container::VfioContainerIommu;
 
