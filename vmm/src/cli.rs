@@ -107,10 +107,10 @@ pub struct RunArgs {
           value_parser = ViommuOptions::parse)]
     pub viommu: Option<ViommuOptions>,
 
-    /// A host PCI device passed through over VFIO: path=/sys/bus/pci/devices/BDF
-    /// [,iommu=on][,backend=container|iommufd]. It, and every other device in its IOMMU
-    /// group, must be bound to vfio-pci. Repeatable. Not supported yet: nestor checks that
-    /// the host is ready, then stops.
+    /// A host PCI device passed through over VFIO:
+    /// path=/sys/bus/pci/devices/BDF[,iommu=on][,backend=container|iommufd].
+    /// It, and every other device in its IOMMU group, must be bound to vfio-pci.
+    /// Repeatable. Not supported yet: nestor checks that the host is ready, then stops.
     #[arg(long, value_name = "OPTIONS", value_parser = VfioOptions::parse)]
     pub vfio: Vec<VfioOptions>,
 }

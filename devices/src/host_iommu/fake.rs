@@ -85,7 +85,7 @@ impl Default for FakeHostIommu {
 }
 
 impl HostIommu for FakeHostIommu {
-    fn map(
+    unsafe fn map(
         &self,
         iova: u64,
         host_addr: u64,
@@ -131,14 +131,11 @@ mod tests {
     #[test]
     fn the_nth_map_fails_and_unmaps_clear_what_they_cover() {
         let fake = FakeHostIommu::new().failing_map(2);
-        fake.map(0x1000, 0xa000, 0x1000, DmaAccess::READ_WRITE)
-            .unwrap();
-        let err = fake
-            .map(0x2000, 0xb000, 0x1000, DmaAccess::READ_WRITE)
-            .unwrap_err();
+        // SAFETY (all three): the fake only records the addresses.
+        unsafe { fake.map(0x1000, 0xa000, 0x1000, DmaAccess::READ_WRITE) }.unwrap();
+        let err = unsafe { fake.map(0x2000, 0xb000, 0x1000, DmaAccess::READ_WRITE) }.unwrap_err();
         assert!(err.is_out_of_memory());
-        fake.map(0x3000, 0xc000, 0x1000, DmaAccess::READ_WRITE)
-            .unwrap();
+        unsafe { fake.map(0x3000, 0xc000, 0x1000, DmaAccess::READ_WRITE) }.unwrap();
         assert_eq!(fake.mapped(), vec![(0x1000, 0x1000), (0x3000, 0x1000)]);
         fake.unmap(0, 0x2000).unwrap();
         assert_eq!(fake.mapped(), vec![(0x3000, 0x1000)]);

@@ -5,13 +5,20 @@ use std::fmt::Debug;
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-pub trait GuestRam: Debug + Send + Sync {
+/// # Safety
+///
+/// What `host_address` returns is handed to host devices for DMA (see
+/// [`super::HostIommu::map`]): it must be guest RAM, mapped for as long as the VM lives
+/// and accessed by this process only through volatile copies, never Rust references.
+pub unsafe trait GuestRam: Debug + Send + Sync {
     /// The host address of `[gpa, gpa + len)`, if all of it is RAM in one contiguous host
     /// mapping (a MAP straddling two memory regions, or of MMIO, has none).
     fn host_address(&self, gpa: u64, len: u64) -> Option<u64>;
 }
 
-impl GuestRam for GuestMemoryMmap {
+// SAFETY: guest memory regions are mapped for the VM's lifetime, and vm-memory reaches
+// them through volatile slices only.
+unsafe impl GuestRam for GuestMemoryMmap {
     fn host_address(&self, gpa: u64, len: u64) -> Option<u64> {
         let (region, offset) = self.to_region_addr(GuestAddress(gpa))?;
         if offset.0.checked_add(len)? > region.len() {

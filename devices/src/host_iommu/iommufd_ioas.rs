@@ -55,7 +55,7 @@ impl IommufdIoasIommu {
 }
 
 impl HostIommu for IommufdIoasIommu {
-    fn map(
+    unsafe fn map(
         &self,
         iova: u64,
         host_addr: u64,

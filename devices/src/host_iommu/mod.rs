@@ -81,13 +81,15 @@ impl HostIommuError {
 }
 
 /// One host IOMMU address space that a set of host devices' DMA goes through.
-///
-/// `map` only ever gets the host address of guest RAM: memory this process maps for the
-/// guest and never borrows as Rust references, so the device writing it at any time is
-/// no more than the guest itself could do.
 pub trait HostIommu: Debug + Send + Sync {
     /// Makes `[iova, iova + len)` reach `[host_addr, host_addr + len)` for the device.
-    fn map(
+    ///
+    /// # Safety
+    ///
+    /// The device may read or write that memory at any time until it is unmapped, so it
+    /// must be memory nothing in this process holds Rust references to and that stays
+    /// mapped as long: guest RAM, as a [`GuestRam`] hands it out.
+    unsafe fn map(
         &self,
         iova: u64,
         host_addr: u64,

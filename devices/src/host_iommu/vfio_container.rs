@@ -64,7 +64,7 @@ impl VfioContainerIommu {
 }
 
 impl HostIommu for VfioContainerIommu {
-    fn map(
+    unsafe fn map(
         &self,
         iova: u64,
         host_addr: u64,
@@ -85,7 +85,8 @@ impl HostIommu for VfioContainerIommu {
             iova,
             size: len,
         };
-        // SAFETY: the kernel only reads `map`; `host_addr` is guest RAM (see HostIommu).
+        // SAFETY: the kernel only reads `map`; what `host_addr` may be is the caller's
+        // promise (see HostIommu::map).
         let ret = unsafe { ioctl_with_ref(&*self.container, VFIO_IOMMU_MAP_DMA(), &map) };
         if ret < 0 {
             return Err(HostIommuError::Map {

@@ -128,7 +128,8 @@ impl HostEndpoints {
         let len = len_of(start, m).ok_or(Status::Range)?;
         // A host device can reach only RAM this process maps, in one piece.
         let host_addr = self.ram.host_address(m.phys, len).ok_or(Status::Inval)?;
-        backend.map(start, host_addr, len, access).map_err(|e| {
+        // SAFETY: `GuestRam` hands out guest RAM only, as `HostIommu::map` requires.
+        unsafe { backend.map(start, host_addr, len, access) }.map_err(|e| {
             warn!("virtio-iommu: {e}");
             status_of(&e)
         })
@@ -248,6 +249,14 @@ impl HostEndpoints {
                 }
                 // Nothing else maps meanwhile: requests are served one at a time.
                 let _ = domains.unmap(map.domain, map.virt_start, map.virt_end);
+                // An emulated endpoint of the domain may have cached the mapping already.
+                let stale = Stale::Range {
+                    endpoints: domains.endpoints_of(map.domain),
+                    start: map.virt_start,
+                    last: map.virt_end,
+                };
+                drop(domains);
+                shared.invalidate(&stale);
                 return Err(status);
             }
         }

@@ -23,7 +23,8 @@ const RAM_SIZE: u64 = 1 << 32;
 #[derive(Debug)]
 struct FlatRam;
 
-impl GuestRam for FlatRam {
+// SAFETY: only the recording fake back-end ever sees these addresses.
+unsafe impl GuestRam for FlatRam {
     fn host_address(&self, gpa: u64, len: u64) -> Option<u64> {
         (gpa.checked_add(len)? <= RAM_SIZE).then_some(RAM_BASE + gpa)
     }
