@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{parse_memory_size, ConfigError, SerialMode, VmConfig};
 use crate::device_options::{DiskOptions, RngOptions};
 use crate::seccomp::SeccompMode;
+use crate::vfio_options::VfioOptions;
 use crate::viommu::ViommuOptions;
 
 #[derive(Parser, Debug)]
@@ -105,6 +106,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
           value_parser = ViommuOptions::parse)]
     pub viommu: Option<ViommuOptions>,
+
+    /// A host PCI device passed through over VFIO:
+    /// path=/sys/bus/pci/devices/BDF[,iommu=on][,backend=container|iommufd].
+    /// It, and every other device in its IOMMU group, must be bound to vfio-pci.
+    /// Repeatable. Not supported yet: nestor checks that the host is ready, then stops.
+    #[arg(long, value_name = "OPTIONS", value_parser = VfioOptions::parse)]
+    pub vfio: Vec<VfioOptions>,
 }
 
 impl RunArgs {

@@ -9,6 +9,8 @@ use arch::layout::{MIN_MEMORY, MMIO_HOLE_END, MMIO_HOLE_START};
 use crate::cli::RunArgs;
 use crate::device_options::{DiskOptions, RngOptions};
 use crate::seccomp::SeccompMode;
+use crate::vfio_host_checks::{check_host, VfioHostError};
+use crate::vfio_options::VfioOptions;
 use crate::viommu::ViommuOptions;
 
 /// The command line Linux gets when the user gives none.
@@ -42,6 +44,10 @@ pub enum ConfigError {
     Cpus { got: u32, max: u32 },
     #[error("--timeout must be at least 1 second")]
     Timeout,
+    #[error(transparent)]
+    VfioHost(#[from] VfioHostError),
+    #[error("--vfio {bdf}: PCI passthrough is not supported yet (the host checks passed)")]
+    VfioNotSupported { bdf: String },
 }
 
 /// What to boot.
@@ -144,6 +150,19 @@ fn host_memory() -> Option<u64> {
     info.totalram.checked_mul(u64::from(info.mem_unit))
 }
 
+/// Checks each `--vfio` device against sysfs and the device nodes under `dev`, then
+/// refuses the first: until the passthrough PCI function exists, a guest is not booted
+/// without the device it was promised.
+fn check_vfio(vfio: &[VfioOptions], dev: &Path) -> Result<(), ConfigError> {
+    for device in vfio {
+        check_host(device, dev)?;
+    }
+    match vfio.first() {
+        Some(device) => Err(ConfigError::VfioNotSupported { bdf: device.bdf() }),
+        None => Ok(()),
+    }
+}
+
 impl VmConfig {
     pub fn from_args(args: RunArgs) -> Result<Self, ConfigError> {
         let kernel = match &args.kernel {
@@ -194,6 +213,7 @@ impl VmConfig {
         if args.timeout == Some(0) {
             return Err(ConfigError::Timeout);
         }
+        check_vfio(&args.vfio, Path::new("/dev"))?;
         let cmdline = match (&kernel, args.cmdline) {
             (_, Some(cmdline)) => cmdline,
             (KernelSource::Bundled, None) => String::new(),
@@ -244,6 +264,33 @@ mod tests {
         assert!(parse_memory_size("M").is_err());
         assert!(parse_memory_size("-1G").is_err());
         assert!(parse_memory_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn a_ready_vfio_device_is_refused_as_not_supported_yet() {
+        use crate::vfio_host_checks::tests::FakeHost;
+        use crate::vfio_options::VfioBackend;
+        assert!(check_vfio(&[], Path::new("/nonexistent")).is_ok());
+        let host = FakeHost::ready();
+        let device = VfioOptions {
+            path: host.device(),
+            iommu: true,
+            backend: VfioBackend::Iommufd,
+        };
+        let err = check_vfio(std::slice::from_ref(&device), &host.dev()).unwrap_err();
+        assert!(matches!(err, ConfigError::VfioNotSupported { .. }));
+        let message = err.to_string();
+        assert!(message.contains("not supported yet"), "{message}");
+        assert_eq!(message.lines().count(), 1);
+        // A host mistake in a later device is reported first.
+        let missing = VfioOptions {
+            path: host.root.join("sys/devices/0000:09:00.0"),
+            ..device.clone()
+        };
+        assert!(matches!(
+            check_vfio(&[device, missing], &host.dev()),
+            Err(ConfigError::VfioHost(VfioHostError::NoDevice { .. }))
+        ));
     }
 
     #[test]

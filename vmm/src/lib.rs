@@ -10,6 +10,8 @@ pub mod logging;
 pub mod seccomp;
 mod unikernel;
 mod vcpu;
+pub mod vfio_host_checks;
+pub mod vfio_options;
 pub mod viommu;
 mod vm;
 

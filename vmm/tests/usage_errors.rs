@@ -92,3 +92,31 @@ fn unknown_flag() {
     assert_eq!(output.status.code(), Some(2));
     assert!(!stderr(&output).contains("panicked"));
 }
+
+#[test]
+fn vfio_device_that_does_not_exist() {
+    let output = run(&["--vfio", "path=/nonexistent/0000:99:00.0"]);
+    assert_usage_error(&output, "no such device");
+}
+
+#[test]
+fn vfio_device_not_bound_to_vfio_pci() {
+    // A directory with no driver link: a device bound to nothing.
+    let dir = TempDir::new("vfio-unbound");
+    let output = run(&["--vfio", &format!("path={}", dir.path().display())]);
+    assert_usage_error(&output, "bind it to vfio-pci");
+}
+
+#[test]
+fn vfio_option_mistakes() {
+    assert_usage_error(&run(&["--vfio", "iommu=on"]), "path=");
+    assert_usage_error(&run(&["--vfio", "path=x,backend=type1"]), "iommufd");
+}
+
+#[test]
+fn vfio_is_in_the_help() {
+    let output = nestor().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--vfio"), "{help}");
+    assert!(help.contains("backend=container|iommufd"), "{help}");
+}

@@ -1,6 +1,8 @@
 //! What the VMM chooses for one virtio-iommu (granule, ranges, reserved regions, limits),
 //! and the checks a request must pass against those choices.
 
+use crate::host_iommu::IovaRange;
+
 use super::protocol::{
     ConfigSpace, Map, Status, Unmap, RESV_MEM_SIZE, RESV_MEM_T_MSI, RESV_MEM_T_RESERVED,
 };
@@ -62,6 +64,11 @@ impl Default for Limits {
         }
     }
 }
+
+/// The host IOMMU translates none of the IOVAs the virtio-iommu would offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the host IOMMU translates no address in the virtio-iommu's input range")]
+pub struct NoHostIova;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IommuConfig {
@@ -174,6 +181,39 @@ impl IommuConfig {
     pub fn check_unmap(&self, unmap: &Unmap) -> Result<(), Status> {
         self.check_domain(unmap.domain)?;
         self.check_input_range(unmap.virt_start, unmap.virt_end)
+    }
+
+    /// Narrows what the guest may map to `host`, the IOVAs every host endpoint's IOMMU
+    /// translates (ascending): the input range shrinks to their span and the holes between
+    /// them become reserved regions, so a MAP outside answers RANGE and one in a hole
+    /// INVAL, as for any other reserved region.
+    pub fn narrow_to_host(&mut self, host: &[IovaRange]) -> Result<(), NoHostIova> {
+        let (first, last) = self.input_range;
+        let usable: Vec<(u64, u64)> = host
+            .iter()
+            .map(|r| (r.start.max(first), r.last.min(last)))
+            .filter(|(s, l)| s <= l)
+            .collect();
+        let (Some(&(start, _)), Some(&(_, end))) = (usable.first(), usable.last()) else {
+            return Err(NoHostIova);
+        };
+        self.input_range = (start, end);
+        for pair in usable.windows(2) {
+            let (hole_start, hole_end) = (pair[0].1 + 1, pair[1].0 - 1);
+            if hole_start > hole_end {
+                continue;
+            }
+            // The MSI window is itself a hole on x86 hosts; it is reported already.
+            let covered = self
+                .reserved_regions
+                .iter()
+                .any(|r| r.start <= hole_start && hole_end <= r.end);
+            if !covered {
+                self.reserved_regions
+                    .push(ReservedRegion::reserved(hole_start, hole_end));
+            }
+        }
+        Ok(())
     }
 
     /// The MSI window a write may reach untranslated.

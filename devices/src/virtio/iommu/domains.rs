@@ -139,14 +139,14 @@ impl Domains {
         }
     }
 
-    /// Attaches `endpoint` to `domain`, creating the domain, and moving the endpoint out of
-    /// the domain it was in (which dies if that was its last endpoint).
-    pub fn attach(&mut self, domain: u32, endpoint: u32, bypass: bool) -> Result<(), Status> {
+    /// What [`Domains::attach`] would answer, changing nothing: `Ok(true)` if it would
+    /// move the endpoint, `Ok(false)` if it is already there.
+    pub fn check_attach(&self, domain: u32, endpoint: u32, bypass: bool) -> Result<bool, Status> {
         let current = *self.endpoints.get(&endpoint).ok_or(Status::NoEnt)?;
         match self.domains.get(&domain) {
-            Some(existing) if existing.bypass != bypass => return Err(Status::Inval),
-            Some(_) if current == Some(domain) => return Ok(()),
-            Some(_) => {}
+            Some(existing) if existing.bypass != bypass => Err(Status::Inval),
+            Some(_) if current == Some(domain) => Ok(false),
+            Some(_) => Ok(true),
             None => {
                 let old_dies = current
                     .and_then(|old| self.domains.get(&old))
@@ -154,9 +154,18 @@ impl Domains {
                 if self.domains.len() - old_dies as usize >= self.limits.max_domains {
                     return Err(Status::NoMem);
                 }
+                Ok(true)
             }
         }
-        if let Some(old) = current {
+    }
+
+    /// Attaches `endpoint` to `domain`, creating the domain, and moving the endpoint out of
+    /// the domain it was in (which dies if that was its last endpoint).
+    pub fn attach(&mut self, domain: u32, endpoint: u32, bypass: bool) -> Result<(), Status> {
+        if !self.check_attach(domain, endpoint, bypass)? {
+            return Ok(());
+        }
+        if let Some(old) = self.domain_of(endpoint) {
             self.leave(old, endpoint);
         }
         let entry = self.domains.entry(domain).or_insert_with(|| Domain {
@@ -246,6 +255,19 @@ impl Domains {
         end: u64,
         max: usize,
     ) -> Result<(usize, bool), Status> {
+        self.unmap_some_with(domain, start, end, max, |_, _| {})
+    }
+
+    /// Like [`Domains::unmap_some`], handing each removed mapping and its start to
+    /// `removed`, so a host IOMMU can drop exactly what the guest's did.
+    pub fn unmap_some_with(
+        &self,
+        domain: u32,
+        start: u64,
+        end: u64,
+        max: usize,
+        mut removed: impl FnMut(u64, &Mapping),
+    ) -> Result<(usize, bool), Status> {
         let d = self.mappable(domain)?;
         let mut mappings = write(&d.mappings);
         let straddles_start = mappings
@@ -265,12 +287,26 @@ impl Domains {
             .take(max)
             .collect();
         for s in &doomed {
-            mappings.remove(s);
+            if let Some(m) = mappings.remove(s) {
+                removed(*s, &m);
+            }
         }
         let done = mappings.range(start..=end).next().is_none();
         self.total_mappings
             .fetch_sub(doomed.len(), Ordering::Relaxed);
         Ok((doomed.len(), done))
+    }
+
+    /// Every mapping of `domain` with its start, in IOVA order (none for a bypass domain).
+    pub fn mappings(&self, domain: u32) -> Vec<(u64, Mapping)> {
+        self.domains.get(&domain).map_or_else(Vec::new, |d| {
+            read(&d.mappings).iter().map(|(&s, m)| (s, *m)).collect()
+        })
+    }
+
+    /// The IDs of every domain that exists.
+    pub fn domain_ids(&self) -> Vec<u32> {
+        self.domains.keys().copied().collect()
     }
 
     /// The endpoints attached to `domain`.

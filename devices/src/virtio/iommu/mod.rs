@@ -9,6 +9,8 @@
 //! - [`endpoint`]: [`IommuEndpoint`], the address space each protected device's IOTLB is
 //!   filled from,
 //! - [`faults`]: rate-limited fault records for the eventq,
+//! - [`host_endpoints`]: endpoints that are host devices, whose host IOMMU mirrors their
+//!   domain,
 //! - [`queues`], [`request`]: serving the virtqueues,
 //! - [`device`], [`worker`]: the `VirtioDevice` and its thread,
 //! - [`viot`]: the ACPI VIOT table describing the IOMMU and its endpoints.
@@ -18,6 +20,7 @@ pub mod device;
 pub mod domains;
 pub mod endpoint;
 pub mod faults;
+pub mod host_endpoints;
 pub mod protocol;
 pub mod queues;
 pub mod request;
@@ -32,3 +35,4 @@ pub use config::{IommuConfig, Limits, ReservedRegion};
 pub use device::{Iommu, OFFERED_FEATURES};
 pub use endpoint::IommuEndpoint;
 pub use faults::{FaultCounters, FaultRateLimit};
+pub use host_endpoints::HostEndpoints;

@@ -1,5 +1,6 @@
 //! Executing one requestq request against the shared state.
 
+use super::host_endpoints::HostEndpoints;
 use super::protocol::{
     parse_request, resv_mem_property, Request, RequestError, Status, HEAD_SIZE, TAIL_SIZE,
 };
@@ -50,7 +51,25 @@ pub fn execute(shared: &IommuState, negotiated: u64, readable: &[u8], writable_l
         Err(RequestError::Status(status)) => return Answer::status(status),
     };
     let properties_len = writable_len as usize - TAIL_SIZE;
-    let result = match request {
+    if let Request::Probe(p) = request {
+        return probe(shared, p.endpoint, properties_len);
+    }
+    let result = match shared.host_endpoints() {
+        None => execute_emulated(shared, request),
+        Some(host) => execute_with_host(shared, host, request),
+    };
+    Answer::status(match result {
+        Ok(stale) => {
+            shared.invalidate(&stale);
+            Status::Ok
+        }
+        Err(status) => status,
+    })
+}
+
+/// A request when no endpoint is a host device: only the domain state changes.
+fn execute_emulated(shared: &IommuState, request: Request) -> Result<Stale, Status> {
+    match request {
         Request::Attach(a) => shared
             .config
             .check_domain(a.domain)
@@ -71,15 +90,36 @@ pub fn execute(shared: &IommuState, negotiated: u64, readable: &[u8], writable_l
             .config
             .check_unmap(&u)
             .and_then(|()| unmap(shared, u.domain, u.virt_start, u.virt_end)),
-        Request::Probe(p) => return probe(shared, p.endpoint, properties_len),
-    };
-    Answer::status(match result {
-        Ok(stale) => {
-            shared.invalidate(&stale);
-            Status::Ok
-        }
-        Err(status) => status,
-    })
+        // Answered by `probe` before it gets here: it changes no state.
+        Request::Probe(_) => Ok(Stale::Nothing),
+    }
+}
+
+/// A request when some endpoints are host devices: their host IOMMUs follow the domains.
+fn execute_with_host(
+    shared: &IommuState,
+    host: &HostEndpoints,
+    request: Request,
+) -> Result<Stale, Status> {
+    match request {
+        Request::Attach(a) if host.backend(a.endpoint).is_some() => shared
+            .config
+            .check_domain(a.domain)
+            .and_then(|()| host.attach(shared, a.domain, a.endpoint, a.bypass)),
+        Request::Detach(d) if host.backend(d.endpoint).is_some() => shared
+            .config
+            .check_domain(d.domain)
+            .and_then(|()| host.detach(shared, d.domain, d.endpoint)),
+        Request::Map(m) => shared
+            .config
+            .check_map(&m)
+            .and_then(|()| host.map(shared, &m)),
+        Request::Unmap(u) => shared
+            .config
+            .check_unmap(&u)
+            .and_then(|()| host.unmap(shared, u.domain, u.virt_start, u.virt_end)),
+        other => execute_emulated(shared, other),
+    }
 }
 
 /// Removes the mappings of `[start, last]` a chunk at a time; returns what went stale.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vm_memory::Permissions;
 use vmm_sys_util::eventfd::EventFd;
@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use super::domains::{covering_mappings, Domains, Mapping, Route};
 use super::faults::{FaultQueue, FaultRateLimit};
+use super::host_endpoints::HostEndpoints;
 use super::protocol::{
     FaultRecord, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING,
     FAULT_R_UNKNOWN,
@@ -30,6 +31,9 @@ pub struct IommuState {
     fault_event: EventFd,
     /// The IOTLB of each endpoint's device, registered when the VM is built.
     tlbs: RwLock<HashMap<u32, Arc<DeviceTlb>>>,
+    /// Endpoints that are host devices, set once when the VM is built; unset, requests
+    /// touch no host IOMMU at all.
+    host: OnceLock<HostEndpoints>,
 }
 
 /// Whose cached translations a request made stale.
@@ -54,6 +58,7 @@ impl IommuState {
             faults: Mutex::new(FaultQueue::new(rate)),
             fault_event: EventFd::new(libc::EFD_NONBLOCK)?,
             tlbs: RwLock::new(HashMap::new()),
+            host: OnceLock::new(),
             config,
         })
     }
@@ -79,6 +84,20 @@ impl IommuState {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(endpoint, tlb);
+    }
+
+    /// Makes the endpoints of `host` known as host devices; once only, before the guest
+    /// runs. Gives `host` back if already set.
+    pub fn set_host_endpoints(&self, host: HostEndpoints) -> Result<(), HostEndpoints> {
+        let endpoints: Vec<u32> = host.endpoints().collect();
+        self.host.set(host)?;
+        let mut domains = self.domains_mut();
+        endpoints.into_iter().for_each(|e| domains.add_endpoint(e));
+        Ok(())
+    }
+
+    pub fn host_endpoints(&self) -> Option<&HostEndpoints> {
+        self.host.get()
     }
 
     /// Drops what `stale` names from the endpoints' IOTLBs; returns once no access
@@ -109,7 +128,12 @@ impl IommuState {
 
     /// Device reset: every domain and mapping goes, and with them every cached translation.
     pub fn reset(&self) {
-        self.domains_mut().reset();
+        let mut domains = self.domains_mut();
+        if let Some(host) = self.host.get() {
+            host.forget_all(&domains);
+        }
+        domains.reset();
+        drop(domains);
         self.invalidate_every_endpoint();
         self.faults().clear();
     }

@@ -4,6 +4,7 @@
 mod answers;
 mod eventq;
 mod fuzz;
+mod host;
 mod isolation;
 mod requests;
 mod rig;

@@ -1,0 +1,106 @@
+//! Host IOMMU back-ends: how guest memory is made reachable by a host (passthrough) device's
+//! DMA. The virtio-iommu reaches the host only through [`HostIommu`], so the legacy VFIO
+//! container, an iommufd IOAS and the test fake are interchangeable.
+//!
+//! - [`vfio_container`]: the VFIO type1 container (`/dev/vfio/vfio`),
+//! - [`iommufd_ioas`]: an iommufd I/O address space (`/dev/iommu`),
+//! - [`fake`]: a back-end that records calls and fails on request, for tests,
+//! - [`guest_ram`]: from guest-physical addresses to the host addresses a back-end maps.
+
+pub mod fake;
+pub mod guest_ram;
+pub mod iommufd_ioas;
+mod iommufd_iova_ranges;
+pub mod vfio_container;
+mod vfio_iommu_info;
+
+use std::fmt::Debug;
+use std::io;
+
+pub use fake::{FakeHostIommu, HostCall};
+pub use guest_ram::GuestRam;
+pub use iommufd_ioas::IommufdIoasIommu;
+pub use vfio_container::VfioContainerIommu;
+
+/// Which way a host device may move data through a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaAccess {
+    /// The device may read the memory.
+    pub read: bool,
+    /// The device may write the memory.
+    pub write: bool,
+}
+
+impl DmaAccess {
+    pub const READ_WRITE: Self = Self {
+        read: true,
+        write: true,
+    };
+}
+
+/// An inclusive range of IOVAs the host IOMMU can translate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IovaRange {
+    pub start: u64,
+    /// Inclusive.
+    pub last: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostIommuError {
+    #[error("host IOMMU map of {len:#x} bytes at IOVA {iova:#x} failed: {source}")]
+    Map {
+        iova: u64,
+        len: u64,
+        source: io::Error,
+    },
+    #[error("host IOMMU unmap of {len:#x} bytes at IOVA {iova:#x} failed: {source}")]
+    Unmap {
+        iova: u64,
+        len: u64,
+        source: io::Error,
+    },
+    #[error("host IOMMU unmapped {done:#x} of {len:#x} bytes at IOVA {iova:#x}")]
+    PartialUnmap { iova: u64, len: u64, done: u64 },
+    #[error("cannot read the host IOMMU's usable IOVA ranges: {0}")]
+    IovaRanges(io::Error),
+}
+
+impl HostIommuError {
+    /// The host ran out of room (memory, pinned-page limit, mapping slots) rather than
+    /// refusing the request itself.
+    pub fn is_out_of_memory(&self) -> bool {
+        let errno = match self {
+            Self::Map { source, .. } | Self::Unmap { source, .. } | Self::IovaRanges(source) => {
+                source.raw_os_error()
+            }
+            Self::PartialUnmap { .. } => None,
+        };
+        matches!(errno, Some(libc::ENOMEM) | Some(libc::ENOSPC))
+    }
+}
+
+/// One host IOMMU address space that a set of host devices' DMA goes through.
+pub trait HostIommu: Debug + Send + Sync {
+    /// Makes `[iova, iova + len)` reach `[host_addr, host_addr + len)` for the device.
+    ///
+    /// # Safety
+    ///
+    /// The device may read or write that memory at any time until it is unmapped, so it
+    /// must be memory nothing in this process holds Rust references to and that stays
+    /// mapped as long: guest RAM, as a [`GuestRam`] hands it out.
+    unsafe fn map(
+        &self,
+        iova: u64,
+        host_addr: u64,
+        len: u64,
+        access: DmaAccess,
+    ) -> Result<(), HostIommuError>;
+
+    /// Removes exactly the mappings that `[iova, iova + len)` covers; they were created by
+    /// `map` calls lying wholly inside it.
+    fn unmap(&self, iova: u64, len: u64) -> Result<(), HostIommuError>;
+
+    /// The IOVA ranges the host can translate, ascending; anything else must stay unmapped.
+    fn iova_ranges(&self) -> Result<Vec<IovaRange>, HostIommuError>;
+}
