@@ -7,14 +7,10 @@ RIG_BZIMAGE=/rig/l3/bzImage
 RIG_L3_INITRD=/rig/l3/initrd.cpio
 RIG_GUEST_CONSOLE=/dev/ttyS1
 
-# The VMM under test runs on the rig host's CPU 0 only. QEMU's emulated SVM
-# (TCG) corrupts a guest's registers when the rig host's CPUs wake each other
-# while the guest runs, and a VMM's own threads do that all the time (README.md,
-# "The rig's own fault"). rig.pin=CPUS on the rig host's command line
-# (RIG_L2_ARGS on the host) picks other CPUs; rig.pin=all turns pinning off.
-RIG_PIN=$(sed -n 's/.*rig\.pin=\([0-9a-z,-]*\).*/\1/p' /proc/cmdline)
-RIG_PIN=${RIG_PIN:-0}
-[ "$RIG_PIN" = all ] && RIG_PIN=""
+# rig.pin=CPUS on the rig host's command line (RIG_L2_ARGS on the host) runs the
+# VMM under taskset on those CPUs: with RIG_SMP=2, that tells the rig's own
+# fault from the VMM's (README.md, "The rig's own fault").
+RIG_PIN=$(sed -n 's/.*rig\.pin=\([0-9,-]*\).*/\1/p' /proc/cmdline)
 
 rig_info() { echo "RIG-L2 info $*"; }
 

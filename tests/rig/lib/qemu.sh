@@ -2,6 +2,8 @@
 # Boots the rig host (L2) under QEMU TCG with emulated SVM. Sourced by run.sh.
 
 # boot_l2 TIMEOUT KERNEL INITRD CMDLINE L2_LOG GUEST_LOG [QEMU ARGS...]
+# L2 has one CPU unless RIG_SMP says otherwise: with two, QEMU's emulated SVM
+# corrupts the guests L2 runs (README.md, "The rig's own fault").
 # L2's ttyS0 (its console, the RIG-L2 protocol and a heartbeat line every 5 s,
 # l2/init.sh) goes to L2_LOG, its ttyS1 (nestor's guest console) to GUEST_LOG,
 # QEMU's own messages to L2_LOG.qemu. Returns QEMU's status (124: timeout), or
@@ -13,7 +15,7 @@ boot_l2() {
     local hung_after=${RIG_HUNG_AFTER:-120}
     local rc=0 qemu_pid size last_size=-1 last_change=$SECONDS
     timeout -k 10 "$timeout" qemu-system-x86_64 \
-        -M q35 -accel "tcg${RIG_TCG:+,$RIG_TCG}" -cpu EPYC,+svm,+npt -m 2048 -smp 2 \
+        -M q35 -accel "tcg${RIG_TCG:+,$RIG_TCG}" -cpu EPYC,+svm,+npt -m 2048 -smp "${RIG_SMP:-1}" \
         -device amd-iommu -nic none -nographic -no-reboot -monitor none \
         -serial stdio -serial "file:$guest_log" \
         -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
