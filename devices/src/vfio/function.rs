@@ -1,0 +1,111 @@
+//! A host PCI function on nestor's bus: configuration space emulated over the device's
+//! (see `config`), BARs trapped and forwarded as region reads and writes, the MSI-X table
+//! kept here (see `msix`).
+
+use std::io;
+
+use crate::interrupt::MsiInterruptManager;
+use crate::pci::{BarMove, PciBar, PciDevice};
+
+use super::capabilities::{CapabilityList, MSIX_CAPABILITY_ID, MSI_CAPABILITY_ID};
+use super::config::{read_header, VfioConfigError, VfioConfigSpace};
+use super::device_io::VfioDeviceIo;
+use super::msix::{MsixLocation, VfioMsix};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VfioFunctionError {
+    #[error(transparent)]
+    Config(#[from] VfioConfigError),
+    #[error("MSI-X vectors: {0}")]
+    Vectors(io::Error),
+}
+
+pub struct VfioPciFunction {
+    device: Box<dyn VfioDeviceIo>,
+    config: VfioConfigSpace,
+    msix: Option<VfioMsix>,
+}
+
+impl VfioPciFunction {
+    /// Resets `device`, turns its decoding and bus mastering off, and declares its memory
+    /// BARs at the addresses `place(bar, size)` picks. MSI is hidden from the guest
+    /// (nestor emulates MSI-X only), as is an MSI-X capability the host gives no vectors.
+    pub fn new(
+        device: Box<dyn VfioDeviceIo>,
+        interrupts: &dyn MsiInterruptManager,
+        place: &mut dyn FnMut(usize, u64) -> io::Result<u64>,
+    ) -> Result<Self, VfioFunctionError> {
+        device.reset();
+        let header = read_header(device.as_ref());
+        let host_msix = device.msix_vectors() > 0;
+        let capabilities = CapabilityList::walk(&header, |id| match id {
+            MSI_CAPABILITY_ID => false,
+            MSIX_CAPABILITY_ID => host_msix,
+            _ => true,
+        });
+        if capabilities.has(MSI_CAPABILITY_ID) && !host_msix {
+            log::warn!("the passthrough device has MSI only; the guest gets no interrupts");
+        }
+        let msix = match capabilities.find(MSIX_CAPABILITY_ID) {
+            Some(at) => {
+                let word = |offset: usize| {
+                    u32::from_le_bytes(header[offset..offset + 4].try_into().unwrap_or_default())
+                };
+                let control = (word(at) >> 16) as u16;
+                let mut location = MsixLocation::parse(control, word(at + 4), word(at + 8));
+                let host_vectors = device.msix_vectors().min(u32::from(u16::MAX)) as u16;
+                location.vectors = location.vectors.min(host_vectors);
+                let group = interrupts
+                    .create_group(location.vectors)
+                    .map_err(VfioFunctionError::Vectors)?;
+                Some(VfioMsix::new(location, group))
+            }
+            None => None,
+        };
+        let config = VfioConfigSpace::new(&header, device.as_ref(), capabilities, place)?;
+        config.sync_command(device.as_ref());
+        Ok(Self {
+            device,
+            config,
+            msix,
+        })
+    }
+
+    fn msix_table_offset(&self, bar: usize, offset: u64, len: usize) -> Option<u64> {
+        let location: MsixLocation = self.msix.as_ref()?.location();
+        location.table_offset_of(bar as u32, offset, len)
+    }
+}
+
+impl PciDevice for VfioPciFunction {
+    fn read_config_register(&mut self, reg: usize) -> u32 {
+        self.config
+            .read(reg, self.device.as_ref(), self.msix.as_ref())
+    }
+
+    fn write_config_register(&mut self, reg: usize, offset: usize, data: &[u8]) -> Option<BarMove> {
+        self.config
+            .write(reg, offset, data, self.device.as_ref(), self.msix.as_mut())
+    }
+
+    fn bars(&self) -> Vec<PciBar> {
+        self.config.bars()
+    }
+
+    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        match (self.msix_table_offset(bar, offset, data.len()), &self.msix) {
+            (Some(within), Some(msix)) => msix.read_table(within, data),
+            _ => self.device.region_read(bar as u32, offset, data),
+        }
+    }
+
+    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        match (
+            self.msix_table_offset(bar, offset, data.len()),
+            &mut self.msix,
+        ) {
+            (Some(within), Some(msix)) => msix.write_table(within, data),
+            _ => self.device.region_write(bar as u32, offset, data),
+        }
+    }
+}
