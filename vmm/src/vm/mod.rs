@@ -6,6 +6,7 @@ mod guest_vm;
 mod kernel;
 mod legacy;
 mod output;
+mod passthrough;
 mod pci;
 mod trace;
 
