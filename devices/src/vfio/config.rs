@@ -41,8 +41,9 @@ const BAR_MEM_TYPE_64: u32 = 0x4;
 const BAR_MEM_TYPE_MASK: u32 = 0x6;
 const BAR_MEM_PREFETCHABLE: u32 = 0x8;
 
-/// Offsets of MSI-X message control within its capability.
-const MSIX_CONTROL: std::ops::Range<usize> = 2..4;
+/// Offset of MSI-X message control's upper byte (enable, function mask, table size
+/// bits 8-10) within its capability.
+const MSIX_CONTROL_HIGH: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VfioConfigError {
@@ -188,16 +189,13 @@ impl VfioConfigSpace {
                     let at = reg * 4 + i;
                     match self.capabilities.classify(at) {
                         CapabilityByte::Next(next) => *byte = next,
+                        // The enable and mask bits are nestor's; the device's own are
+                        // the host kernel's business. The table size stays.
                         CapabilityByte::Body { id, offset }
-                            if id == MSIX_CAPABILITY_ID
-                                && MSIX_CONTROL.contains(&(at - offset)) =>
+                            if id == MSIX_CAPABILITY_ID && at - offset == MSIX_CONTROL_HIGH =>
                         {
-                            // The enable and mask bits are nestor's; the device's own
-                            // are the host kernel's business. The table size stays.
-                            if at - offset == MSIX_CONTROL.end - 1 {
-                                let bits = msix.map_or(0, |m| m.control_bits());
-                                *byte = *byte & 0x07 | (bits >> 8) as u8;
-                            }
+                            let bits = msix.map_or(0, |m| m.control_bits());
+                            *byte = *byte & 0x07 | (bits >> 8) as u8;
                         }
                         _ => {}
                     }
@@ -263,7 +261,7 @@ impl VfioConfigSpace {
                     flush(&mut run);
                     // Only message control's upper byte (enable, function mask) is
                     // writable; table and PBA locations are read-only.
-                    if at - offset == MSIX_CONTROL.end - 1 {
+                    if at - offset == MSIX_CONTROL_HIGH {
                         if let Some(msix) = msix.as_deref_mut() {
                             msix.set_control(u16::from(value) << 8, device);
                         }
