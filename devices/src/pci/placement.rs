@@ -129,6 +129,7 @@ impl BarPlacer {
                 if let Err(e) = self.mmio_bus.remove(address) {
                     log::warn!("{bdf}: BAR {} was not at {address:#x}: {e}", bar.index);
                 }
+                device.bar_placed(bar.index, None);
             }
             let Some((address, size)) = wanted else {
                 continue;
@@ -137,6 +138,7 @@ impl BarPlacer {
                 Ok(()) => {
                     placement.decoding = Some((address, size));
                     self.set_ioevents(bdf, device, bar.index, address, true);
+                    device.bar_placed(bar.index, Some(address));
                     let moved_from = placement.last_address.replace(address);
                     if let Some(old) = moved_from.filter(|&old| old != address) {
                         device.bar_moved(bar.index, old, address);

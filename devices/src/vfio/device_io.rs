@@ -31,6 +31,9 @@ pub trait VfioDeviceIo: Send {
     /// Reads BAR `index` at `offset`; all-ones where it fails.
     fn region_read(&self, index: u32, offset: u64, data: &mut [u8]);
     fn region_write(&self, index: u32, offset: u64, data: &[u8]);
+    /// Maps `len` bytes at `offset` of BAR `index` into this process, shared with the
+    /// device, for as long as the process lives; returns the host address.
+    fn mmap_region(&self, index: u32, offset: u64, len: u64) -> io::Result<u64>;
     /// How many MSI-X vectors the host lets the device use (0: none).
     fn msix_vectors(&self) -> u32;
     /// Routes the device's MSI-X vectors to `fds`, in order (VFIO_DEVICE_SET_IRQS).

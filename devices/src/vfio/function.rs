@@ -1,12 +1,14 @@
 //! A host PCI function on nestor's bus: configuration space emulated over the device's
-//! (see `config`), BARs trapped and forwarded as region reads and writes, the MSI-X table
-//! kept here (see `msix`).
+//! (see `config`), mappable BARs in guest memory slots (see `bar_mapping`) over a trapped
+//! path that forwards region reads and writes, the MSI-X table kept here (see `msix`).
 
 use std::io;
+use std::sync::Arc;
 
 use crate::interrupt::MsiInterruptManager;
 use crate::pci::{BarMove, PciBar, PciDevice};
 
+use super::bar_mapping::{BarMappings, GuestMemorySlots};
 use super::capabilities::{CapabilityList, MSIX_CAPABILITY_ID, MSI_CAPABILITY_ID};
 use super::config::{read_header, VfioConfigError, VfioConfigSpace};
 use super::device_io::VfioDeviceIo;
@@ -24,15 +26,19 @@ pub struct VfioPciFunction {
     device: Box<dyn VfioDeviceIo>,
     config: VfioConfigSpace,
     msix: Option<VfioMsix>,
+    mappings: Option<BarMappings>,
 }
 
 impl VfioPciFunction {
     /// Resets `device`, turns its decoding and bus mastering off, and declares its memory
     /// BARs at the addresses `place(bar, size)` picks. MSI is hidden from the guest
     /// (nestor emulates MSI-X only), as is an MSI-X capability the host gives no vectors.
+    /// With `slots`, the BARs the host lets this process map are mapped now and reach the
+    /// guest through memory slots while they decode; without, every access is trapped.
     pub fn new(
         device: Box<dyn VfioDeviceIo>,
         interrupts: &dyn MsiInterruptManager,
+        slots: Option<Arc<dyn GuestMemorySlots>>,
         place: &mut dyn FnMut(usize, u64) -> io::Result<u64>,
     ) -> Result<Self, VfioFunctionError> {
         device.reset();
@@ -64,10 +70,30 @@ impl VfioPciFunction {
         };
         let config = VfioConfigSpace::new(&header, device.as_ref(), capabilities, place)?;
         config.sync_command(device.as_ref());
+        let mappings = slots.map(|slots| {
+            let bars: Vec<(usize, u64)> = config.bars().iter().map(|b| (b.index, b.size)).collect();
+            let location = msix.as_ref().map(|m| m.location());
+            // The table traps; the PBA is left out with it, as the host may refuse to map
+            // either.
+            let holes = |bar: usize| {
+                let mut holes = Vec::new();
+                if let Some(l) = location {
+                    if l.table_bar as usize == bar {
+                        holes.push((l.table_offset, l.table_len()));
+                    }
+                    if l.pba_bar as usize == bar {
+                        holes.push((l.pba_offset, l.pba_len()));
+                    }
+                }
+                holes
+            };
+            BarMappings::new(device.as_ref(), slots, &bars, holes)
+        });
         Ok(Self {
             device,
             config,
             msix,
+            mappings,
         })
     }
 
@@ -90,6 +116,12 @@ impl PciDevice for VfioPciFunction {
 
     fn bars(&self) -> Vec<PciBar> {
         self.config.bars()
+    }
+
+    fn bar_placed(&mut self, bar: usize, address: Option<u64>) {
+        if let Some(mappings) = &mut self.mappings {
+            mappings.place(bar, address);
+        }
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {

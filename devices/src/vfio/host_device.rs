@@ -1,6 +1,7 @@
 //! [`VfioDeviceIo`] on a device opened through vfio-ioctls.
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use vfio_bindings::bindings::vfio::{
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
@@ -60,6 +61,27 @@ impl VfioDeviceIo for HostVfioDevice {
         if self.region(index).writable {
             self.device.region_write(index, data, offset);
         }
+    }
+
+    fn mmap_region(&self, index: u32, offset: u64, len: u64) -> io::Result<u64> {
+        let file_offset = self.device.get_region_offset(index) + offset;
+        let file_offset = libc::off_t::try_from(file_offset).map_err(io::Error::other)?;
+        // SAFETY: a new shared mapping of the device fd chosen by the kernel; nothing in
+        // this process aliases it, and it is never unmapped (see the trait).
+        let host = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.device.as_raw_fd(),
+                file_offset,
+            )
+        };
+        if host == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(host as u64)
     }
 
     fn msix_vectors(&self) -> u32 {

@@ -75,6 +75,11 @@ impl MsixLocation {
         u64::from(self.vectors) * MSIX_TABLE_ENTRY_SIZE
     }
 
+    /// One bit per vector, in whole qwords.
+    pub fn pba_len(&self) -> u64 {
+        u64::from(self.vectors).div_ceil(64) * 8
+    }
+
     /// The offset into the table of an access at `offset` of BAR `bar`, if it falls inside.
     pub fn table_offset_of(&self, bar: u32, offset: u64, len: usize) -> Option<u64> {
         let within = offset.checked_sub(self.table_offset)?;

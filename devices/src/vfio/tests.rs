@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use super::bar_mapping::GuestMemorySlots;
 use super::device_io::{RegionInfo, VfioDeviceIo};
 use super::function::VfioPciFunction;
+use crate::bus::Bus;
 use crate::interrupt::{MsiInterruptGroup, MsiInterruptManager, MsiMessage};
-use crate::pci::{BarMove, PciBar, PciDevice, CONFIG_SPACE_SIZE};
+use crate::pci::{BarMove, PciBar, PciDevice, PciRoot, CONFIG_SPACE_SIZE};
 
 const BAR0_SIZE: u64 = 0x10_0000;
 const BAR2_SIZE: u64 = 0x4000;
@@ -21,6 +23,7 @@ enum Call {
     ConfigWrite(u64, Vec<u8>),
     RegionRead(u32, u64, usize),
     RegionWrite(u32, u64, Vec<u8>),
+    Mmap(u32, u64, u64),
     EnableMsix(usize),
     DisableMsix,
     Reset,
@@ -105,6 +108,14 @@ impl VfioDeviceIo for FakeDevice {
             .push(Call::RegionWrite(index, offset, data.to_vec()));
     }
 
+    fn mmap_region(&self, index: u32, offset: u64, len: u64) -> io::Result<u64> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Mmap(index, offset, len));
+        Ok(fake_host_address(index, offset))
+    }
+
     fn msix_vectors(&self) -> u32 {
         u32::from(MSIX_VECTORS)
     }
@@ -121,6 +132,48 @@ impl VfioDeviceIo for FakeDevice {
 
     fn reset(&self) {
         self.calls.lock().unwrap().push(Call::Reset);
+    }
+}
+
+/// Where the fake device's BARs are "mapped".
+fn fake_host_address(bar: u32, offset: u64) -> u64 {
+    0x7f00_0000_0000 + (u64::from(bar) << 32) + offset
+}
+
+/// The live slots, as (slot, gpa, host, len).
+#[derive(Default)]
+struct FakeSlots {
+    live: Mutex<Vec<(u32, u64, u64, u64)>>,
+    next: Mutex<u32>,
+}
+
+impl FakeSlots {
+    fn live(&self) -> Vec<(u64, u64, u64)> {
+        let mut live: Vec<_> = self
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|&(_, gpa, host, len)| (gpa, host, len))
+            .collect();
+        live.sort_unstable();
+        live
+    }
+}
+
+impl GuestMemorySlots for FakeSlots {
+    unsafe fn add(&self, gpa: u64, host: u64, len: u64) -> io::Result<u32> {
+        let mut next = self.next.lock().unwrap();
+        *next += 1;
+        self.live.lock().unwrap().push((*next, gpa, host, len));
+        Ok(*next)
+    }
+    fn remove(&self, slot: u32) -> io::Result<()> {
+        let mut live = self.live.lock().unwrap();
+        let before = live.len();
+        live.retain(|&(s, ..)| s != slot);
+        assert_eq!(live.len() + 1, before, "slot {slot} removed twice");
+        Ok(())
     }
 }
 
@@ -165,12 +218,14 @@ struct Rig {
     function: VfioPciFunction,
     calls: Arc<Mutex<Vec<Call>>>,
     interrupts: FakeInterrupts,
+    slots: Arc<FakeSlots>,
 }
 
 impl Rig {
     fn new() -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let interrupts = FakeInterrupts::default();
+        let slots = Arc::new(FakeSlots::default());
         let mut next = 0xc000_0000u64;
         let mut place = |_bar: usize, size: u64| {
             let address = next.next_multiple_of(size);
@@ -180,6 +235,7 @@ impl Rig {
         let function = VfioPciFunction::new(
             Box::new(FakeDevice::new(calls.clone())),
             &interrupts,
+            Some(slots.clone()),
             &mut place,
         )
         .unwrap();
@@ -187,6 +243,7 @@ impl Rig {
             function,
             calls,
             interrupts,
+            slots,
         }
     }
 
@@ -217,9 +274,13 @@ fn start_resets_the_device_and_turns_decoding_off() {
         rig.take_calls(),
         [
             Call::Reset,
-            Call::ConfigWrite(4, 0x0400u16.to_le_bytes().to_vec())
+            Call::ConfigWrite(4, 0x0400u16.to_le_bytes().to_vec()),
+            // BAR 2 without the pages of the MSI-X table (page 0) and PBA (page 1).
+            Call::Mmap(0, 0, BAR0_SIZE),
+            Call::Mmap(2, 0x2000, 0x2000),
         ]
     );
+    assert_eq!(rig.slots.live(), []);
     assert_eq!(
         rig.function.bars(),
         [
@@ -377,4 +438,37 @@ fn bar_accesses_outside_the_msix_table_reach_the_device() {
             Call::RegionRead(2, 0x1000, 4),
         ]
     );
+}
+
+#[test]
+fn mapped_bars_follow_decoding_and_moves_on_the_bus() {
+    let rig = Rig::new();
+    let slots = rig.slots.clone();
+    let bus = Arc::new(Bus::new());
+    let mut root = PciRoot::new(bus.clone(), None);
+    let bdf = root.reserve_slot().unwrap();
+    root.add_device(bdf, Arc::new(Mutex::new(rig.function)))
+        .unwrap();
+    assert_eq!(slots.live(), []);
+
+    root.config_write(bdf, 1, 0, &[0x02]);
+    let bar0 = (0xc000_0000, fake_host_address(0, 0), BAR0_SIZE);
+    let bar2 = (0xc010_2000, fake_host_address(2, 0x2000), 0x2000);
+    assert_eq!(slots.live(), [bar0, bar2]);
+    // The MSI-X table's page has no slot: it traps, and nestor answers.
+    let mut entry = [0u8; 4];
+    assert!(bus.read(0xc010_000c, &mut entry));
+    assert_eq!(u32::from_le_bytes(entry), 1);
+
+    root.config_write(bdf, 4, 0, &0xd000_0000u32.to_le_bytes());
+    assert_eq!(slots.live(), [bar2, (0xd000_0000, bar0.1, bar0.2)]);
+
+    // Sizing with decoding off, as drivers do: no slot anywhere meanwhile.
+    root.config_write(bdf, 1, 0, &[0x00]);
+    assert_eq!(slots.live(), []);
+    root.config_write(bdf, 4, 0, &u32::MAX.to_le_bytes());
+    root.config_write(bdf, 4, 0, &0xd000_0000u32.to_le_bytes());
+    assert_eq!(slots.live(), []);
+    root.config_write(bdf, 1, 0, &[0x02]);
+    assert_eq!(slots.live(), [bar2, (0xd000_0000, bar0.1, bar0.2)]);
 }

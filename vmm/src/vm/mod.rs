@@ -1,5 +1,6 @@
 //! Building a VM from a [`VmConfig`] and running it to its end.
 
+mod device_memory;
 mod error;
 mod failure_report;
 mod guest_vm;

@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use devices::host_iommu::VfioContainerIommu;
-use devices::vfio::{map_guest_ram, HostVfioDevice};
+use devices::vfio::{map_guest_ram, GuestMemorySlots, HostVfioDevice};
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
 use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
+
+use super::device_memory::KvmDeviceMemory;
 
 use super::error::VmmError;
 use super::GuestVm;
@@ -18,13 +20,26 @@ fn passthrough_err(path: &Path, what: impl std::fmt::Display) -> VmmError {
     VmmError::Device(format!("--vfio {}: {what}", path.display()))
 }
 
-/// The container the passthrough devices share, created with the first of them.
-#[derive(Default)]
+/// The container the passthrough devices share, created with the first of them, and
+/// the memory slots their BARs take.
 pub struct Passthrough {
     container: Option<Arc<VfioContainer>>,
+    slots: Arc<KvmDeviceMemory>,
 }
 
 impl Passthrough {
+    pub fn new(vm: &Arc<GuestVm>) -> Self {
+        let ram_slots = vm.memory().num_regions() as u32;
+        Self {
+            container: None,
+            slots: Arc::new(KvmDeviceMemory::new(Arc::downgrade(vm), ram_slots)),
+        }
+    }
+
+    pub fn memory_slots(&self) -> Arc<dyn GuestMemorySlots> {
+        self.slots.clone()
+    }
+
     /// Opens the device at `path` (its sysfs directory) through the container; the
     /// first device maps guest RAM for all.
     pub fn open(

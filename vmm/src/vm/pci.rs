@@ -122,7 +122,7 @@ impl Builder<'_> {
     fn add_passthrough(
         &mut self,
         bdf: Bdf,
-        vm: &GuestVm,
+        vm: &Arc<GuestVm>,
         passthrough: &mut Passthrough,
         options: &VfioOptions,
     ) -> Result<(), VmmError> {
@@ -131,8 +131,13 @@ impl Builder<'_> {
         // The allocator hands out whole pages; a smaller BAR sits at the start of one.
         let mut place =
             |_bar: usize, size: u64| bars.allocate(size.max(0x1000)).map_err(io::Error::other);
-        let function = VfioPciFunction::new(Box::new(device), &self.interrupts, &mut place)
-            .map_err(|e| device_err(format!("--vfio {}: {e}", options.bdf())))?;
+        let function = VfioPciFunction::new(
+            Box::new(device),
+            &self.interrupts,
+            Some(passthrough.memory_slots()),
+            &mut place,
+        )
+        .map_err(|e| device_err(format!("--vfio {}: {e}", options.bdf())))?;
         log::info!("PCI {bdf}: passthrough of host device {}", options.bdf());
         self.root
             .add_device(bdf, Arc::new(Mutex::new(function)))
@@ -224,7 +229,7 @@ pub fn add_pci_devices(
         let device = Console::new(outputs.console(), input, builder.spec("dev-con0".into())?);
         builder.add(bdf, Box::new(device), DeviceDma::untranslated())?;
     }
-    let mut passthrough = Passthrough::default();
+    let mut passthrough = Passthrough::new(vm);
     for options in &devices.vfio {
         let bdf = builder.reserve()?;
         builder.add_passthrough(bdf, vm, &mut passthrough, options)?;
