@@ -7,7 +7,9 @@
 //! another device, or past the top of the address space leaves the BAR off the bus rather
 //! than decoding at a stale address the guest can no longer read back; it is logged once
 //! per BAR, since a guest can retry it in a loop. Queue-notification ioeventfds follow
-//! the BAR: registered exactly while it decodes.
+//! the BAR: registered exactly while it decodes. So does whatever the function hangs on
+//! `PciDevice::bar_placed` (a passthrough function's KVM memory slots), which is why only
+//! accepted placements are reported: a slot must never shadow what the placer refused.
 
 use std::sync::Arc;
 
