@@ -7,7 +7,6 @@
 # rig-timeout: 420
 # rig-nestor: yes
 # rig-qemu: -device edu
-# rig-default: no
 # shellcheck shell=sh
 set -u
 
