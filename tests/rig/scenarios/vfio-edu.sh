@@ -2,8 +2,8 @@
 # device (1234:11e8) to vfio-pci, and nestor hands it to a Linux guest over
 # the VFIO container with all guest RAM mapped for its DMA. The guest finds it,
 # turns memory decoding on, reads BAR 0's identification register (0x010000ed)
-# and gets the bitwise NOT of what it writes to the liveness register, every
-# access trapped by nestor and forwarded to the device.
+# and gets the bitwise NOT of what it writes to the liveness register, through
+# the BAR nestor maps into the guest (a KVM memory slot over the host's mmap).
 # rig-timeout: 420
 # rig-nestor: yes
 # rig-qemu: -device edu
