@@ -6,7 +6,8 @@
 //!   kernel decides where the BARs really are);
 //! - the command register: kept here, with only I/O space, memory space and bus master
 //!   forwarded (INTx stays disabled on the device: nestor has no INTx to deliver);
-//! - the capability chain (see `capabilities`), and MSI-X message control;
+//! - the capability chain (see `capabilities`), MSI-X message control and the whole MSI
+//!   capability;
 //! - the expansion ROM, interrupt pin and extended configuration space, which read as
 //!   absent.
 //!
@@ -17,9 +18,18 @@ use std::io;
 use crate::pci::config::{ConfigError, PciIdentity, NUM_BARS};
 use crate::pci::{BarMove, BarRegionKind, PciBar, PciConfiguration, CONFIG_SPACE_SIZE};
 
-use super::capabilities::{CapabilityByte, CapabilityList, MSIX_CAPABILITY_ID};
+use super::capabilities::{CapabilityByte, CapabilityList, MSIX_CAPABILITY_ID, MSI_CAPABILITY_ID};
 use super::device_io::VfioDeviceIo;
+use super::msi::VfioMsi;
 use super::msix::VfioMsix;
+
+/// The interrupt capabilities nestor emulates, for the configuration accesses that reach
+/// them.
+#[derive(Default)]
+pub struct InterruptCapabilities {
+    pub msix: Option<VfioMsix>,
+    pub msi: Option<VfioMsi>,
+}
 
 const COMMAND_STATUS_REG: usize = 1;
 const BAR0_REG: usize = 4;
@@ -162,7 +172,12 @@ impl VfioConfigSpace {
         device.config_write(COMMAND_STATUS_REG as u64 * 4, &command.to_le_bytes());
     }
 
-    pub fn read(&self, reg: usize, device: &dyn VfioDeviceIo, msix: Option<&VfioMsix>) -> u32 {
+    pub fn read(
+        &self,
+        reg: usize,
+        device: &dyn VfioDeviceIo,
+        interrupts: &InterruptCapabilities,
+    ) -> u32 {
         let from_device = || {
             let mut bytes = [0u8; 4];
             device.config_read(reg as u64 * 4, &mut bytes);
@@ -194,8 +209,16 @@ impl VfioConfigSpace {
                         CapabilityByte::Body { id, offset }
                             if id == MSIX_CAPABILITY_ID && at - offset == MSIX_CONTROL_HIGH =>
                         {
-                            let bits = msix.map_or(0, |m| m.control_bits());
+                            let bits = interrupts.msix.as_ref().map_or(0, |m| m.control_bits());
                             *byte = *byte & 0x07 | (bits >> 8) as u8;
+                        }
+                        CapabilityByte::Body { id, offset } if id == MSI_CAPABILITY_ID => {
+                            let rel = at - offset;
+                            if let Some(value) =
+                                interrupts.msi.as_ref().and_then(|m| m.read_byte(rel))
+                            {
+                                *byte = value;
+                            }
                         }
                         _ => {}
                     }
@@ -215,7 +238,7 @@ impl VfioConfigSpace {
         offset: usize,
         data: &[u8],
         device: &dyn VfioDeviceIo,
-        msix: Option<&mut VfioMsix>,
+        interrupts: &mut InterruptCapabilities,
     ) -> Option<BarMove> {
         if data.is_empty() || offset + data.len() > 4 {
             return None;
@@ -233,7 +256,7 @@ impl VfioConfigSpace {
             BAR0_REG..=9 => self.emulated.write_reg(reg, offset, data),
             INTERRUPT_REG => self.emulated.write_reg(reg, offset, data),
             FIRST_CAPABILITY_REG..=LAST_REG => {
-                self.write_capabilities(reg * 4 + offset, data, device, msix);
+                self.write_capabilities(reg * 4 + offset, data, device, interrupts);
                 None
             }
             // The rest of the header is the device's identity and nestor's layout.
@@ -246,8 +269,9 @@ impl VfioConfigSpace {
         start: usize,
         data: &[u8],
         device: &dyn VfioDeviceIo,
-        mut msix: Option<&mut VfioMsix>,
+        interrupts: &mut InterruptCapabilities,
     ) {
+        let mut msi_written = false;
         let mut run: Option<(usize, Vec<u8>)> = None;
         let flush = |run: &mut Option<(usize, Vec<u8>)>| {
             if let Some((at, bytes)) = run.take() {
@@ -262,9 +286,16 @@ impl VfioConfigSpace {
                     // Only message control's upper byte (enable, function mask) is
                     // writable; table and PBA locations are read-only.
                     if at - offset == MSIX_CONTROL_HIGH {
-                        if let Some(msix) = msix.as_deref_mut() {
+                        if let Some(msix) = &mut interrupts.msix {
                             msix.set_control(u16::from(value) << 8, device);
                         }
+                    }
+                }
+                // MSI is nestor's alone: nothing of it reaches the device.
+                CapabilityByte::Body { id, offset } if id == MSI_CAPABILITY_ID => {
+                    flush(&mut run);
+                    if let Some(msi) = &mut interrupts.msi {
+                        msi_written |= msi.write_byte(at - offset, value);
                     }
                 }
                 CapabilityByte::Body { .. } => match &mut run {
@@ -277,5 +308,10 @@ impl VfioConfigSpace {
             }
         }
         flush(&mut run);
+        if msi_written {
+            if let Some(msi) = &mut interrupts.msi {
+                msi.sync(device);
+            }
+        }
     }
 }

@@ -39,6 +39,11 @@ pub trait VfioDeviceIo: Send {
     /// Routes the device's MSI-X vectors to `fds`, in order (VFIO_DEVICE_SET_IRQS).
     fn enable_msix(&self, fds: &[&EventFd]) -> io::Result<()>;
     fn disable_msix(&self) -> io::Result<()>;
+    /// How many MSI vectors the host lets the device use (0: none).
+    fn msi_vectors(&self) -> u32;
+    /// Routes the device's first `fds.len()` MSI vectors to `fds`.
+    fn enable_msi(&self, fds: &[&EventFd]) -> io::Result<()>;
+    fn disable_msi(&self) -> io::Result<()>;
     /// A function-level reset, when the device has one.
     fn reset(&self);
 }

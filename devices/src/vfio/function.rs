@@ -10,8 +10,9 @@ use crate::pci::{BarMove, PciBar, PciDevice};
 
 use super::bar_mapping::{BarMappings, GuestMemorySlots};
 use super::capabilities::{CapabilityList, MSIX_CAPABILITY_ID, MSI_CAPABILITY_ID};
-use super::config::{read_header, VfioConfigError, VfioConfigSpace};
+use super::config::{read_header, InterruptCapabilities, VfioConfigError, VfioConfigSpace};
 use super::device_io::VfioDeviceIo;
+use super::msi::VfioMsi;
 use super::msix::{MsixLocation, VfioMsix};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,14 +26,15 @@ pub enum VfioFunctionError {
 pub struct VfioPciFunction {
     device: Box<dyn VfioDeviceIo>,
     config: VfioConfigSpace,
-    msix: Option<VfioMsix>,
+    interrupts: InterruptCapabilities,
     mappings: Option<BarMappings>,
 }
 
 impl VfioPciFunction {
     /// Resets `device`, turns its decoding and bus mastering off, and declares its memory
-    /// BARs at the addresses `place(bar, size)` picks. MSI is hidden from the guest
-    /// (nestor emulates MSI-X only), as is an MSI-X capability the host gives no vectors.
+    /// BARs at the addresses `place(bar, size)` picks. The guest gets MSI-X when the
+    /// host gives it vectors, otherwise MSI when the host gives that; the other is left
+    /// out of the chain.
     /// With `slots`, the BARs the host lets this process map are mapped now and reach the
     /// guest through memory slots while they decode; without, every access is trapped.
     pub fn new(
@@ -44,35 +46,49 @@ impl VfioPciFunction {
         device.reset();
         let header = read_header(device.as_ref());
         let host_msix = device.msix_vectors() > 0;
+        let host_msi = device.msi_vectors() > 0;
+        let msix_usable =
+            host_msix && CapabilityList::walk(&header, |_| true).has(MSIX_CAPABILITY_ID);
         let capabilities = CapabilityList::walk(&header, |id| match id {
-            MSI_CAPABILITY_ID => false,
             MSIX_CAPABILITY_ID => host_msix,
+            MSI_CAPABILITY_ID => host_msi && !msix_usable,
             _ => true,
         });
-        if capabilities.has(MSI_CAPABILITY_ID) && !host_msix {
-            log::warn!("the passthrough device has MSI only; the guest gets no interrupts");
+        if capabilities.find(MSIX_CAPABILITY_ID).is_none()
+            && capabilities.find(MSI_CAPABILITY_ID).is_none()
+        {
+            log::warn!(
+                "the passthrough device has no MSI-X or MSI the host lets it use; the guest \
+                 gets no interrupts"
+            );
         }
-        let msix = match capabilities.find(MSIX_CAPABILITY_ID) {
-            Some(at) => {
-                let word = |offset: usize| {
-                    u32::from_le_bytes(header[offset..offset + 4].try_into().unwrap_or_default())
-                };
-                let control = (word(at) >> 16) as u16;
-                let mut location = MsixLocation::parse(control, word(at + 4), word(at + 8));
-                let host_vectors = device.msix_vectors().min(u32::from(u16::MAX)) as u16;
-                location.vectors = location.vectors.min(host_vectors);
-                let group = interrupts
-                    .create_group(location.vectors)
-                    .map_err(VfioFunctionError::Vectors)?;
-                Some(VfioMsix::new(location, group))
-            }
-            None => None,
-        };
+        let mut interrupts_caps = InterruptCapabilities::default();
+        if let Some(at) = capabilities.find(MSIX_CAPABILITY_ID) {
+            let word = |offset: usize| {
+                u32::from_le_bytes(header[offset..offset + 4].try_into().unwrap_or_default())
+            };
+            let control = (word(at) >> 16) as u16;
+            let mut location = MsixLocation::parse(control, word(at + 4), word(at + 8));
+            let host_vectors = device.msix_vectors().min(u32::from(u16::MAX)) as u16;
+            location.vectors = location.vectors.min(host_vectors);
+            let group = interrupts
+                .create_group(location.vectors)
+                .map_err(VfioFunctionError::Vectors)?;
+            interrupts_caps.msix = Some(VfioMsix::new(location, group));
+        }
+        if let Some(at) = capabilities.find(MSI_CAPABILITY_ID) {
+            let control = u16::from_le_bytes([header[at + 2], header[at + 3]]);
+            let vectors = VfioMsi::vectors_wanted(control, device.msi_vectors());
+            let group = interrupts
+                .create_group(vectors)
+                .map_err(VfioFunctionError::Vectors)?;
+            interrupts_caps.msi = Some(VfioMsi::new(&header[at..], group, vectors));
+        }
         let config = VfioConfigSpace::new(&header, device.as_ref(), capabilities, place)?;
         config.sync_command(device.as_ref());
         let mappings = slots.map(|slots| {
             let bars: Vec<(usize, u64)> = config.bars().iter().map(|b| (b.index, b.size)).collect();
-            let location = msix.as_ref().map(|m| m.location());
+            let location = interrupts_caps.msix.as_ref().map(|m| m.location());
             // The table traps; the PBA is left out with it, as the host may refuse to map
             // either.
             let holes = |bar: usize| {
@@ -92,13 +108,13 @@ impl VfioPciFunction {
         Ok(Self {
             device,
             config,
-            msix,
+            interrupts: interrupts_caps,
             mappings,
         })
     }
 
     fn msix_table_offset(&self, bar: usize, offset: u64, len: usize) -> Option<u64> {
-        let location: MsixLocation = self.msix.as_ref()?.location();
+        let location: MsixLocation = self.interrupts.msix.as_ref()?.location();
         location.table_offset_of(bar as u32, offset, len)
     }
 }
@@ -106,12 +122,17 @@ impl VfioPciFunction {
 impl PciDevice for VfioPciFunction {
     fn read_config_register(&mut self, reg: usize) -> u32 {
         self.config
-            .read(reg, self.device.as_ref(), self.msix.as_ref())
+            .read(reg, self.device.as_ref(), &self.interrupts)
     }
 
     fn write_config_register(&mut self, reg: usize, offset: usize, data: &[u8]) -> Option<BarMove> {
-        self.config
-            .write(reg, offset, data, self.device.as_ref(), self.msix.as_mut())
+        self.config.write(
+            reg,
+            offset,
+            data,
+            self.device.as_ref(),
+            &mut self.interrupts,
+        )
     }
 
     fn bars(&self) -> Vec<PciBar> {
@@ -125,7 +146,10 @@ impl PciDevice for VfioPciFunction {
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
-        match (self.msix_table_offset(bar, offset, data.len()), &self.msix) {
+        match (
+            self.msix_table_offset(bar, offset, data.len()),
+            &self.interrupts.msix,
+        ) {
             (Some(within), Some(msix)) => msix.read_table(within, data),
             _ => self.device.region_read(bar as u32, offset, data),
         }
@@ -134,7 +158,7 @@ impl PciDevice for VfioPciFunction {
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
         match (
             self.msix_table_offset(bar, offset, data.len()),
-            &mut self.msix,
+            &mut self.interrupts.msix,
         ) {
             (Some(within), Some(msix)) => msix.write_table(within, data),
             _ => self.device.region_write(bar as u32, offset, data),

@@ -4,8 +4,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use vfio_bindings::bindings::vfio::{
-    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
-    VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 use vfio_ioctls::VfioDevice;
 use vmm_sys_util::eventfd::EventFd;
@@ -100,6 +100,24 @@ impl VfioDeviceIo for HostVfioDevice {
         self.device
             .disable_msix()
             .map_err(|e| io::Error::other(format!("disabling MSI-X: {e}")))
+    }
+
+    fn msi_vectors(&self) -> u32 {
+        self.device
+            .get_irq_info(VFIO_PCI_MSI_IRQ_INDEX)
+            .map_or(0, |irq| irq.count)
+    }
+
+    fn enable_msi(&self, fds: &[&EventFd]) -> io::Result<()> {
+        self.device
+            .enable_msi(fds.to_vec())
+            .map_err(|e| io::Error::other(format!("enabling MSI: {e}")))
+    }
+
+    fn disable_msi(&self) -> io::Result<()> {
+        self.device
+            .disable_msi()
+            .map_err(|e| io::Error::other(format!("disabling MSI: {e}")))
     }
 
     fn reset(&self) {

@@ -4,7 +4,8 @@
 //! - [`device_io`]: what the emulation needs from the host device, as a trait (tests use a
 //!   fake), and [`host_device`] its implementation on vfio-ioctls;
 //! - [`config`]: the configuration space the guest sees, [`capabilities`] its chain;
-//! - [`msix`]: the MSI-X table, delivered through KVM irqfds the host kernel signals;
+//! - [`msix`]: the MSI-X table, delivered through KVM irqfds the host kernel signals, and
+//!   [`msi`] the same for a device without MSI-X;
 //! - [`bar_mapping`]: mappable BARs as guest memory slots, following the BAR's placement;
 //! - [`function`]: the [`crate::pci::PciDevice`] tying them together;
 //! - [`dma`]: guest RAM mapped for the device's DMA when no IOMMU is in between.
@@ -16,6 +17,7 @@ pub mod device_io;
 pub mod dma;
 pub mod function;
 pub mod host_device;
+pub mod msi;
 pub mod msix;
 #[cfg(test)]
 mod tests;

@@ -26,18 +26,23 @@ enum Call {
     Mmap(u32, u64, u64),
     EnableMsix(usize),
     DisableMsix,
+    EnableMsi(usize),
+    DisableMsi,
     Reset,
 }
 
 struct FakeDevice {
     config: Mutex<[u8; CONFIG_SPACE_SIZE]>,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// What the host lets the device use.
+    msix_vectors: u32,
+    msi_vectors: u32,
 }
 
 impl FakeDevice {
     /// A function with a 32-bit BAR 0, a 64-bit prefetchable BAR 2 holding the MSI-X table
-    /// (at 0) and PBA (at 0x1000), an I/O BAR 4, and PM -> MSI -> MSI-X -> vendor
-    /// capabilities.
+    /// (at 0) and PBA (at 0x1000), an I/O BAR 4, and PM (0x40) -> MSI (0x48) -> MSI-X
+    /// (0x60) -> vendor (0x70) capabilities.
     fn new(calls: Arc<Mutex<Vec<Call>>>) -> Self {
         let mut c = [0u8; CONFIG_SPACE_SIZE];
         c[0..4].copy_from_slice(&0x11e8_1234u32.to_le_bytes());
@@ -47,17 +52,22 @@ impl FakeDevice {
         c[0x20] = 0x01;
         c[0x34] = 0x40;
         c[0x3d] = 1;
-        for (at, id, next) in [(0x40, 0x01, 0x50), (0x50, 0x05, 0x60), (0x60, 0x11, 0x70)] {
+        for (at, id, next) in [(0x40, 0x01, 0x48), (0x48, 0x05, 0x60), (0x60, 0x11, 0x70)] {
             c[at] = id;
             c[at + 1] = next;
         }
         c[0x70] = 0x09;
+        // MSI: 64-bit, per-vector masking, 4 vectors capable.
+        c[0x4a] = 0x84;
+        c[0x4b] = 0x01;
         c[0x62..0x64].copy_from_slice(&(MSIX_VECTORS - 1).to_le_bytes());
         c[0x64..0x68].copy_from_slice(&2u32.to_le_bytes());
         c[0x68..0x6c].copy_from_slice(&0x1002u32.to_le_bytes());
         Self {
             config: Mutex::new(c),
             calls,
+            msix_vectors: u32::from(MSIX_VECTORS),
+            msi_vectors: 4,
         }
     }
 }
@@ -117,7 +127,21 @@ impl VfioDeviceIo for FakeDevice {
     }
 
     fn msix_vectors(&self) -> u32 {
-        u32::from(MSIX_VECTORS)
+        self.msix_vectors
+    }
+
+    fn msi_vectors(&self) -> u32 {
+        self.msi_vectors
+    }
+
+    fn enable_msi(&self, fds: &[&EventFd]) -> io::Result<()> {
+        self.calls.lock().unwrap().push(Call::EnableMsi(fds.len()));
+        Ok(())
+    }
+
+    fn disable_msi(&self) -> io::Result<()> {
+        self.calls.lock().unwrap().push(Call::DisableMsi);
+        Ok(())
     }
 
     fn enable_msix(&self, fds: &[&EventFd]) -> io::Result<()> {
@@ -223,6 +247,11 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
+        Self::with_host_msix(true)
+    }
+
+    /// Without host MSI-X vectors the guest gets MSI instead.
+    fn with_host_msix(host_msix: bool) -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let interrupts = FakeInterrupts::default();
         let slots = Arc::new(FakeSlots::default());
@@ -232,8 +261,12 @@ impl Rig {
             next = address + size;
             Ok(address)
         };
+        let mut device = FakeDevice::new(calls.clone());
+        if !host_msix {
+            device.msix_vectors = 0;
+        }
         let function = VfioPciFunction::new(
-            Box::new(FakeDevice::new(calls.clone())),
+            Box::new(device),
             &interrupts,
             Some(slots.clone()),
             &mut place,
@@ -360,7 +393,7 @@ fn command_register_forwards_decoding_and_bus_master_only() {
 fn garbage_in_capability_pointers_changes_nothing() {
     let mut rig = Rig::new();
     rig.take_calls();
-    // MSI is left out of the chain: PM points straight at MSI-X.
+    // With MSI-X usable, MSI is left out of the chain: PM points straight at MSI-X.
     assert_eq!(rig.read32(0x34), 0x40);
     assert_eq!(rig.read32(0x40) & 0xffff, 0x6001);
     rig.write32(0x34, 0xffff_ffff);
@@ -369,7 +402,7 @@ fn garbage_in_capability_pointers_changes_nothing() {
         .write_config_register(0x60 / 4, 0, &[0xee, 0x44]);
     rig.function.write_config_register(0x70 / 4, 0, &[0x00]);
     rig.function
-        .write_config_register(0x50 / 4, 0, &[0x05, 0x00, 0x01, 0x00]);
+        .write_config_register(0x48 / 4, 0, &[0x05, 0x00, 0x01, 0x00]);
     assert_eq!(rig.take_calls(), []);
     assert_eq!(rig.read32(0x34), 0x40);
     assert_eq!(rig.read32(0x40) & 0xffff, 0x6001);
@@ -471,4 +504,51 @@ fn mapped_bars_follow_decoding_and_moves_on_the_bus() {
     assert_eq!(slots.live(), []);
     root.config_write(bdf, 1, 0, &[0x02]);
     assert_eq!(slots.live(), [bar2, (0xd000_0000, bar0.1, bar0.2)]);
+}
+
+#[test]
+fn msi_is_emulated_when_the_host_has_no_msix_vectors() {
+    let mut rig = Rig::with_host_msix(false);
+    rig.take_calls();
+    // The chain now skips MSI-X: PM -> MSI -> vendor.
+    assert_eq!(rig.read32(0x40) & 0xffff, 0x4801);
+    assert_eq!(rig.read32(0x48), 0x0184_7005);
+    rig.write32(0x4c, 0xfee0_1000);
+    rig.write32(0x50, 0);
+    rig.write32(0x54, 0x4020);
+    // Read-only control bits stay: only per-vector masking in the upper byte.
+    rig.function.write_config_register(0x48 / 4, 3, &[0xfe]);
+    assert_eq!(rig.read32(0x48) >> 16, 0x0184);
+    assert_eq!(rig.take_calls(), []);
+
+    // Enable with four vectors: the host gets four eventfds, each vector its data.
+    rig.function.write_config_register(0x48 / 4, 2, &[0x21]);
+    assert_eq!(rig.take_calls(), [Call::EnableMsi(4)]);
+    let message = |data| {
+        Some(MsiMessage {
+            address: 0xfee0_1000,
+            data,
+        })
+    };
+    assert_eq!(
+        rig.routes(),
+        [
+            message(0x4020),
+            message(0x4021),
+            message(0x4022),
+            message(0x4023)
+        ]
+    );
+    // Masking vector 1 takes its route away; nothing reaches the device.
+    rig.write32(0x58, 0x2);
+    assert_eq!(rig.routes()[1], None);
+    assert_eq!(rig.read32(0x58), 0x2);
+    assert_eq!(rig.take_calls(), []);
+    // One vector only, then off.
+    rig.function.write_config_register(0x48 / 4, 2, &[0x01]);
+    assert_eq!(rig.take_calls(), [Call::DisableMsi, Call::EnableMsi(1)]);
+    assert_eq!(rig.routes(), [message(0x4020), None, None, None]);
+    rig.function.write_config_register(0x48 / 4, 2, &[0x00]);
+    assert_eq!(rig.take_calls(), [Call::DisableMsi]);
+    assert_eq!(rig.routes(), [None, None, None, None]);
 }
