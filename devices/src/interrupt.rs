@@ -6,6 +6,8 @@
 use std::io;
 use std::sync::Arc;
 
+use vmm_sys_util::eventfd::EventFd;
+
 /// The address/data pair a guest programmed into an MSI-X table entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MsiMessage {
@@ -22,6 +24,12 @@ pub trait MsiInterruptGroup: Send + Sync {
     fn set_route(&self, vector: u16, message: Option<MsiMessage>) -> io::Result<()>;
     /// Delivers `vector` to the guest with the message last routed to it.
     fn trigger(&self, vector: u16) -> io::Result<()>;
+    /// The eventfd that delivers `vector` when written, for a source outside this process
+    /// (a passthrough device's interrupts, signalled by the host kernel). `None` when the
+    /// group has no such eventfd.
+    fn irqfd(&self, _vector: u16) -> Option<&EventFd> {
+        None
+    }
 }
 
 /// Creates vector groups; the VMM's implementation allocates GSIs and irqfds.

@@ -11,6 +11,7 @@ pub mod host_output;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;
+pub mod vfio;
 pub mod virtio;
 pub mod vm_control;
 

@@ -110,7 +110,8 @@ pub struct RunArgs {
     /// A host PCI device passed through over VFIO:
     /// path=/sys/bus/pci/devices/BDF[,iommu=on][,backend=container|iommufd].
     /// It, and every other device in its IOMMU group, must be bound to vfio-pci.
-    /// Repeatable. Not supported yet: nestor checks that the host is ready, then stops.
+    /// Repeatable. Supported: the container back-end without the virtio-iommu (all guest
+    /// RAM mapped for the device's DMA); iommu=on and backend=iommufd are refused.
     #[arg(long, value_name = "OPTIONS", value_parser = VfioOptions::parse)]
     pub vfio: Vec<VfioOptions>,
 }

@@ -10,7 +10,7 @@ use crate::cli::RunArgs;
 use crate::device_options::{DiskOptions, RngOptions};
 use crate::seccomp::SeccompMode;
 use crate::vfio_host_checks::{check_host, VfioHostError};
-use crate::vfio_options::VfioOptions;
+use crate::vfio_options::{VfioBackend, VfioOptions};
 use crate::viommu::ViommuOptions;
 
 /// The command line Linux gets when the user gives none.
@@ -46,8 +46,8 @@ pub enum ConfigError {
     Timeout,
     #[error(transparent)]
     VfioHost(#[from] VfioHostError),
-    #[error("--vfio {bdf}: PCI passthrough is not supported yet (the host checks passed)")]
-    VfioNotSupported { bdf: String },
+    #[error("--vfio {bdf}: {what} is not supported yet (the host checks passed)")]
+    VfioNotSupported { bdf: String, what: &'static str },
 }
 
 /// What to boot.
@@ -120,6 +120,8 @@ pub struct VirtioConfig {
     pub rng: Option<RngOptions>,
     pub console: bool,
     pub viommu: Option<ViommuOptions>,
+    /// Host PCI devices to pass through, in the order given.
+    pub vfio: Vec<VfioOptions>,
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File, ConfigError> {
@@ -151,16 +153,26 @@ fn host_memory() -> Option<u64> {
 }
 
 /// Checks each `--vfio` device against sysfs and the device nodes under `dev`, then
-/// refuses the first: until the passthrough PCI function exists, a guest is not booted
+/// refuses the first that asks for what passthrough cannot do yet: a guest is not booted
 /// without the device it was promised.
 fn check_vfio(vfio: &[VfioOptions], dev: &Path) -> Result<(), ConfigError> {
     for device in vfio {
         check_host(device, dev)?;
     }
-    match vfio.first() {
-        Some(device) => Err(ConfigError::VfioNotSupported { bdf: device.bdf() }),
-        None => Ok(()),
+    for device in vfio {
+        let what = if device.iommu {
+            "a passthrough device behind the virtio-iommu (iommu=on)"
+        } else if device.backend == VfioBackend::Iommufd {
+            "passthrough over iommufd (backend=iommufd)"
+        } else {
+            continue;
+        };
+        return Err(ConfigError::VfioNotSupported {
+            bdf: device.bdf(),
+            what,
+        });
     }
+    Ok(())
 }
 
 impl VmConfig {
@@ -236,6 +248,7 @@ impl VmConfig {
                 rng: args.rng,
                 console: args.console,
                 viommu: args.viommu,
+                vfio: args.vfio,
             },
         })
     }
@@ -267,9 +280,8 @@ mod tests {
     }
 
     #[test]
-    fn a_ready_vfio_device_is_refused_as_not_supported_yet() {
+    fn a_ready_vfio_device_behind_the_iommu_is_refused_as_not_supported_yet() {
         use crate::vfio_host_checks::tests::FakeHost;
-        use crate::vfio_options::VfioBackend;
         assert!(check_vfio(&[], Path::new("/nonexistent")).is_ok());
         let host = FakeHost::ready();
         let device = VfioOptions {
@@ -281,7 +293,23 @@ mod tests {
         assert!(matches!(err, ConfigError::VfioNotSupported { .. }));
         let message = err.to_string();
         assert!(message.contains("not supported yet"), "{message}");
+        assert!(message.contains("iommu=on"), "{message}");
         assert_eq!(message.lines().count(), 1);
+        // Without the IOMMU, over the container: accepted.
+        let plain = VfioOptions {
+            iommu: false,
+            backend: VfioBackend::Container,
+            ..device.clone()
+        };
+        assert!(check_vfio(std::slice::from_ref(&plain), &host.dev()).is_ok());
+        let iommufd = VfioOptions {
+            backend: VfioBackend::Iommufd,
+            ..plain.clone()
+        };
+        let message = check_vfio(&[plain, iommufd], &host.dev())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("backend=iommufd"), "{message}");
         // A host mistake in a later device is reported first.
         let missing = VfioOptions {
             path: host.root.join("sys/devices/0000:09:00.0"),

@@ -348,6 +348,43 @@ fn the_vcpu_filter_allows_reading_a_failed_vcpus_state() {
     assert_eq!(ending, Ending::Exited(0));
 }
 
+/// vCPU threads forward a passthrough device's configuration and BAR accesses (pread and
+/// pwrite on the device fd), switch its MSI-X on and off and move its mapped BARs'
+/// memory slots; no other thread does.
+#[test]
+fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
+    const VFIO_DEVICE_SET_IRQS: libc::c_ulong = 0x3b6e;
+    const KVM_SET_USER_MEMORY_REGION: libc::c_ulong = 0x4020_ae46;
+    let drive = || {
+        let mut byte = 0u8;
+        // SAFETY: on fd -1 the calls fail before touching memory.
+        unsafe {
+            libc::pread(-1, (&mut byte as *mut u8).cast(), 1, 0);
+            libc::pwrite(-1, (&byte as *const u8).cast(), 1, 0);
+            libc::ioctl(-1, VFIO_DEVICE_SET_IRQS, 0);
+            libc::ioctl(-1, KVM_SET_USER_MEMORY_REGION, 0);
+        }
+    };
+    let ending = in_filtered_child(ThreadKind::Vcpu, SeccompMode::On, &drive);
+    assert_eq!(ending, Ending::Exited(0));
+    for kind in [
+        ThreadKind::Vmm,
+        ThreadKind::DeviceWorker,
+        ThreadKind::FaultRelay,
+    ] {
+        let ending = in_filtered_child(kind, SeccompMode::On, &|| {
+            // SAFETY: as above.
+            unsafe { libc::ioctl(-1, VFIO_DEVICE_SET_IRQS, 0) };
+        });
+        assert_eq!(ending, Ending::Signalled(libc::SIGSYS), "{}", kind.name());
+        let ending = in_filtered_child(kind, SeccompMode::On, &|| {
+            // SAFETY: as above.
+            unsafe { libc::ioctl(-1, KVM_SET_USER_MEMORY_REGION, 0) };
+        });
+        assert_eq!(ending, Ending::Signalled(libc::SIGSYS), "{}", kind.name());
+    }
+}
+
 #[test]
 fn log_mode_lets_a_forbidden_syscall_through() {
     for kind in ThreadKind::ALL {

@@ -21,6 +21,15 @@ ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
 ioctl_iow_nr!(KVM_IRQFD, KVMIO, 0x76, kvm_irqfd);
 ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
 ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
+ioctl_iow_nr!(
+    KVM_SET_USER_MEMORY_REGION,
+    KVMIO,
+    0x46,
+    kvm_userspace_memory_region
+);
+/// VFIO's ioctls are `_IO(';', 100 + n)`.
+const VFIO_TYPE: u32 = b';' as u32;
+ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, VFIO_TYPE, 100 + 10);
 
 /// Every ioctl a policy may name, by the name its rule's comment starts with.
 fn known_ioctls() -> BTreeMap<&'static str, u64> {
@@ -35,6 +44,8 @@ fn known_ioctls() -> BTreeMap<&'static str, u64> {
         ("KVM_IRQFD", KVM_IRQFD()),
         ("KVM_IOEVENTFD", KVM_IOEVENTFD()),
         ("KVM_SIGNAL_MSI", KVM_SIGNAL_MSI()),
+        ("KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION()),
+        ("VFIO_DEVICE_SET_IRQS", VFIO_DEVICE_SET_IRQS()),
         ("TCGETS", libc::TCGETS),
         ("TCSETS", libc::TCSETS),
     ])

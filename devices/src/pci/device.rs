@@ -30,6 +30,10 @@ pub trait PciDevice: Send {
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]);
     /// Called once BAR `bar` decodes at `new` after it last decoded at `old`.
     fn bar_moved(&mut self, _bar: usize, _old: u64, _new: u64) {}
+    /// Called whenever BAR `bar` starts decoding at `Some(address)` on the MMIO bus, or
+    /// stops decoding (`None`): memory decoding went off, or it moved, or a placement
+    /// was refused. Only addresses the root accepted are ever given here.
+    fn bar_placed(&mut self, _bar: usize, _address: Option<u64>) {}
     /// Eventfds the VMM should signal on a guest write at `(offset, fd)` within BAR `bar`
     /// (KVM ioeventfds), so such writes never reach the device through the bus. They are
     /// registered while the BAR decodes and only then.

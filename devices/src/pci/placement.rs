@@ -7,7 +7,9 @@
 //! another device, or past the top of the address space leaves the BAR off the bus rather
 //! than decoding at a stale address the guest can no longer read back; it is logged once
 //! per BAR, since a guest can retry it in a loop. Queue-notification ioeventfds follow
-//! the BAR: registered exactly while it decodes.
+//! the BAR: registered exactly while it decodes. So does whatever the function hangs on
+//! `PciDevice::bar_placed` (a passthrough function's KVM memory slots), which is why only
+//! accepted placements are reported: a slot must never shadow what the placer refused.
 
 use std::sync::Arc;
 
@@ -129,6 +131,7 @@ impl BarPlacer {
                 if let Err(e) = self.mmio_bus.remove(address) {
                     log::warn!("{bdf}: BAR {} was not at {address:#x}: {e}", bar.index);
                 }
+                device.bar_placed(bar.index, None);
             }
             let Some((address, size)) = wanted else {
                 continue;
@@ -137,6 +140,7 @@ impl BarPlacer {
                 Ok(()) => {
                     placement.decoding = Some((address, size));
                     self.set_ioevents(bdf, device, bar.index, address, true);
+                    device.bar_placed(bar.index, Some(address));
                     let moved_from = placement.last_address.replace(address);
                     if let Some(old) = moved_from.filter(|&old| old != address) {
                         device.bar_moved(bar.index, old, address);

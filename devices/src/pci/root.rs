@@ -274,5 +274,18 @@ mod tests {
         root.config_write(bdf, 4, 0, &0xc030_0000u32.to_le_bytes());
         assert!(bus.write(0xc030_0000, &[1]));
         assert_eq!(log.0.lock().unwrap().last(), Some(&(true, 0xc030_0010)));
+        // The function heard of every placement the root made, and of no refused one.
+        assert_eq!(
+            dev.lock().unwrap().placed,
+            [
+                Some(0xc000_0000),
+                None,
+                Some(0xc000_0000),
+                None,
+                Some(0xc010_0000),
+                None,
+                Some(0xc030_0000),
+            ]
+        );
     }
 }

@@ -12,6 +12,8 @@ pub(crate) struct TestFunction {
     pub config: PciConfiguration,
     pub notify: EventFd,
     pub last_write: Option<(u64, Vec<u8>)>,
+    /// Every `bar_placed` call, in order.
+    pub placed: Vec<Option<u64>>,
 }
 
 impl TestFunction {
@@ -36,6 +38,7 @@ impl TestFunction {
             config,
             notify: EventFd::new(0).unwrap(),
             last_write: None,
+            placed: Vec::new(),
         }
     }
 }
@@ -63,6 +66,9 @@ impl PciDevice for TestFunction {
     }
     fn ioeventfds(&self, _bar: usize) -> Vec<(u64, &EventFd)> {
         vec![(0x10, &self.notify)]
+    }
+    fn bar_placed(&mut self, _bar: usize, address: Option<u64>) {
+        self.placed.push(address);
     }
 }
 

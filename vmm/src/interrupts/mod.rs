@@ -160,6 +160,12 @@ impl MsiInterruptGroup for KvmMsiGroup {
             None => Ok(()),
         }
     }
+
+    fn irqfd(&self, vector: u16) -> Option<&EventFd> {
+        self.vectors
+            .get(usize::from(vector))
+            .map(|(_, irqfd)| irqfd)
+    }
 }
 
 impl MsiInterruptManager for KvmInterrupts {

@@ -1,11 +1,13 @@
 //! Building a VM from a [`VmConfig`] and running it to its end.
 
+mod device_memory;
 mod error;
 mod failure_report;
 mod guest_vm;
 mod kernel;
 mod legacy;
 mod output;
+mod passthrough;
 mod pci;
 mod trace;
 

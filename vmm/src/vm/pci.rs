@@ -3,10 +3,10 @@
 //! ACPI tables that describe them (MCFG, VIOT).
 //!
 //! Device numbers follow the command line: the disks in the order given, then the rng,
-//! the console, and last the virtio-iommu.
+//! the console, the passthrough devices in the order given, and last the virtio-iommu.
 
 use std::fs::File;
-use std::io::{IsTerminal, Seek, SeekFrom};
+use std::io::{self, IsTerminal, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +19,7 @@ use devices::pci::ecam::ECAM_SIZE;
 use devices::pci::{
     BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, SharedMsix, LAST_BUS,
 };
+use devices::vfio::VfioPciFunction;
 use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
@@ -29,11 +30,13 @@ use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
 use super::output::GuestOutputs;
+use super::passthrough::Passthrough;
 use super::GuestVm;
 use crate::config::VmConfig;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
+use crate::vfio_options::VfioOptions;
 use crate::viommu::ViommuBuilder;
 
 /// What the rest of the VM needs from the PCI setup.
@@ -109,6 +112,35 @@ impl Builder<'_> {
             .push((format!("{bdf} {kind}"), transport.msix()));
         self.root
             .add_device(bdf, Arc::new(Mutex::new(transport)))
+            .map_err(device_err)
+    }
+}
+
+impl Builder<'_> {
+    /// Passes the host device `options` names through at `bdf`, its BARs in the PCI
+    /// MMIO window.
+    fn add_passthrough(
+        &mut self,
+        bdf: Bdf,
+        vm: &Arc<GuestVm>,
+        passthrough: &mut Passthrough,
+        options: &VfioOptions,
+    ) -> Result<(), VmmError> {
+        let device = passthrough.open(vm, self.mem, &options.path)?;
+        let bars = &mut self.bars;
+        // The allocator hands out whole pages; a smaller BAR sits at the start of one.
+        let mut place =
+            |_bar: usize, size: u64| bars.allocate(size.max(0x1000)).map_err(io::Error::other);
+        let function = VfioPciFunction::new(
+            Box::new(device),
+            &self.interrupts,
+            Some(passthrough.memory_slots()),
+            &mut place,
+        )
+        .map_err(|e| device_err(format!("--vfio {}: {e}", options.bdf())))?;
+        log::info!("PCI {bdf}: passthrough of host device {}", options.bdf());
+        self.root
+            .add_device(bdf, Arc::new(Mutex::new(function)))
             .map_err(device_err)
     }
 }
@@ -196,6 +228,11 @@ pub fn add_pci_devices(
         console_owns_stdin = input.is_some();
         let device = Console::new(outputs.console(), input, builder.spec("dev-con0".into())?);
         builder.add(bdf, Box::new(device), DeviceDma::untranslated())?;
+    }
+    let mut passthrough = Passthrough::new(vm);
+    for options in &devices.vfio {
+        let bdf = builder.reserve()?;
+        builder.add_passthrough(bdf, vm, &mut passthrough, options)?;
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     if let Some(iommu) = viommu {

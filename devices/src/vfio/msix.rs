@@ -1,0 +1,233 @@
+//! MSI-X of a passthrough function: the guest programs nestor's copy of the table, and the
+//! host device's vectors signal the group's eventfds, which KVM turns into the messages
+//! routed here.
+//!
+//! The host kernel signals a vector's eventfd whatever the guest's mask says, so masking
+//! is done on the route: a vector is routed only while MSI-X is enabled, the function is
+//! not masked and the vector is not masked. What the device raises while masked is
+//! dropped rather than left pending; the PBA the guest reads is the host device's.
+
+use std::sync::Arc;
+
+use crate::interrupt::{MsiInterruptGroup, MsiMessage};
+
+use super::device_io::VfioDeviceIo;
+
+pub const MSIX_TABLE_ENTRY_SIZE: u64 = 16;
+pub const CONTROL_ENABLE: u16 = 1 << 15;
+pub const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
+const CONTROL_TABLE_SIZE: u16 = 0x7ff;
+const VECTOR_MASKED: u32 = 1;
+
+/// One table entry, as the guest sees it (little-endian dwords).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TableEntry {
+    address_low: u32,
+    address_high: u32,
+    data: u32,
+    vector_control: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<TableEntry>() == MSIX_TABLE_ENTRY_SIZE as usize);
+
+impl TableEntry {
+    fn dword(&mut self, index: u64) -> &mut u32 {
+        match index {
+            0 => &mut self.address_low,
+            1 => &mut self.address_high,
+            2 => &mut self.data,
+            _ => &mut self.vector_control,
+        }
+    }
+
+    fn message(&self) -> MsiMessage {
+        MsiMessage {
+            address: u64::from(self.address_high) << 32 | u64::from(self.address_low),
+            data: self.data,
+        }
+    }
+}
+
+/// Where the capability says the table and PBA are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsixLocation {
+    pub vectors: u16,
+    pub table_bar: u32,
+    pub table_offset: u64,
+    pub pba_bar: u32,
+    pub pba_offset: u64,
+}
+
+impl MsixLocation {
+    /// From the capability's message control, table and PBA dwords.
+    pub fn parse(control: u16, table: u32, pba: u32) -> Self {
+        Self {
+            vectors: (control & CONTROL_TABLE_SIZE) + 1,
+            table_bar: table & 7,
+            table_offset: u64::from(table & !7),
+            pba_bar: pba & 7,
+            pba_offset: u64::from(pba & !7),
+        }
+    }
+
+    pub fn table_len(&self) -> u64 {
+        u64::from(self.vectors) * MSIX_TABLE_ENTRY_SIZE
+    }
+
+    /// One bit per vector, in whole qwords.
+    pub fn pba_len(&self) -> u64 {
+        u64::from(self.vectors).div_ceil(64) * 8
+    }
+
+    /// The offset into the table of an access at `offset` of BAR `bar`, if it falls inside.
+    pub fn table_offset_of(&self, bar: u32, offset: u64, len: usize) -> Option<u64> {
+        let within = offset.checked_sub(self.table_offset)?;
+        (bar == self.table_bar && within + len as u64 <= self.table_len()).then_some(within)
+    }
+}
+
+pub struct VfioMsix {
+    location: MsixLocation,
+    entries: Vec<TableEntry>,
+    /// What each vector is routed to now.
+    routes: Vec<Option<MsiMessage>>,
+    enabled: bool,
+    function_masked: bool,
+    group: Arc<dyn MsiInterruptGroup>,
+}
+
+impl VfioMsix {
+    /// Every vector masked, MSI-X disabled: the reset state.
+    pub fn new(location: MsixLocation, group: Arc<dyn MsiInterruptGroup>) -> Self {
+        let vectors = usize::from(location.vectors);
+        Self {
+            location,
+            entries: vec![
+                TableEntry {
+                    vector_control: VECTOR_MASKED,
+                    ..Default::default()
+                };
+                vectors
+            ],
+            routes: vec![None; vectors],
+            enabled: false,
+            function_masked: false,
+            group,
+        }
+    }
+
+    pub fn location(&self) -> MsixLocation {
+        self.location
+    }
+
+    /// The enable and function-mask bits of message control.
+    pub fn control_bits(&self) -> u16 {
+        let mut bits = 0;
+        if self.enabled {
+            bits |= CONTROL_ENABLE;
+        }
+        if self.function_masked {
+            bits |= CONTROL_FUNCTION_MASK;
+        }
+        bits
+    }
+
+    /// The guest wrote message control: MSI-X goes on or off on the host device as the
+    /// guest's enable bit does.
+    pub fn set_control(&mut self, control: u16, device: &dyn VfioDeviceIo) {
+        let enable = control & CONTROL_ENABLE != 0;
+        self.function_masked = control & CONTROL_FUNCTION_MASK != 0;
+        if enable != self.enabled {
+            let result = if enable {
+                let fds: Option<Vec<_>> = (0..self.location.vectors)
+                    .map(|v| self.group.irqfd(v))
+                    .collect();
+                match fds {
+                    Some(fds) => device.enable_msix(&fds),
+                    None => Err(std::io::Error::other("the vectors have no eventfds")),
+                }
+            } else {
+                device.disable_msix()
+            };
+            match result {
+                Ok(()) => self.enabled = enable,
+                Err(e) => log::warn!("passthrough MSI-X: {e}"),
+            }
+        }
+        self.sync_routes();
+    }
+
+    /// Back to the reset state (the host device was reset too).
+    pub fn reset(&mut self) {
+        for entry in &mut self.entries {
+            *entry = TableEntry {
+                vector_control: VECTOR_MASKED,
+                ..Default::default()
+            };
+        }
+        self.enabled = false;
+        self.function_masked = false;
+        self.sync_routes();
+    }
+
+    fn wanted_route(&self, vector: usize) -> Option<MsiMessage> {
+        let entry = &self.entries[vector];
+        let live = self.enabled && !self.function_masked;
+        (live && entry.vector_control & VECTOR_MASKED == 0).then(|| entry.message())
+    }
+
+    fn sync_routes(&mut self) {
+        for vector in 0..self.entries.len() {
+            let wanted = self.wanted_route(vector);
+            if self.routes[vector] == wanted {
+                continue;
+            }
+            match self.group.set_route(vector as u16, wanted) {
+                Ok(()) => self.routes[vector] = wanted,
+                Err(e) => log::warn!("passthrough MSI-X vector {vector}: cannot route: {e}"),
+            }
+        }
+    }
+
+    /// A guest read at `offset` into the table; only aligned dwords and qwords return data.
+    pub fn read_table(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if !aligned_access(offset, data.len()) {
+            return;
+        }
+        for (i, chunk) in data.chunks_mut(4).enumerate() {
+            let at = offset + 4 * i as u64;
+            if let Some(entry) = self.entries.get((at / MSIX_TABLE_ENTRY_SIZE) as usize) {
+                let mut entry = *entry;
+                chunk.copy_from_slice(&entry.dword(at % MSIX_TABLE_ENTRY_SIZE / 4).to_le_bytes());
+            }
+        }
+    }
+
+    /// A guest write at `offset` into the table; the touched vectors are rerouted.
+    pub fn write_table(&mut self, offset: u64, data: &[u8]) {
+        if !aligned_access(offset, data.len()) {
+            return;
+        }
+        for (i, chunk) in data.chunks(4).enumerate() {
+            let at = offset + 4 * i as u64;
+            let Some(entry) = self.entries.get_mut((at / MSIX_TABLE_ENTRY_SIZE) as usize) else {
+                break;
+            };
+            let dword = at % MSIX_TABLE_ENTRY_SIZE / 4;
+            let value = u32::from_le_bytes(chunk.try_into().unwrap_or_default());
+            // Only the mask bit of vector control is defined.
+            *entry.dword(dword) = if dword == 3 {
+                value & VECTOR_MASKED
+            } else {
+                value
+            };
+        }
+        self.sync_routes();
+    }
+}
+
+fn aligned_access(offset: u64, len: usize) -> bool {
+    (len == 4 || len == 8) && offset & (len as u64 - 1) == 0
+}

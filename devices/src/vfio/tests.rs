@@ -1,0 +1,554 @@
+//! The passthrough function against a fake device: what reaches the device, and what the
+//! guest reads back.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::bar_mapping::GuestMemorySlots;
+use super::device_io::{RegionInfo, VfioDeviceIo};
+use super::function::VfioPciFunction;
+use crate::bus::Bus;
+use crate::interrupt::{MsiInterruptGroup, MsiInterruptManager, MsiMessage};
+use crate::pci::{BarMove, PciBar, PciDevice, PciRoot, CONFIG_SPACE_SIZE};
+
+const BAR0_SIZE: u64 = 0x10_0000;
+const BAR2_SIZE: u64 = 0x4000;
+const MSIX_VECTORS: u16 = 4;
+
+/// What the fake device was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    ConfigWrite(u64, Vec<u8>),
+    RegionRead(u32, u64, usize),
+    RegionWrite(u32, u64, Vec<u8>),
+    Mmap(u32, u64, u64),
+    EnableMsix(usize),
+    DisableMsix,
+    EnableMsi(usize),
+    DisableMsi,
+    Reset,
+}
+
+struct FakeDevice {
+    config: Mutex<[u8; CONFIG_SPACE_SIZE]>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// What the host lets the device use.
+    msix_vectors: u32,
+    msi_vectors: u32,
+}
+
+impl FakeDevice {
+    /// A function with a 32-bit BAR 0, a 64-bit prefetchable BAR 2 holding the MSI-X table
+    /// (at 0) and PBA (at 0x1000), an I/O BAR 4, and PM (0x40) -> MSI (0x48) -> MSI-X
+    /// (0x60) -> vendor (0x70) capabilities.
+    fn new(calls: Arc<Mutex<Vec<Call>>>) -> Self {
+        let mut c = [0u8; CONFIG_SPACE_SIZE];
+        c[0..4].copy_from_slice(&0x11e8_1234u32.to_le_bytes());
+        c[4..8].copy_from_slice(&0x0010_0000u32.to_le_bytes());
+        c[8..12].copy_from_slice(&0x00ff_0010u32.to_le_bytes());
+        c[0x18] = 0x0c;
+        c[0x20] = 0x01;
+        c[0x34] = 0x40;
+        c[0x3d] = 1;
+        for (at, id, next) in [(0x40, 0x01, 0x48), (0x48, 0x05, 0x60), (0x60, 0x11, 0x70)] {
+            c[at] = id;
+            c[at + 1] = next;
+        }
+        c[0x70] = 0x09;
+        // MSI: 64-bit, per-vector masking, 4 vectors capable.
+        c[0x4a] = 0x84;
+        c[0x4b] = 0x01;
+        c[0x62..0x64].copy_from_slice(&(MSIX_VECTORS - 1).to_le_bytes());
+        c[0x64..0x68].copy_from_slice(&2u32.to_le_bytes());
+        c[0x68..0x6c].copy_from_slice(&0x1002u32.to_le_bytes());
+        Self {
+            config: Mutex::new(c),
+            calls,
+            msix_vectors: u32::from(MSIX_VECTORS),
+            msi_vectors: 4,
+        }
+    }
+}
+
+impl VfioDeviceIo for FakeDevice {
+    fn config_read(&self, offset: u64, data: &mut [u8]) {
+        let config = self.config.lock().unwrap();
+        let at = offset as usize;
+        data.copy_from_slice(&config[at..at + data.len()]);
+    }
+
+    fn config_write(&self, offset: u64, data: &[u8]) {
+        let at = offset as usize;
+        self.config.lock().unwrap()[at..at + data.len()].copy_from_slice(data);
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::ConfigWrite(offset, data.to_vec()));
+    }
+
+    fn region(&self, index: u32) -> RegionInfo {
+        let size = match index {
+            0 => BAR0_SIZE,
+            2 => BAR2_SIZE,
+            4 => 0x20,
+            _ => 0,
+        };
+        RegionInfo {
+            size,
+            readable: true,
+            writable: true,
+            mappable: index != 4,
+        }
+    }
+
+    fn region_read(&self, index: u32, offset: u64, data: &mut [u8]) {
+        data.fill(0xab);
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::RegionRead(index, offset, data.len()));
+    }
+
+    fn region_write(&self, index: u32, offset: u64, data: &[u8]) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::RegionWrite(index, offset, data.to_vec()));
+    }
+
+    fn mmap_region(&self, index: u32, offset: u64, len: u64) -> io::Result<u64> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Mmap(index, offset, len));
+        Ok(fake_host_address(index, offset))
+    }
+
+    fn msix_vectors(&self) -> u32 {
+        self.msix_vectors
+    }
+
+    fn msi_vectors(&self) -> u32 {
+        self.msi_vectors
+    }
+
+    fn enable_msi(&self, fds: &[&EventFd]) -> io::Result<()> {
+        self.calls.lock().unwrap().push(Call::EnableMsi(fds.len()));
+        Ok(())
+    }
+
+    fn disable_msi(&self) -> io::Result<()> {
+        self.calls.lock().unwrap().push(Call::DisableMsi);
+        Ok(())
+    }
+
+    fn enable_msix(&self, fds: &[&EventFd]) -> io::Result<()> {
+        self.calls.lock().unwrap().push(Call::EnableMsix(fds.len()));
+        Ok(())
+    }
+
+    fn disable_msix(&self) -> io::Result<()> {
+        self.calls.lock().unwrap().push(Call::DisableMsix);
+        Ok(())
+    }
+
+    fn reset(&self) {
+        self.calls.lock().unwrap().push(Call::Reset);
+    }
+}
+
+/// Where the fake device's BARs are "mapped".
+fn fake_host_address(bar: u32, offset: u64) -> u64 {
+    0x7f00_0000_0000 + (u64::from(bar) << 32) + offset
+}
+
+/// The live slots, as (slot, gpa, host, len).
+#[derive(Default)]
+struct FakeSlots {
+    live: Mutex<Vec<(u32, u64, u64, u64)>>,
+    next: Mutex<u32>,
+}
+
+impl FakeSlots {
+    fn live(&self) -> Vec<(u64, u64, u64)> {
+        let mut live: Vec<_> = self
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|&(_, gpa, host, len)| (gpa, host, len))
+            .collect();
+        live.sort_unstable();
+        live
+    }
+}
+
+impl GuestMemorySlots for FakeSlots {
+    unsafe fn add(&self, gpa: u64, host: u64, len: u64) -> io::Result<u32> {
+        let mut next = self.next.lock().unwrap();
+        *next += 1;
+        self.live.lock().unwrap().push((*next, gpa, host, len));
+        Ok(*next)
+    }
+    fn remove(&self, slot: u32) -> io::Result<()> {
+        let mut live = self.live.lock().unwrap();
+        let before = live.len();
+        live.retain(|&(s, ..)| s != slot);
+        assert_eq!(live.len() + 1, before, "slot {slot} removed twice");
+        Ok(())
+    }
+}
+
+/// Vectors with eventfds; records the last route of each.
+struct FakeGroup {
+    fds: Vec<EventFd>,
+    routes: Mutex<Vec<Option<MsiMessage>>>,
+}
+
+impl MsiInterruptGroup for FakeGroup {
+    fn set_route(&self, vector: u16, message: Option<MsiMessage>) -> io::Result<()> {
+        self.routes.lock().unwrap()[usize::from(vector)] = message;
+        Ok(())
+    }
+    fn trigger(&self, _vector: u16) -> io::Result<()> {
+        Ok(())
+    }
+    fn irqfd(&self, vector: u16) -> Option<&EventFd> {
+        self.fds.get(usize::from(vector))
+    }
+}
+
+#[derive(Default)]
+struct FakeInterrupts {
+    group: Mutex<Option<Arc<FakeGroup>>>,
+}
+
+impl MsiInterruptManager for FakeInterrupts {
+    fn create_group(&self, vectors: u16) -> io::Result<Arc<dyn MsiInterruptGroup>> {
+        let group = Arc::new(FakeGroup {
+            fds: (0..vectors)
+                .map(|_| EventFd::new(0))
+                .collect::<io::Result<_>>()?,
+            routes: Mutex::new(vec![None; usize::from(vectors)]),
+        });
+        *self.group.lock().unwrap() = Some(group.clone());
+        Ok(group)
+    }
+}
+
+struct Rig {
+    function: VfioPciFunction,
+    calls: Arc<Mutex<Vec<Call>>>,
+    interrupts: FakeInterrupts,
+    slots: Arc<FakeSlots>,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self::with_host_msix(true)
+    }
+
+    /// Without host MSI-X vectors the guest gets MSI instead.
+    fn with_host_msix(host_msix: bool) -> Self {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let interrupts = FakeInterrupts::default();
+        let slots = Arc::new(FakeSlots::default());
+        let mut next = 0xc000_0000u64;
+        let mut place = |_bar: usize, size: u64| {
+            let address = next.next_multiple_of(size);
+            next = address + size;
+            Ok(address)
+        };
+        let mut device = FakeDevice::new(calls.clone());
+        if !host_msix {
+            device.msix_vectors = 0;
+        }
+        let function = VfioPciFunction::new(
+            Box::new(device),
+            &interrupts,
+            Some(slots.clone()),
+            &mut place,
+        )
+        .unwrap();
+        Self {
+            function,
+            calls,
+            interrupts,
+            slots,
+        }
+    }
+
+    fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    fn write32(&mut self, offset: usize, value: u32) -> Option<BarMove> {
+        self.function
+            .write_config_register(offset / 4, 0, &value.to_le_bytes())
+    }
+
+    fn read32(&mut self, offset: usize) -> u32 {
+        self.function.read_config_register(offset / 4)
+    }
+
+    fn routes(&self) -> Vec<Option<MsiMessage>> {
+        let group = self.interrupts.group.lock().unwrap();
+        let routes = group.as_ref().unwrap().routes.lock().unwrap().clone();
+        routes
+    }
+}
+
+#[test]
+fn start_resets_the_device_and_turns_decoding_off() {
+    let rig = Rig::new();
+    assert_eq!(
+        rig.take_calls(),
+        [
+            Call::Reset,
+            Call::ConfigWrite(4, 0x0400u16.to_le_bytes().to_vec()),
+            // BAR 2 without the pages of the MSI-X table (page 0) and PBA (page 1).
+            Call::Mmap(0, 0, BAR0_SIZE),
+            Call::Mmap(2, 0x2000, 0x2000),
+        ]
+    );
+    assert_eq!(rig.slots.live(), []);
+    assert_eq!(
+        rig.function.bars(),
+        [
+            PciBar {
+                index: 0,
+                address: 0xc000_0000,
+                size: BAR0_SIZE
+            },
+            PciBar {
+                index: 2,
+                address: 0xc010_0000,
+                size: BAR2_SIZE
+            },
+        ]
+    );
+}
+
+#[test]
+fn bar_sizing_reads_the_size_mask_and_never_reaches_the_device() {
+    let mut rig = Rig::new();
+    rig.take_calls();
+    assert_eq!(rig.read32(0x10), 0xc000_0000);
+    rig.write32(0x10, u32::MAX);
+    assert_eq!(rig.read32(0x10), !(BAR0_SIZE as u32 - 1));
+    rig.write32(0x18, u32::MAX);
+    rig.write32(0x1c, u32::MAX);
+    assert_eq!(rig.read32(0x18), !(BAR2_SIZE as u32 - 1) | 0xc);
+    assert_eq!(rig.read32(0x1c), u32::MAX);
+    // The I/O BAR, the unused BARs and the expansion ROM are absent.
+    rig.write32(0x20, u32::MAX);
+    rig.write32(0x30, u32::MAX);
+    assert_eq!(rig.read32(0x20), 0);
+    assert_eq!(rig.read32(0x24), 0);
+    assert_eq!(rig.read32(0x30), 0);
+    assert_eq!(rig.take_calls(), []);
+}
+
+#[test]
+fn bar_relocation_is_kept_in_nestor() {
+    let mut rig = Rig::new();
+    rig.take_calls();
+    let moved = rig.write32(0x10, 0xd000_0000).unwrap();
+    assert_eq!(
+        (moved.bar, moved.old, moved.new),
+        (0, 0xc000_0000, 0xd000_0000)
+    );
+    rig.write32(0x1c, 0x1);
+    assert_eq!(rig.function.bars()[1].address, 0x1_c010_0000);
+    assert_eq!(rig.function.bars()[0].address, 0xd000_0000);
+    assert_eq!(rig.take_calls(), []);
+}
+
+#[test]
+fn command_register_forwards_decoding_and_bus_master_only() {
+    let mut rig = Rig::new();
+    rig.take_calls();
+    rig.function.write_config_register(1, 0, &[0x06]);
+    assert_eq!(
+        rig.take_calls(),
+        [Call::ConfigWrite(4, 0x0406u16.to_le_bytes().to_vec())]
+    );
+    assert_eq!(rig.read32(0x04) & 0xffff, 0x0006);
+    // Every bit set: the device still gets only its three bits and INTx disabled; the
+    // status half is the device's, with the capability list bit nestor's.
+    rig.write32(0x04, u32::MAX);
+    assert_eq!(
+        rig.take_calls(),
+        [Call::ConfigWrite(4, 0x0407u16.to_le_bytes().to_vec())]
+    );
+    assert_eq!(rig.read32(0x04), 0x0010_0407);
+    // A status-only write never reaches the device.
+    rig.function.write_config_register(1, 2, &[0xff, 0xff]);
+    assert_eq!(rig.take_calls(), []);
+}
+
+#[test]
+fn garbage_in_capability_pointers_changes_nothing() {
+    let mut rig = Rig::new();
+    rig.take_calls();
+    // With MSI-X usable, MSI is left out of the chain: PM points straight at MSI-X.
+    assert_eq!(rig.read32(0x34), 0x40);
+    assert_eq!(rig.read32(0x40) & 0xffff, 0x6001);
+    rig.write32(0x34, 0xffff_ffff);
+    rig.function.write_config_register(0x40 / 4, 1, &[0x99]);
+    rig.function
+        .write_config_register(0x60 / 4, 0, &[0xee, 0x44]);
+    rig.function.write_config_register(0x70 / 4, 0, &[0x00]);
+    rig.function
+        .write_config_register(0x48 / 4, 0, &[0x05, 0x00, 0x01, 0x00]);
+    assert_eq!(rig.take_calls(), []);
+    assert_eq!(rig.read32(0x34), 0x40);
+    assert_eq!(rig.read32(0x40) & 0xffff, 0x6001);
+    assert_eq!(rig.read32(0x60) & 0xffff, 0x7011);
+    assert_eq!(rig.read32(0x70) & 0xffff, 0x0009);
+    // The body of an exposed capability is the device's.
+    rig.function
+        .write_config_register(0x44 / 4, 0, &[0x03, 0x80]);
+    assert_eq!(
+        rig.take_calls(),
+        [Call::ConfigWrite(0x44, vec![0x03, 0x80])]
+    );
+    // Past the PCI header: nothing, and the interrupt pin says no INTx.
+    assert_eq!(rig.function.read_config_register(64), 0);
+    assert_eq!(rig.read32(0x3c) >> 8, 0);
+}
+
+#[test]
+fn msix_enable_reaches_the_host_and_masks_gate_the_routes() {
+    let mut rig = Rig::new();
+    rig.take_calls();
+    let message = MsiMessage {
+        address: 0xfee0_0000,
+        data: 0x41,
+    };
+    rig.function.write_bar(2, 0, &message.address.to_le_bytes());
+    rig.function.write_bar(2, 8, &message.data.to_le_bytes());
+    assert_eq!(rig.take_calls(), []);
+    // Enabled with the function masked: the host gets every vector, the guest none.
+    rig.function.write_config_register(0x60 / 4, 3, &[0xc0]);
+    assert_eq!(rig.take_calls(), [Call::EnableMsix(4)]);
+    assert_eq!(rig.read32(0x60) >> 16, 0xc003);
+    rig.function.write_bar(2, 12, &0u32.to_le_bytes());
+    assert_eq!(rig.routes()[0], None);
+    rig.function.write_config_register(0x60 / 4, 3, &[0x80]);
+    assert_eq!(rig.routes(), [Some(message), None, None, None]);
+    let mut entry = [0u8; 8];
+    rig.function.read_bar(2, 8, &mut entry);
+    assert_eq!(entry, [0x41, 0, 0, 0, 0, 0, 0, 0]);
+    // Masking the vector takes its route away; disabling reaches the host.
+    rig.function.write_bar(2, 12, &1u32.to_le_bytes());
+    assert_eq!(rig.routes()[0], None);
+    rig.function.write_bar(2, 12, &0u32.to_le_bytes());
+    rig.function
+        .write_config_register(0x60 / 4, 2, &[0x00, 0x00]);
+    assert_eq!(rig.take_calls(), [Call::DisableMsix]);
+    assert_eq!(rig.routes()[0], None);
+    assert_eq!(rig.read32(0x60) >> 16, 0x0003);
+}
+
+#[test]
+fn bar_accesses_outside_the_msix_table_reach_the_device() {
+    let mut rig = Rig::new();
+    rig.take_calls();
+    let mut data = [0u8; 4];
+    rig.function.read_bar(0, 0x10, &mut data);
+    assert_eq!(data, [0xab; 4]);
+    rig.function.write_bar(0, 4, &[1, 2, 3, 4]);
+    // The PBA sits past the table and is the device's.
+    rig.function.read_bar(2, 0x1000, &mut data);
+    assert_eq!(
+        rig.take_calls(),
+        [
+            Call::RegionRead(0, 0x10, 4),
+            Call::RegionWrite(0, 4, vec![1, 2, 3, 4]),
+            Call::RegionRead(2, 0x1000, 4),
+        ]
+    );
+}
+
+#[test]
+fn mapped_bars_follow_decoding_and_moves_on_the_bus() {
+    let rig = Rig::new();
+    let slots = rig.slots.clone();
+    let bus = Arc::new(Bus::new());
+    let mut root = PciRoot::new(bus.clone(), None);
+    let bdf = root.reserve_slot().unwrap();
+    root.add_device(bdf, Arc::new(Mutex::new(rig.function)))
+        .unwrap();
+    assert_eq!(slots.live(), []);
+
+    root.config_write(bdf, 1, 0, &[0x02]);
+    let bar0 = (0xc000_0000, fake_host_address(0, 0), BAR0_SIZE);
+    let bar2 = (0xc010_2000, fake_host_address(2, 0x2000), 0x2000);
+    assert_eq!(slots.live(), [bar0, bar2]);
+    // The MSI-X table's page has no slot: it traps, and nestor answers.
+    let mut entry = [0u8; 4];
+    assert!(bus.read(0xc010_000c, &mut entry));
+    assert_eq!(u32::from_le_bytes(entry), 1);
+
+    root.config_write(bdf, 4, 0, &0xd000_0000u32.to_le_bytes());
+    assert_eq!(slots.live(), [bar2, (0xd000_0000, bar0.1, bar0.2)]);
+
+    // Sizing with decoding off, as drivers do: no slot anywhere meanwhile.
+    root.config_write(bdf, 1, 0, &[0x00]);
+    assert_eq!(slots.live(), []);
+    root.config_write(bdf, 4, 0, &u32::MAX.to_le_bytes());
+    root.config_write(bdf, 4, 0, &0xd000_0000u32.to_le_bytes());
+    assert_eq!(slots.live(), []);
+    root.config_write(bdf, 1, 0, &[0x02]);
+    assert_eq!(slots.live(), [bar2, (0xd000_0000, bar0.1, bar0.2)]);
+}
+
+#[test]
+fn msi_is_emulated_when_the_host_has_no_msix_vectors() {
+    let mut rig = Rig::with_host_msix(false);
+    rig.take_calls();
+    // The chain now skips MSI-X: PM -> MSI -> vendor.
+    assert_eq!(rig.read32(0x40) & 0xffff, 0x4801);
+    assert_eq!(rig.read32(0x48), 0x0184_7005);
+    rig.write32(0x4c, 0xfee0_1000);
+    rig.write32(0x50, 0);
+    rig.write32(0x54, 0x4020);
+    // Read-only control bits stay: only per-vector masking in the upper byte.
+    rig.function.write_config_register(0x48 / 4, 3, &[0xfe]);
+    assert_eq!(rig.read32(0x48) >> 16, 0x0184);
+    assert_eq!(rig.take_calls(), []);
+
+    // Enable with four vectors: the host gets four eventfds, each vector its data.
+    rig.function.write_config_register(0x48 / 4, 2, &[0x21]);
+    assert_eq!(rig.take_calls(), [Call::EnableMsi(4)]);
+    let message = |data| {
+        Some(MsiMessage {
+            address: 0xfee0_1000,
+            data,
+        })
+    };
+    assert_eq!(
+        rig.routes(),
+        [
+            message(0x4020),
+            message(0x4021),
+            message(0x4022),
+            message(0x4023)
+        ]
+    );
+    // Masking vector 1 takes its route away; nothing reaches the device.
+    rig.write32(0x58, 0x2);
+    assert_eq!(rig.routes()[1], None);
+    assert_eq!(rig.read32(0x58), 0x2);
+    assert_eq!(rig.take_calls(), []);
+    // One vector only, then off.
+    rig.function.write_config_register(0x48 / 4, 2, &[0x01]);
+    assert_eq!(rig.take_calls(), [Call::DisableMsi, Call::EnableMsi(1)]);
+    assert_eq!(rig.routes(), [message(0x4020), None, None, None]);
+    rig.function.write_config_register(0x48 / 4, 2, &[0x00]);
+    assert_eq!(rig.take_calls(), [Call::DisableMsi]);
+    assert_eq!(rig.routes(), [None, None, None, None]);
+}
