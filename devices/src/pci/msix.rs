@@ -16,33 +16,34 @@ pub const MSIX_MAX_VECTORS: u16 = 2048;
 
 const CONTROL_ENABLE: u16 = 1 << 15;
 const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
-const VECTOR_MASKED: u32 = 1;
+pub(crate) const VECTOR_MASKED: u32 = 1;
 
-/// One table entry, as the guest sees it (little-endian dwords).
+/// One table entry, as the guest sees it (little-endian dwords); the passthrough
+/// function keeps its table in the same entries.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct MsixTableEntry {
-    address_low: u32,
-    address_high: u32,
-    data: u32,
-    vector_control: u32,
+pub(crate) struct MsixTableEntry {
+    pub(crate) address_low: u32,
+    pub(crate) address_high: u32,
+    pub(crate) data: u32,
+    pub(crate) vector_control: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<MsixTableEntry>() == MSIX_TABLE_ENTRY_SIZE as usize);
 
 impl MsixTableEntry {
-    fn masked(&self) -> bool {
+    pub(crate) fn masked(&self) -> bool {
         self.vector_control & VECTOR_MASKED != 0
     }
 
-    fn message(&self) -> MsiMessage {
+    pub(crate) fn message(&self) -> MsiMessage {
         MsiMessage {
             address: u64::from(self.address_high) << 32 | u64::from(self.address_low),
             data: self.data,
         }
     }
 
-    fn dword(&mut self, index: u64) -> &mut u32 {
+    pub(crate) fn dword(&mut self, index: u64) -> &mut u32 {
         match index {
             0 => &mut self.address_low,
             1 => &mut self.address_high,
@@ -222,17 +223,7 @@ impl MsixState {
 
     /// A guest read of the table; only aligned dword and qword accesses return data.
     pub fn read_table(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        if !aligned_access(offset, data.len()) {
-            return;
-        }
-        for (i, chunk) in data.chunks_mut(4).enumerate() {
-            let at = offset + 4 * i as u64;
-            if let Some(entry) = self.entries.get((at / MSIX_TABLE_ENTRY_SIZE) as usize) {
-                let mut entry = *entry;
-                chunk.copy_from_slice(&entry.dword(at % MSIX_TABLE_ENTRY_SIZE / 4).to_le_bytes());
-            }
-        }
+        read_table(&self.entries, offset, data);
     }
 
     /// A guest write of the table; reroutes or unmasks the touched vector.
@@ -297,8 +288,24 @@ impl MsixState {
     }
 }
 
-fn aligned_access(offset: u64, len: usize) -> bool {
+/// Whether a table access is one the spec defines: an aligned dword or qword.
+pub(crate) fn aligned_access(offset: u64, len: usize) -> bool {
     (len == 4 || len == 8) && offset & (len as u64 - 1) == 0
+}
+
+/// A guest read at `offset` into `entries`; only aligned dwords and qwords return data.
+pub(crate) fn read_table(entries: &[MsixTableEntry], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    if !aligned_access(offset, data.len()) {
+        return;
+    }
+    for (i, chunk) in data.chunks_mut(4).enumerate() {
+        let at = offset + 4 * i as u64;
+        if let Some(entry) = entries.get((at / MSIX_TABLE_ENTRY_SIZE) as usize) {
+            let mut entry = *entry;
+            chunk.copy_from_slice(&entry.dword(at % MSIX_TABLE_ENTRY_SIZE / 4).to_le_bytes());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,44 +10,15 @@
 use std::sync::Arc;
 
 use crate::interrupt::{MsiInterruptGroup, MsiMessage};
+use crate::pci::msix::{
+    aligned_access, read_table, MsixTableEntry as TableEntry, MSIX_TABLE_ENTRY_SIZE, VECTOR_MASKED,
+};
 
 use super::device_io::VfioDeviceIo;
 
-pub const MSIX_TABLE_ENTRY_SIZE: u64 = 16;
 pub const CONTROL_ENABLE: u16 = 1 << 15;
 pub const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
 const CONTROL_TABLE_SIZE: u16 = 0x7ff;
-const VECTOR_MASKED: u32 = 1;
-
-/// One table entry, as the guest sees it (little-endian dwords).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct TableEntry {
-    address_low: u32,
-    address_high: u32,
-    data: u32,
-    vector_control: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<TableEntry>() == MSIX_TABLE_ENTRY_SIZE as usize);
-
-impl TableEntry {
-    fn dword(&mut self, index: u64) -> &mut u32 {
-        match index {
-            0 => &mut self.address_low,
-            1 => &mut self.address_high,
-            2 => &mut self.data,
-            _ => &mut self.vector_control,
-        }
-    }
-
-    fn message(&self) -> MsiMessage {
-        MsiMessage {
-            address: u64::from(self.address_high) << 32 | u64::from(self.address_low),
-            data: self.data,
-        }
-    }
-}
 
 /// Where the capability says the table and PBA are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,17 +163,7 @@ impl VfioMsix {
 
     /// A guest read at `offset` into the table; only aligned dwords and qwords return data.
     pub fn read_table(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        if !aligned_access(offset, data.len()) {
-            return;
-        }
-        for (i, chunk) in data.chunks_mut(4).enumerate() {
-            let at = offset + 4 * i as u64;
-            if let Some(entry) = self.entries.get((at / MSIX_TABLE_ENTRY_SIZE) as usize) {
-                let mut entry = *entry;
-                chunk.copy_from_slice(&entry.dword(at % MSIX_TABLE_ENTRY_SIZE / 4).to_le_bytes());
-            }
-        }
+        read_table(&self.entries, offset, data);
     }
 
     /// A guest write at `offset` into the table; the touched vectors are rerouted.
@@ -226,8 +187,4 @@ impl VfioMsix {
         }
         self.sync_routes();
     }
-}
-
-fn aligned_access(offset: u64, len: usize) -> bool {
-    (len == 4 || len == 8) && offset & (len as u64 - 1) == 0
 }
