@@ -385,6 +385,45 @@ fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
     }
 }
 
+/// The virtio-iommu's requests are served on the vCPU that notified them, and for a
+/// passthrough device behind it a MAP or UNMAP is a host IOMMU call: vCPU threads may make
+/// those, no other thread may.
+#[test]
+fn only_the_vcpu_filter_allows_host_iommu_mappings() {
+    const HOST_MAPPING_IOCTLS: [(&str, libc::c_ulong); 4] = [
+        ("VFIO_IOMMU_MAP_DMA", 0x3b71),
+        ("VFIO_IOMMU_UNMAP_DMA", 0x3b72),
+        ("IOMMU_IOAS_MAP", 0x3b85),
+        ("IOMMU_IOAS_UNMAP", 0x3b86),
+    ];
+    let ending = in_filtered_child(ThreadKind::Vcpu, SeccompMode::On, &|| {
+        for (_, request) in HOST_MAPPING_IOCTLS {
+            // SAFETY: on fd -1 the call fails before touching memory.
+            unsafe { libc::ioctl(-1, request, 0) };
+        }
+    });
+    assert_eq!(ending, Ending::Exited(0));
+    for kind in [
+        ThreadKind::Vmm,
+        ThreadKind::DeviceWorker,
+        ThreadKind::FaultRelay,
+        ThreadKind::HostOutput,
+    ] {
+        for (name, request) in HOST_MAPPING_IOCTLS {
+            let ending = in_filtered_child(kind, SeccompMode::On, &|| {
+                // SAFETY: as above.
+                unsafe { libc::ioctl(-1, request, 0) };
+            });
+            assert_eq!(
+                ending,
+                Ending::Signalled(libc::SIGSYS),
+                "{} on {name}",
+                kind.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn log_mode_lets_a_forbidden_syscall_through() {
     for kind in ThreadKind::ALL {
