@@ -32,7 +32,7 @@ const VFIO_TYPE: u32 = b';' as u32;
 ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, VFIO_TYPE, 100 + 10);
 ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, VFIO_TYPE, 100 + 13);
 ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, VFIO_TYPE, 100 + 14);
-/// iommufd's are `_IO(';', 0x80 + n)`, n following `enum iommufd_cmd`.
+// iommufd's are `_IO(';', 0x80 + n)`, n following `enum iommufd_cmd`.
 ioctl_io_nr!(IOMMU_IOAS_MAP, VFIO_TYPE, 0x85);
 ioctl_io_nr!(IOMMU_IOAS_UNMAP, VFIO_TYPE, 0x86);
 

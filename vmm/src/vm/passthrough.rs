@@ -24,7 +24,7 @@ use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
 use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioIommufd, VfioOps};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::device_memory::KvmDeviceMemory;
+use super::device_memory::{DmaTargets, KvmDeviceMemory};
 use super::error::VmmError;
 use super::GuestVm;
 use crate::vfio_options::{VfioBackend, VfioOptions};
@@ -81,6 +81,14 @@ impl Passthrough {
 
     pub fn memory_slots(&self) -> Arc<dyn GuestMemorySlots> {
         self.slots.clone()
+    }
+
+    /// Guest RAM and the passthrough BARs, as the virtio-iommu may map them for a device.
+    pub fn dma_targets(&self, ram: &GuestMemoryMmap) -> DmaTargets {
+        DmaTargets {
+            ram: ram.clone(),
+            bars: self.slots.clone(),
+        }
     }
 
     /// Opens the device `options` names into the address space it belongs to, creating

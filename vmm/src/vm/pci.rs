@@ -37,7 +37,7 @@ use crate::config::VmConfig;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
-use crate::vfio_options::VfioOptions;
+use crate::vfio_options::{VfioBackend, VfioOptions};
 use crate::viommu::ViommuBuilder;
 
 /// What the rest of the VM needs from the PCI setup.
@@ -138,7 +138,19 @@ impl Builder<'_> {
             &mut place,
         )
         .map_err(|e| device_err(format!("--vfio {}: {e}", options.bdf())))?;
-        log::info!("PCI {bdf}: passthrough of host device {}", options.bdf());
+        let backend = match options.backend.unwrap_or_default() {
+            VfioBackend::Container => "the VFIO container",
+            VfioBackend::Iommufd => "iommufd",
+        };
+        let dma = if options.iommu {
+            "behind the virtio-iommu"
+        } else {
+            "all guest RAM mapped"
+        };
+        log::info!(
+            "PCI {bdf}: passthrough of host device {} over {backend}, {dma}",
+            options.bdf()
+        );
         self.root
             .add_device(bdf, Arc::new(Mutex::new(function)))
             .map_err(device_err)
@@ -200,7 +212,7 @@ pub fn add_pci_devices(
                 devices.viommu.unwrap_or_default(),
                 config.memory,
                 &host_iommus,
-                Arc::new(mem.clone()),
+                Arc::new(passthrough.dma_targets(mem)),
                 spec,
             )
             .map_err(device_err)?,
