@@ -355,6 +355,7 @@ fn the_vcpu_filter_allows_reading_a_failed_vcpus_state() {
 fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
     const VFIO_DEVICE_SET_IRQS: libc::c_ulong = 0x3b6e;
     const KVM_SET_USER_MEMORY_REGION: libc::c_ulong = 0x4020_ae46;
+    const KVM_IRQFD: libc::c_ulong = 0x4020_ae76;
     let drive = || {
         let mut byte = 0u8;
         // SAFETY: on fd -1 the calls fail before touching memory.
@@ -363,6 +364,12 @@ fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
             libc::pwrite(-1, (&byte as *const u8).cast(), 1, 0);
             libc::ioctl(-1, VFIO_DEVICE_SET_IRQS, 0);
             libc::ioctl(-1, KVM_SET_USER_MEMORY_REGION, 0);
+            libc::ioctl(-1, KVM_IRQFD, 0);
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::ppoll(std::ptr::null_mut(), 0, &now, std::ptr::null());
         }
     };
     let ending = in_filtered_child(ThreadKind::Vcpu, SeccompMode::On, &drive);
@@ -380,6 +387,11 @@ fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
         let ending = in_filtered_child(kind, SeccompMode::On, &|| {
             // SAFETY: as above.
             unsafe { libc::ioctl(-1, KVM_SET_USER_MEMORY_REGION, 0) };
+        });
+        assert_eq!(ending, Ending::Signalled(libc::SIGSYS), "{}", kind.name());
+        let ending = in_filtered_child(kind, SeccompMode::On, &|| {
+            // SAFETY: as above.
+            unsafe { libc::ioctl(-1, KVM_IRQFD, 0) };
         });
         assert_eq!(ending, Ending::Signalled(libc::SIGSYS), "{}", kind.name());
     }
