@@ -1,6 +1,8 @@
 //! The virtio-iommu (virtio device 23): a paravirtual IOMMU for the devices behind it.
 //!
 //! - [`protocol`]: the wire format and request parsing,
+//! - [`nested_protocol`]: the same for nestor's extension for guest-owned stage 1
+//!   (docs/virtio-iommu-nested.md),
 //! - [`config`]: the VMM's choices (granule, ranges, reserved regions, limits) and the
 //!   checks against them,
 //! - [`domains`]: domains, endpoints and the mapping tree,
@@ -21,6 +23,7 @@ pub mod domains;
 pub mod endpoint;
 pub mod faults;
 pub mod host_endpoints;
+pub mod nested_protocol;
 pub mod protocol;
 pub mod queues;
 pub mod request;

@@ -6,6 +6,7 @@ mod eventq;
 mod fuzz;
 mod host;
 mod isolation;
+mod nested_protocol;
 mod requests;
 mod rig;
 mod translation;
