@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_memory_size, ConfigError, SerialMode, VmConfig};
 use crate::device_options::{DiskOptions, RngOptions};
@@ -31,10 +32,22 @@ pub struct Cli {
 pub enum Command {
     /// Boot a guest and run it until it powers off, resets or writes the exit port.
     Run(RunArgs),
+    /// Print the VM that `run` would build from the same options, as the JSON document
+    /// `run --config` takes (see docs/config-file.md). Nothing is checked or opened.
+    Config(RunArgs),
 }
 
-#[derive(Args, Debug)]
+/// The whole VM: what `run` takes as flags, or as one JSON document with `--config` (the
+/// same fields, spelled as the flags are; docs/config-file.md).
+#[derive(Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct RunArgs {
+    /// Read the whole VM from this JSON file instead of the other options (see
+    /// docs/config-file.md; `nestor config FLAGS...` prints one).
+    #[arg(long, value_name = "FILE", conflicts_with_all = VM_ARGS)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
     /// Kernel to boot: a Linux bzImage or an ELF with a PVH entry note (vmlinux, unikernel).
     /// Default: the bundled unikernel.
     #[arg(long, value_name = "PATH")]
@@ -50,6 +63,7 @@ pub struct RunArgs {
 
     /// Guest memory in whole 4 KiB pages, e.g. 256M or 2G (a plain number means MiB).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_memory_size)]
+    #[serde(with = "crate::config_file::memory_size")]
     pub memory: u64,
 
     /// Number of vCPUs, each on its own thread.
@@ -58,11 +72,13 @@ pub struct RunArgs {
 
     /// Where COM1 goes: stdio, file=PATH or off. Input comes from stdin when it is a terminal.
     #[arg(long, value_name = "MODE", default_value = "stdio", value_parser = SerialMode::parse)]
+    #[serde(with = "crate::config_file::as_flag")]
     pub serial: SerialMode,
 
     /// Seccomp filters for every thread: on (violations kill nestor), log (violations are
     /// logged by the kernel audit subsystem and allowed), or off.
     #[arg(long, value_name = "MODE", default_value = "on", value_parser = SeccompMode::parse)]
+    #[serde(with = "crate::config_file::as_flag")]
     pub seccomp: SeccompMode,
 
     /// Report each step of the VM's start and end, the first KVM_RUN and the guest's writes
@@ -118,8 +134,42 @@ pub struct RunArgs {
     pub vfio: Vec<VfioOptions>,
 }
 
+/// Every option `--config` stands for.
+const VM_ARGS: [&str; 16] = [
+    "kernel",
+    "initrd",
+    "cmdline",
+    "memory",
+    "cpus",
+    "serial",
+    "seccomp",
+    "boot_timer",
+    "pit",
+    "nested",
+    "timeout",
+    "disk",
+    "rng",
+    "console",
+    "viommu",
+    "vfio",
+];
+
+/// What `run` does with no options at all: clap's defaults, so a config file's missing
+/// fields mean exactly what missing flags do.
+impl Default for RunArgs {
+    fn default() -> Self {
+        let matches = Self::augment_args(clap::Command::new("run")).get_matches_from(["run"]);
+        // The defaults are constants of this file; a test parses them.
+        Self::from_arg_matches(&matches).expect("the default options parse")
+    }
+}
+
 impl RunArgs {
+    /// The VM these options describe, from the `--config` file when one is named.
     pub fn into_config(self) -> Result<VmConfig, ConfigError> {
-        VmConfig::from_args(self)
+        match &self.config {
+            Some(path) => VmConfig::from_args(crate::config_file::load(path)?),
+            None => VmConfig::from_args(self),
+        }
     }
 }

@@ -46,6 +46,8 @@ pub enum ConfigError {
     Timeout,
     #[error(transparent)]
     VfioHost(#[from] VfioHostError),
+    #[error(transparent)]
+    File(#[from] crate::config_file::ConfigFileError),
     #[error("--vfio {bdf}: {what}")]
     VfioNotSupported { bdf: String, what: &'static str },
 }

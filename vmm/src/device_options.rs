@@ -2,13 +2,19 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::viommu::parse_on_off;
 
-/// `--disk path=FILE[,readonly=on|off][,iommu=on|off]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `--disk path=FILE[,readonly=on|off][,iommu=on|off]`; in a config file
+/// `{"path": FILE, "readonly": BOOL, "iommu": BOOL}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskOptions {
     pub path: PathBuf,
+    #[serde(rename = "readonly", default)]
     pub read_only: bool,
+    #[serde(default)]
     pub iommu: bool,
 }
 
@@ -38,9 +44,11 @@ impl DiskOptions {
     }
 }
 
-/// `--rng` or `--rng iommu=on|off`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// `--rng` or `--rng iommu=on|off`; in a config file `{"iommu": BOOL}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RngOptions {
+    #[serde(default)]
     pub iommu: bool,
 }
 

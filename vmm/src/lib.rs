@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod device_options;
 pub mod disk_image;
 mod event_loop;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             .into_config()
             .map_err(VmmError::from)
             .and_then(|config| run_vm(config, started)),
+        Command::Config(args) => print_config(args),
     };
     match result {
         Ok(status) => ExitCode::from(status),
@@ -29,6 +30,17 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_status())
         }
     }
+}
+
+/// `nestor config`: the options as a config file, the file's own options when one is named.
+fn print_config(args: vmm::cli::RunArgs) -> Result<u8, VmmError> {
+    let args = match &args.config {
+        Some(path) => vmm::config_file::load(path)
+            .map_err(|e| VmmError::from(vmm::config::ConfigError::from(e)))?,
+        None => args,
+    };
+    println!("{}", vmm::config_file::to_json(&args));
+    Ok(0)
 }
 
 /// clap's errors span several lines; a user gets one, plus where to look.

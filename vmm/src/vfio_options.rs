@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::viommu::parse_on_off;
 
 /// Which host interface the device's DMA mappings go through.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VfioBackend {
     /// The legacy VFIO group and type1 container (/dev/vfio/vfio, /dev/vfio/GROUP).
     #[default]
@@ -14,15 +17,19 @@ pub enum VfioBackend {
     Iommufd,
 }
 
-/// `--vfio path=/sys/bus/pci/devices/BDF[,iommu=on|off][,backend=container|iommufd]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `--vfio path=/sys/bus/pci/devices/BDF[,iommu=on|off][,backend=container|iommufd]`; in a
+/// config file `{"path": DIR, "iommu": BOOL, "backend": "container" | "iommufd"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VfioOptions {
     /// The device's sysfs directory.
     pub path: PathBuf,
     /// Behind the virtio-iommu rather than with all guest RAM mapped.
+    #[serde(default)]
     pub iommu: bool,
     /// As given; `None` lets the host decide (iommufd where it can, see
     /// `vfio_host_checks::default_backend`), which the VM config does before anything opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<VfioBackend>,
 }
 

@@ -18,9 +18,11 @@ use devices::virtio::iommu::viot::{build_viot, endpoint_id};
 use devices::virtio::iommu::{common_iova_ranges, HostEndpoints, Iommu, IommuConfig};
 use devices::virtio::{VirtioDevice, WorkerSpec};
 
-/// What `--viommu` asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What `--viommu` asked for; in a config file `{"bypass": BOOL}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ViommuOptions {
+    #[serde(default)]
     pub bypass: bool,
 }
 
