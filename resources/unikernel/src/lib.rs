@@ -6,5 +6,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
+pub mod le;
 pub mod memmap;
 pub mod text;
