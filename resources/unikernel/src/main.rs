@@ -13,6 +13,7 @@ mod acpi;
 mod apic;
 mod boot;
 mod clock;
+mod edu;
 mod idt;
 mod io;
 mod mem;

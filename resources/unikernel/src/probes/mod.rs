@@ -9,6 +9,7 @@
 //! `PROBE done passed=N failed=M`, and exits with 0 when nothing failed, 1 otherwise.
 
 mod boot;
+mod edu;
 mod hold;
 mod pci;
 mod pio_loop;
@@ -49,6 +50,7 @@ const PROBES: &[Probe] = &[
     virtio_blk::PROBE,
     virtio_rng::PROBE,
     virtio_console::PROBE,
+    edu::PROBE,
 ];
 
 /// Scenarios `probe=all` leaves out: they never return.
