@@ -8,4 +8,5 @@
 pub mod cmdline;
 pub mod le;
 pub mod memmap;
+pub mod stats;
 pub mod text;
