@@ -30,6 +30,17 @@ pub trait MsiInterruptGroup: Send + Sync {
     fn irqfd(&self, _vector: u16) -> Option<&EventFd> {
         None
     }
+    /// Holds `vector`'s irqfd (the guest masked the vector): what the outside source
+    /// signals meanwhile stays in the eventfd instead of being delivered, and releasing
+    /// the hold delivers it at once, with the route then set. A group without irqfds
+    /// holds nothing.
+    fn hold(&self, _vector: u16, _held: bool) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether held `vector` has a signal waiting: its MSI-X pending bit.
+    fn pending(&self, _vector: u16) -> bool {
+        false
+    }
 }
 
 /// Creates vector groups; the VMM's implementation allocates GSIs and irqfds.

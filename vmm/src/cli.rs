@@ -110,8 +110,10 @@ pub struct RunArgs {
     /// A host PCI device passed through over VFIO:
     /// path=/sys/bus/pci/devices/BDF[,iommu=on][,backend=container|iommufd].
     /// It, and every other device in its IOMMU group, must be bound to vfio-pci.
-    /// Repeatable. Supported: the container back-end without the virtio-iommu (all guest
-    /// RAM mapped for the device's DMA); iommu=on and backend=iommufd are refused.
+    /// Without iommu=on all guest RAM is mapped for the device's DMA; with it, the device
+    /// sits behind the virtio-iommu and reaches only what the guest maps. The back-end
+    /// defaults to iommufd when /dev/iommu and the device's VFIO cdev exist, else the
+    /// legacy container. Repeatable.
     #[arg(long, value_name = "OPTIONS", value_parser = VfioOptions::parse)]
     pub vfio: Vec<VfioOptions>,
 }

@@ -10,7 +10,7 @@ use crate::cli::RunArgs;
 use crate::device_options::{DiskOptions, RngOptions};
 use crate::seccomp::SeccompMode;
 use crate::vfio_host_checks::{check_host, VfioHostError};
-use crate::vfio_options::{VfioBackend, VfioOptions};
+use crate::vfio_options::VfioOptions;
 use crate::viommu::ViommuOptions;
 
 /// The command line Linux gets when the user gives none.
@@ -46,7 +46,7 @@ pub enum ConfigError {
     Timeout,
     #[error(transparent)]
     VfioHost(#[from] VfioHostError),
-    #[error("--vfio {bdf}: {what} is not supported yet (the host checks passed)")]
+    #[error("--vfio {bdf}: {what}")]
     VfioNotSupported { bdf: String, what: &'static str },
 }
 
@@ -152,27 +152,33 @@ fn host_memory() -> Option<u64> {
     info.totalram.checked_mul(u64::from(info.mem_unit))
 }
 
-/// Checks each `--vfio` device against sysfs and the device nodes under `dev`, then
-/// refuses the first that asks for what passthrough cannot do yet: a guest is not booted
-/// without the device it was promised.
-fn check_vfio(vfio: &[VfioOptions], dev: &Path) -> Result<(), ConfigError> {
-    for device in vfio {
-        check_host(device, dev)?;
-    }
-    for device in vfio {
-        let what = if device.iommu {
-            "a passthrough device behind the virtio-iommu (iommu=on)"
-        } else if device.backend == VfioBackend::Iommufd {
-            "passthrough over iommufd (backend=iommufd)"
-        } else {
-            continue;
-        };
+/// Checks each `--vfio` device against sysfs and the device nodes under `dev`, and
+/// settles the back-end of those that left it to the host; then refuses what passthrough
+/// cannot do: a guest is not booted without the device it was promised.
+fn check_vfio(
+    vfio: Vec<VfioOptions>,
+    viommu: Option<ViommuOptions>,
+    dev: &Path,
+) -> Result<Vec<VfioOptions>, ConfigError> {
+    let vfio = vfio
+        .into_iter()
+        .map(|device| {
+            let backend = check_host(&device, dev)?;
+            Ok(VfioOptions {
+                backend: Some(backend),
+                ..device
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let bypass = viommu.is_some_and(|v| v.bypass);
+    if let Some(device) = vfio.iter().find(|d| d.iommu && bypass) {
+        // Unattached, a host device reaches nothing; bypass would need all of RAM mapped.
         return Err(ConfigError::VfioNotSupported {
             bdf: device.bdf(),
-            what,
+            what: "iommu=on with --viommu bypass=on (a passthrough device cannot bypass the virtio-iommu); drop bypass=on",
         });
     }
-    Ok(())
+    Ok(vfio)
 }
 
 impl VmConfig {
@@ -225,7 +231,7 @@ impl VmConfig {
         if args.timeout == Some(0) {
             return Err(ConfigError::Timeout);
         }
-        check_vfio(&args.vfio, Path::new("/dev"))?;
+        let vfio = check_vfio(args.vfio, args.viommu, Path::new("/dev"))?;
         let cmdline = match (&kernel, args.cmdline) {
             (_, Some(cmdline)) => cmdline,
             (KernelSource::Bundled, None) => String::new(),
@@ -248,7 +254,7 @@ impl VmConfig {
                 rng: args.rng,
                 console: args.console,
                 viommu: args.viommu,
-                vfio: args.vfio,
+                vfio,
             },
         })
     }
@@ -266,6 +272,7 @@ impl VmConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vfio_options::VfioBackend;
 
     #[test]
     fn memory_sizes() {
@@ -280,45 +287,55 @@ mod tests {
     }
 
     #[test]
-    fn a_ready_vfio_device_behind_the_iommu_is_refused_as_not_supported_yet() {
+    fn vfio_devices_leave_with_a_back_end_and_host_mistakes_come_first() {
         use crate::vfio_host_checks::tests::FakeHost;
-        assert!(check_vfio(&[], Path::new("/nonexistent")).is_ok());
+        assert!(check_vfio(vec![], None, Path::new("/nonexistent"))
+            .unwrap()
+            .is_empty());
         let host = FakeHost::ready();
         let device = VfioOptions {
             path: host.device(),
             iommu: true,
-            backend: VfioBackend::Iommufd,
+            backend: None,
         };
-        let err = check_vfio(std::slice::from_ref(&device), &host.dev()).unwrap_err();
-        assert!(matches!(err, ConfigError::VfioNotSupported { .. }));
-        let message = err.to_string();
-        assert!(message.contains("not supported yet"), "{message}");
-        assert!(message.contains("iommu=on"), "{message}");
-        assert_eq!(message.lines().count(), 1);
-        // Without the IOMMU, over the container: accepted.
-        let plain = VfioOptions {
-            iommu: false,
-            backend: VfioBackend::Container,
+        let checked = check_vfio(vec![device.clone()], None, &host.dev()).unwrap();
+        assert_eq!(checked[0].backend, Some(VfioBackend::Iommufd));
+        let container = VfioOptions {
+            backend: Some(VfioBackend::Container),
             ..device.clone()
         };
-        assert!(check_vfio(std::slice::from_ref(&plain), &host.dev()).is_ok());
-        let iommufd = VfioOptions {
-            backend: VfioBackend::Iommufd,
-            ..plain.clone()
-        };
-        let message = check_vfio(&[plain, iommufd], &host.dev())
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("backend=iommufd"), "{message}");
-        // A host mistake in a later device is reported first.
+        let checked = check_vfio(vec![container.clone()], None, &host.dev()).unwrap();
+        assert_eq!(checked, vec![container]);
         let missing = VfioOptions {
             path: host.root.join("sys/devices/0000:09:00.0"),
             ..device.clone()
         };
         assert!(matches!(
-            check_vfio(&[device, missing], &host.dev()),
+            check_vfio(vec![device, missing], None, &host.dev()),
             Err(ConfigError::VfioHost(VfioHostError::NoDevice { .. }))
         ));
+    }
+
+    #[test]
+    fn a_device_behind_a_bypassing_viommu_is_refused() {
+        use crate::vfio_host_checks::tests::FakeHost;
+        let host = FakeHost::ready();
+        let device = VfioOptions {
+            path: host.device(),
+            iommu: true,
+            backend: None,
+        };
+        let bypass = Some(ViommuOptions { bypass: true });
+        let message = check_vfio(vec![device.clone()], bypass, &host.dev())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("bypass=on"), "{message}");
+        assert_eq!(message.lines().count(), 1);
+        let plain = VfioOptions {
+            iommu: false,
+            ..device
+        };
+        assert!(check_vfio(vec![plain], bypass, &host.dev()).is_ok());
     }
 
     #[test]

@@ -59,8 +59,9 @@ fn name_of(path: &Path) -> String {
 }
 
 /// Checks `options` against the sysfs device directory it names and the device nodes
-/// under `dev` (`/dev` on a real host).
-pub fn check_host(options: &VfioOptions, dev: &Path) -> Result<(), VfioHostError> {
+/// under `dev` (`/dev` on a real host); answers the back-end to use, the one asked for or
+/// else [`default_backend`].
+pub fn check_host(options: &VfioOptions, dev: &Path) -> Result<VfioBackend, VfioHostError> {
     let device = &options.path;
     let bdf = options.bdf();
     if !device.is_dir() {
@@ -78,10 +79,30 @@ pub fn check_host(options: &VfioOptions, dev: &Path) -> Result<(), VfioHostError
         .map(|g| name_of(&g))
         .ok_or_else(|| VfioHostError::NoIommuGroup { bdf: bdf.clone() })?;
     check_group_members(device, &bdf, &group)?;
-    for node in device_nodes(options, device, dev, &bdf, &group)? {
+    let backend = options
+        .backend
+        .unwrap_or_else(|| default_backend(device, dev));
+    for node in device_nodes(backend, device, dev, &bdf, &group)? {
         check_opens(&bdf, &node)?;
     }
-    Ok(())
+    Ok(backend)
+}
+
+/// iommufd when the host has it and the device has a VFIO cdev; else the legacy container,
+/// which every VFIO host has.
+pub fn default_backend(device: &Path, dev: &Path) -> VfioBackend {
+    let has_cdev = cdev_node(device, dev).is_some_and(|node| node.exists());
+    if has_cdev && dev.join("iommu").exists() {
+        VfioBackend::Iommufd
+    } else {
+        VfioBackend::Container
+    }
+}
+
+/// The device's VFIO cdev under `dev`, as sysfs names it (under the device's vfio-dev/).
+fn cdev_node(device: &Path, dev: &Path) -> Option<PathBuf> {
+    let entry = fs::read_dir(device.join("vfio-dev")).ok()?.next()?.ok()?;
+    Some(dev.join("vfio/devices").join(entry.file_name()))
 }
 
 /// Every other device of the group must be bound to nothing or to a VFIO-friendly driver,
@@ -112,7 +133,7 @@ fn check_group_members(device: &Path, bdf: &str, group: &str) -> Result<(), Vfio
 
 /// The device nodes the chosen back-end opens, each present.
 fn device_nodes(
-    options: &VfioOptions,
+    backend: VfioBackend,
     device: &Path,
     dev: &Path,
     bdf: &str,
@@ -124,20 +145,15 @@ fn device_nodes(
         fix,
     };
     let vfio_modules = "load the VFIO modules (modprobe vfio-pci)";
-    let nodes = match options.backend {
+    let nodes = match backend {
         VfioBackend::Container => vec![
             (dev.join("vfio/vfio"), vfio_modules),
             (dev.join("vfio").join(group), vfio_modules),
         ],
         VfioBackend::Iommufd => {
             let no_cdev = "the host kernel has no VFIO device cdev (CONFIG_VFIO_DEVICE_CDEV); use backend=container";
-            // sysfs names the device's cdev under vfio-dev/.
-            let cdev = fs::read_dir(device.join("vfio-dev"))
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .map(|e| dev.join("vfio/devices").join(e.file_name()))
-                .ok_or_else(|| absent(dev.join("vfio/devices"), no_cdev))?;
+            let cdev =
+                cdev_node(device, dev).ok_or_else(|| absent(dev.join("vfio/devices"), no_cdev))?;
             vec![
                 (
                     dev.join("iommu"),
@@ -265,9 +281,9 @@ pub(crate) mod tests {
             let options = VfioOptions {
                 path: self.device(),
                 iommu: true,
-                backend,
+                backend: Some(backend),
             };
-            check_host(&options, &self.dev())
+            check_host(&options, &self.dev()).map(|chosen| assert_eq!(chosen, backend))
         }
     }
 
@@ -285,12 +301,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn without_a_choice_iommufd_is_taken_where_the_host_has_it() {
+        let host = FakeHost::ready();
+        let auto = VfioOptions {
+            path: host.device(),
+            iommu: false,
+            backend: None,
+        };
+        assert_eq!(check_host(&auto, &host.dev()), Ok(VfioBackend::Iommufd));
+        fs::remove_file(host.root.join("dev/iommu")).unwrap();
+        assert_eq!(check_host(&auto, &host.dev()), Ok(VfioBackend::Container));
+        fs::write(host.root.join("dev/iommu"), b"").unwrap();
+        fs::remove_dir_all(host.device().join("vfio-dev")).unwrap();
+        assert_eq!(check_host(&auto, &host.dev()), Ok(VfioBackend::Container));
+    }
+
+    #[test]
     fn a_missing_path_is_named() {
         let host = FakeHost::ready();
         let options = VfioOptions {
             path: host.root.join("sys/devices/0000:09:00.0"),
             iommu: false,
-            backend: VfioBackend::Container,
+            backend: Some(VfioBackend::Container),
         };
         let err = check_host(&options, &host.dev()).unwrap_err();
         assert!(matches!(err, VfioHostError::NoDevice { .. }));

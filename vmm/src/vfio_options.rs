@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::viommu::parse_on_off;
 
 /// Which host interface the device's DMA mappings go through.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum VfioBackend {
     /// The legacy VFIO group and type1 container (/dev/vfio/vfio, /dev/vfio/GROUP).
     #[default]
@@ -21,20 +21,22 @@ pub struct VfioOptions {
     pub path: PathBuf,
     /// Behind the virtio-iommu rather than with all guest RAM mapped.
     pub iommu: bool,
-    pub backend: VfioBackend,
+    /// As given; `None` lets the host decide (iommufd where it can, see
+    /// `vfio_host_checks::default_backend`), which the VM config does before anything opens.
+    pub backend: Option<VfioBackend>,
 }
 
 impl VfioOptions {
     pub fn parse(value: &str) -> Result<Self, String> {
         let mut path = None;
         let mut iommu = false;
-        let mut backend = VfioBackend::default();
+        let mut backend = None;
         for item in value.split(',') {
             match item.split_once('=') {
                 Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
                 Some(("iommu", v)) => iommu = parse_on_off(v)?,
-                Some(("backend", "container")) => backend = VfioBackend::Container,
-                Some(("backend", "iommufd")) => backend = VfioBackend::Iommufd,
+                Some(("backend", "container")) => backend = Some(VfioBackend::Container),
+                Some(("backend", "iommufd")) => backend = Some(VfioBackend::Iommufd),
                 Some(("backend", other)) => {
                     return Err(format!(
                         "unknown --vfio backend '{other}' (want container or iommufd)"
@@ -70,13 +72,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_alone_is_a_container_device_without_iommu() {
+    fn path_alone_leaves_the_backend_to_the_host_and_the_iommu_off() {
         assert_eq!(
             VfioOptions::parse("path=/sys/bus/pci/devices/0000:01:00.0"),
             Ok(VfioOptions {
                 path: "/sys/bus/pci/devices/0000:01:00.0".into(),
                 iommu: false,
-                backend: VfioBackend::Container,
+                backend: None,
             })
         );
     }
@@ -85,10 +87,10 @@ mod tests {
     fn every_option_in_any_order() {
         let v = VfioOptions::parse("backend=iommufd,iommu=on,path=/sys/bus/pci/devices/x").unwrap();
         assert!(v.iommu);
-        assert_eq!(v.backend, VfioBackend::Iommufd);
+        assert_eq!(v.backend, Some(VfioBackend::Iommufd));
         assert_eq!(v.bdf(), "x");
         let v = VfioOptions::parse("path=p,backend=container,iommu=off").unwrap();
-        assert_eq!(v.backend, VfioBackend::Container);
+        assert_eq!(v.backend, Some(VfioBackend::Container));
         assert!(!v.iommu);
     }
 

@@ -9,10 +9,13 @@
 
 use arch::acpi::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use arch::memory_map::{memory_map, MemoryType};
+use std::sync::Arc;
+
 use devices::dma::DeviceDma;
+use devices::host_iommu::{GuestRam, HostIommu, HostIommuError};
 use devices::pci::Bdf;
 use devices::virtio::iommu::viot::{build_viot, endpoint_id};
-use devices::virtio::iommu::{Iommu, IommuConfig};
+use devices::virtio::iommu::{common_iova_ranges, HostEndpoints, Iommu, IommuConfig};
 use devices::virtio::{VirtioDevice, WorkerSpec};
 
 /// What `--viommu` asked for.
@@ -58,25 +61,47 @@ fn reserved_ranges(memory_size: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ViommuError {
+    #[error("virtio-iommu: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("virtio-iommu: {0}")]
+    Host(#[from] HostIommuError),
+    #[error("virtio-iommu: the passthrough devices' host IOMMUs have no IOVA in common with the guest's input range")]
+    NoHostIova,
+}
+
 /// The virtio-iommu while the VM is being built.
 pub struct ViommuBuilder {
     iommu: Iommu,
     endpoints: Vec<Bdf>,
+    /// The passthrough devices behind it, whose host IOMMUs its domains fill.
+    host: HostEndpoints,
 }
 
 impl ViommuBuilder {
+    /// `host_iommus` are the address spaces of the passthrough devices that will be put
+    /// behind it: the guest may map only IOVAs all of them translate.
     pub fn new(
         options: ViommuOptions,
         memory_size: u64,
+        host_iommus: &[Arc<dyn HostIommu>],
+        ram: Arc<dyn GuestRam>,
         worker: WorkerSpec,
-    ) -> std::io::Result<Self> {
-        let config = IommuConfig {
+    ) -> Result<Self, ViommuError> {
+        let mut config = IommuConfig {
             default_bypass: options.bypass,
             ..IommuConfig::with_reserved(reserved_ranges(memory_size))
         };
+        if let Some(ranges) = common_iova_ranges(host_iommus)? {
+            config
+                .narrow_to_host(&ranges)
+                .map_err(|_| ViommuError::NoHostIova)?;
+        }
         Ok(Self {
             iommu: Iommu::new(config, worker)?,
             endpoints: Vec::new(),
+            host: HostEndpoints::new(ram),
         })
     }
 
@@ -86,8 +111,19 @@ impl ViommuBuilder {
         self.iommu.add_endpoint(endpoint_id(bdf))
     }
 
+    /// Puts the passthrough device at `bdf`, whose DMA goes through `iommu` (one of those
+    /// given to `new`), behind the IOMMU: its domain's mappings become host mappings.
+    pub fn add_host_endpoint(&mut self, bdf: Bdf, iommu: Arc<dyn HostIommu>) {
+        self.endpoints.push(bdf);
+        self.host.add(endpoint_id(bdf), iommu);
+    }
+
     /// The device for the transport, and the VIOT for `AcpiConfig::extra_tables`.
     pub fn finish(self, iommu_bdf: Bdf) -> (Box<dyn VirtioDevice>, Vec<u8>) {
+        if self.host.endpoints().next().is_some() {
+            // Set nowhere else: the cell is empty.
+            let _ = self.iommu.state().set_host_endpoints(self.host);
+        }
         let viot = build_viot(
             OEM_ID,
             OEM_TABLE_ID,
@@ -127,8 +163,12 @@ mod tests {
     #[test]
     fn endpoints_translate_and_appear_in_the_viot() {
         let options = ViommuOptions { bypass: true };
+        let ram = Arc::new(
+            vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x10000)])
+                .unwrap(),
+        );
         let mut builder =
-            ViommuBuilder::new(options, 256 << 20, WorkerSpec::unconfined("t")).unwrap();
+            ViommuBuilder::new(options, 256 << 20, &[], ram, WorkerSpec::unconfined("t")).unwrap();
         let disk = builder.add_endpoint(Bdf::new(0, 2, 0));
         assert!(disk.is_translated());
         let ram = vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x10000)])

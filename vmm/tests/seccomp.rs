@@ -355,6 +355,7 @@ fn the_vcpu_filter_allows_reading_a_failed_vcpus_state() {
 fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
     const VFIO_DEVICE_SET_IRQS: libc::c_ulong = 0x3b6e;
     const KVM_SET_USER_MEMORY_REGION: libc::c_ulong = 0x4020_ae46;
+    const KVM_IRQFD: libc::c_ulong = 0x4020_ae76;
     let drive = || {
         let mut byte = 0u8;
         // SAFETY: on fd -1 the calls fail before touching memory.
@@ -363,6 +364,12 @@ fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
             libc::pwrite(-1, (&byte as *const u8).cast(), 1, 0);
             libc::ioctl(-1, VFIO_DEVICE_SET_IRQS, 0);
             libc::ioctl(-1, KVM_SET_USER_MEMORY_REGION, 0);
+            libc::ioctl(-1, KVM_IRQFD, 0);
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::ppoll(std::ptr::null_mut(), 0, &now, std::ptr::null());
         }
     };
     let ending = in_filtered_child(ThreadKind::Vcpu, SeccompMode::On, &drive);
@@ -382,6 +389,50 @@ fn only_the_vcpu_filter_allows_driving_a_passthrough_device() {
             unsafe { libc::ioctl(-1, KVM_SET_USER_MEMORY_REGION, 0) };
         });
         assert_eq!(ending, Ending::Signalled(libc::SIGSYS), "{}", kind.name());
+        let ending = in_filtered_child(kind, SeccompMode::On, &|| {
+            // SAFETY: as above.
+            unsafe { libc::ioctl(-1, KVM_IRQFD, 0) };
+        });
+        assert_eq!(ending, Ending::Signalled(libc::SIGSYS), "{}", kind.name());
+    }
+}
+
+/// The virtio-iommu's requests are served on the vCPU that notified them, and for a
+/// passthrough device behind it a MAP or UNMAP is a host IOMMU call: vCPU threads may make
+/// those, no other thread may.
+#[test]
+fn only_the_vcpu_filter_allows_host_iommu_mappings() {
+    const HOST_MAPPING_IOCTLS: [(&str, libc::c_ulong); 4] = [
+        ("VFIO_IOMMU_MAP_DMA", 0x3b71),
+        ("VFIO_IOMMU_UNMAP_DMA", 0x3b72),
+        ("IOMMU_IOAS_MAP", 0x3b85),
+        ("IOMMU_IOAS_UNMAP", 0x3b86),
+    ];
+    let ending = in_filtered_child(ThreadKind::Vcpu, SeccompMode::On, &|| {
+        for (_, request) in HOST_MAPPING_IOCTLS {
+            // SAFETY: on fd -1 the call fails before touching memory.
+            unsafe { libc::ioctl(-1, request, 0) };
+        }
+    });
+    assert_eq!(ending, Ending::Exited(0));
+    for kind in [
+        ThreadKind::Vmm,
+        ThreadKind::DeviceWorker,
+        ThreadKind::FaultRelay,
+        ThreadKind::HostOutput,
+    ] {
+        for (name, request) in HOST_MAPPING_IOCTLS {
+            let ending = in_filtered_child(kind, SeccompMode::On, &|| {
+                // SAFETY: as above.
+                unsafe { libc::ioctl(-1, request, 0) };
+            });
+            assert_eq!(
+                ending,
+                Ending::Signalled(libc::SIGSYS),
+                "{} on {name}",
+                kind.name()
+            );
+        }
     }
 }
 

@@ -30,6 +30,11 @@ ioctl_iow_nr!(
 /// VFIO's ioctls are `_IO(';', 100 + n)`.
 const VFIO_TYPE: u32 = b';' as u32;
 ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, VFIO_TYPE, 100 + 10);
+ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, VFIO_TYPE, 100 + 13);
+ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, VFIO_TYPE, 100 + 14);
+// iommufd's are `_IO(';', 0x80 + n)`, n following `enum iommufd_cmd`.
+ioctl_io_nr!(IOMMU_IOAS_MAP, VFIO_TYPE, 0x85);
+ioctl_io_nr!(IOMMU_IOAS_UNMAP, VFIO_TYPE, 0x86);
 
 /// Every ioctl a policy may name, by the name its rule's comment starts with.
 fn known_ioctls() -> BTreeMap<&'static str, u64> {
@@ -46,6 +51,10 @@ fn known_ioctls() -> BTreeMap<&'static str, u64> {
         ("KVM_SIGNAL_MSI", KVM_SIGNAL_MSI()),
         ("KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION()),
         ("VFIO_DEVICE_SET_IRQS", VFIO_DEVICE_SET_IRQS()),
+        ("VFIO_IOMMU_MAP_DMA", VFIO_IOMMU_MAP_DMA()),
+        ("VFIO_IOMMU_UNMAP_DMA", VFIO_IOMMU_UNMAP_DMA()),
+        ("IOMMU_IOAS_MAP", IOMMU_IOAS_MAP()),
+        ("IOMMU_IOAS_UNMAP", IOMMU_IOAS_UNMAP()),
         ("TCGETS", libc::TCGETS),
         ("TCSETS", libc::TCSETS),
     ])

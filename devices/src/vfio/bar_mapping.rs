@@ -20,7 +20,9 @@ pub trait GuestMemorySlots: Send + Sync {
     ///
     /// # Safety
     ///
-    /// `[host, host + len)` must stay mapped until the slot is removed.
+    /// `[host, host + len)` must be device memory that stays mapped for the VM's lifetime
+    /// and that this process never references: besides KVM, a host IOMMU may be given it
+    /// for peer-to-peer DMA, and keep it after the slot is removed.
     unsafe fn add(&self, gpa: u64, host: u64, len: u64) -> io::Result<u32>;
     fn remove(&self, slot: u32) -> io::Result<()>;
 }

@@ -117,6 +117,11 @@ impl VfioPciFunction {
         let location: MsixLocation = self.interrupts.msix.as_ref()?.location();
         location.table_offset_of(bar as u32, offset, len)
     }
+
+    fn msix_pba_offset(&self, bar: usize, offset: u64, len: usize) -> Option<u64> {
+        let location: MsixLocation = self.interrupts.msix.as_ref()?.location();
+        location.pba_offset_of(bar as u32, offset, len)
+    }
 }
 
 impl PciDevice for VfioPciFunction {
@@ -145,22 +150,31 @@ impl PciDevice for VfioPciFunction {
         }
     }
 
+    /// The PBA is nestor's: the host device's pending bits say nothing of the guest's
+    /// masks (see `msix`).
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        let len = data.len();
         match (
-            self.msix_table_offset(bar, offset, data.len()),
+            self.msix_table_offset(bar, offset, len),
+            self.msix_pba_offset(bar, offset, len),
             &self.interrupts.msix,
         ) {
-            (Some(within), Some(msix)) => msix.read_table(within, data),
+            (Some(within), _, Some(msix)) => msix.read_table(within, data),
+            (_, Some(within), Some(msix)) => msix.read_pba(within, data),
             _ => self.device.region_read(bar as u32, offset, data),
         }
     }
 
+    /// The PBA is read-only.
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        let len = data.len();
         match (
-            self.msix_table_offset(bar, offset, data.len()),
+            self.msix_table_offset(bar, offset, len),
+            self.msix_pba_offset(bar, offset, len),
             &mut self.interrupts.msix,
         ) {
-            (Some(within), Some(msix)) => msix.write_table(within, data),
+            (Some(within), _, Some(msix)) => msix.write_table(within, data),
+            (_, Some(_), Some(_)) => {}
             _ => self.device.region_write(bar as u32, offset, data),
         }
     }

@@ -3,9 +3,10 @@
 //! routed here.
 //!
 //! The host kernel signals a vector's eventfd whatever the guest's mask says, so masking
-//! is done on the route: a vector is routed only while MSI-X is enabled, the function is
-//! not masked and the vector is not masked. What the device raises while masked is
-//! dropped rather than left pending; the PBA the guest reads is the host device's.
+//! is done here: a vector is routed while MSI-X is enabled, and held while the function
+//! or the vector is masked. A held vector's irqfd keeps what the device raises, which is
+//! then the vector's pending bit in the PBA the guest reads, and is delivered when the
+//! guest unmasks it.
 
 use std::sync::Arc;
 
@@ -56,6 +57,12 @@ impl MsixLocation {
         let within = offset.checked_sub(self.table_offset)?;
         (bar == self.table_bar && within + len as u64 <= self.table_len()).then_some(within)
     }
+
+    /// The offset into the PBA of an access at `offset` of BAR `bar`, if it falls inside.
+    pub fn pba_offset_of(&self, bar: u32, offset: u64, len: usize) -> Option<u64> {
+        let within = offset.checked_sub(self.pba_offset)?;
+        (bar == self.pba_bar && within + len as u64 <= self.pba_len()).then_some(within)
+    }
 }
 
 pub struct VfioMsix {
@@ -63,6 +70,8 @@ pub struct VfioMsix {
     entries: Vec<TableEntry>,
     /// What each vector is routed to now.
     routes: Vec<Option<MsiMessage>>,
+    /// Which vectors are held (masked while enabled) now.
+    held: Vec<bool>,
     enabled: bool,
     function_masked: bool,
     group: Arc<dyn MsiInterruptGroup>,
@@ -82,6 +91,7 @@ impl VfioMsix {
                 vectors
             ],
             routes: vec![None; vectors],
+            held: vec![false; vectors],
             enabled: false,
             function_masked: false,
             group,
@@ -143,20 +153,58 @@ impl VfioMsix {
     }
 
     fn wanted_route(&self, vector: usize) -> Option<MsiMessage> {
-        let entry = &self.entries[vector];
-        let live = self.enabled && !self.function_masked;
-        (live && entry.vector_control & VECTOR_MASKED == 0).then(|| entry.message())
+        self.enabled.then(|| self.entries[vector].message())
     }
 
+    fn wanted_hold(&self, vector: usize) -> bool {
+        let masked = self.entries[vector].vector_control & VECTOR_MASKED != 0;
+        self.enabled && (self.function_masked || masked)
+    }
+
+    /// Holds before rerouting and releases after, so nothing is delivered through a
+    /// route the guest is changing under a mask, and what waited goes where it now points.
     fn sync_routes(&mut self) {
         for vector in 0..self.entries.len() {
-            let wanted = self.wanted_route(vector);
-            if self.routes[vector] == wanted {
-                continue;
+            let hold = self.wanted_hold(vector);
+            if hold && !self.held[vector] {
+                self.set_hold(vector, true);
             }
-            match self.group.set_route(vector as u16, wanted) {
-                Ok(()) => self.routes[vector] = wanted,
-                Err(e) => log::warn!("passthrough MSI-X vector {vector}: cannot route: {e}"),
+            let wanted = self.wanted_route(vector);
+            if self.routes[vector] != wanted {
+                match self.group.set_route(vector as u16, wanted) {
+                    Ok(()) => self.routes[vector] = wanted,
+                    Err(e) => log::warn!("passthrough MSI-X vector {vector}: cannot route: {e}"),
+                }
+            }
+            if !hold && self.held[vector] {
+                self.set_hold(vector, false);
+            }
+        }
+    }
+
+    fn set_hold(&mut self, vector: usize, hold: bool) {
+        match self.group.hold(vector as u16, hold) {
+            Ok(()) => self.held[vector] = hold,
+            Err(e) => log::warn!("passthrough MSI-X vector {vector}: cannot mask: {e}"),
+        }
+    }
+
+    /// A guest read at `offset` into the PBA: a held vector with a signal waiting is
+    /// pending. Only aligned dwords and qwords return data.
+    pub fn read_pba(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if !aligned_access(offset, data.len()) {
+            return;
+        }
+        for (byte_index, byte) in data.iter_mut().enumerate() {
+            for bit in 0..8 {
+                let vector = (offset as usize + byte_index) * 8 + bit;
+                if vector < self.held.len()
+                    && self.held[vector]
+                    && self.group.pending(vector as u16)
+                {
+                    *byte |= 1 << bit;
+                }
             }
         }
     }

@@ -201,10 +201,28 @@ impl GuestMemorySlots for FakeSlots {
     }
 }
 
-/// Vectors with eventfds; records the last route of each.
+/// Vectors with eventfds; records the last route of each, and models holding as KVM
+/// does: a held vector keeps what is raised, and delivers it when released.
 struct FakeGroup {
     fds: Vec<EventFd>,
     routes: Mutex<Vec<Option<MsiMessage>>>,
+    held: Mutex<Vec<bool>>,
+    waiting: Mutex<Vec<bool>>,
+    /// Each delivery: the vector and the route it went through.
+    delivered: Mutex<Vec<(u16, Option<MsiMessage>)>>,
+}
+
+impl FakeGroup {
+    /// The host device signals `vector`.
+    fn raise(&self, vector: u16) {
+        let index = usize::from(vector);
+        if self.held.lock().unwrap()[index] {
+            self.waiting.lock().unwrap()[index] = true;
+        } else {
+            let route = self.routes.lock().unwrap()[index];
+            self.delivered.lock().unwrap().push((vector, route));
+        }
+    }
 }
 
 impl MsiInterruptGroup for FakeGroup {
@@ -217,6 +235,18 @@ impl MsiInterruptGroup for FakeGroup {
     }
     fn irqfd(&self, vector: u16) -> Option<&EventFd> {
         self.fds.get(usize::from(vector))
+    }
+    fn hold(&self, vector: u16, held: bool) -> io::Result<()> {
+        let index = usize::from(vector);
+        self.held.lock().unwrap()[index] = held;
+        if !held && std::mem::take(&mut self.waiting.lock().unwrap()[index]) {
+            let route = self.routes.lock().unwrap()[index];
+            self.delivered.lock().unwrap().push((vector, route));
+        }
+        Ok(())
+    }
+    fn pending(&self, vector: u16) -> bool {
+        self.waiting.lock().unwrap()[usize::from(vector)]
     }
 }
 
@@ -232,6 +262,9 @@ impl MsiInterruptManager for FakeInterrupts {
                 .map(|_| EventFd::new(0))
                 .collect::<io::Result<_>>()?,
             routes: Mutex::new(vec![None; usize::from(vectors)]),
+            held: Mutex::new(vec![false; usize::from(vectors)]),
+            waiting: Mutex::new(vec![false; usize::from(vectors)]),
+            delivered: Mutex::new(Vec::new()),
         });
         *self.group.lock().unwrap() = Some(group.clone());
         Ok(group)
@@ -297,6 +330,16 @@ impl Rig {
         let group = self.interrupts.group.lock().unwrap();
         let routes = group.as_ref().unwrap().routes.lock().unwrap().clone();
         routes
+    }
+
+    fn group(&self) -> Arc<FakeGroup> {
+        self.interrupts.group.lock().unwrap().clone().unwrap()
+    }
+
+    fn pba(&mut self) -> u64 {
+        let mut pba = [0u8; 8];
+        self.function.read_bar(2, 0x1000, &mut pba);
+        u64::from_le_bytes(pba)
     }
 }
 
@@ -436,21 +479,69 @@ fn msix_enable_reaches_the_host_and_masks_gate_the_routes() {
     assert_eq!(rig.take_calls(), [Call::EnableMsix(4)]);
     assert_eq!(rig.read32(0x60) >> 16, 0xc003);
     rig.function.write_bar(2, 12, &0u32.to_le_bytes());
-    assert_eq!(rig.routes()[0], None);
+    let group = rig.group();
+    group.raise(0);
+    assert_eq!(*group.delivered.lock().unwrap(), []);
     rig.function.write_config_register(0x60 / 4, 3, &[0x80]);
-    assert_eq!(rig.routes(), [Some(message), None, None, None]);
+    assert_eq!(rig.routes()[0], Some(message));
+    // The others are still masked: held, whatever they point at.
+    assert_eq!(*group.held.lock().unwrap(), [false, true, true, true]);
+    // What came while the function was masked arrives on unmasking.
+    assert_eq!(*group.delivered.lock().unwrap(), [(0, Some(message))]);
     let mut entry = [0u8; 8];
     rig.function.read_bar(2, 8, &mut entry);
     assert_eq!(entry, [0x41, 0, 0, 0, 0, 0, 0, 0]);
-    // Masking the vector takes its route away; disabling reaches the host.
-    rig.function.write_bar(2, 12, &1u32.to_le_bytes());
-    assert_eq!(rig.routes()[0], None);
-    rig.function.write_bar(2, 12, &0u32.to_le_bytes());
+    // Disabling reaches the host and takes the routes away.
     rig.function
         .write_config_register(0x60 / 4, 2, &[0x00, 0x00]);
     assert_eq!(rig.take_calls(), [Call::DisableMsix]);
     assert_eq!(rig.routes()[0], None);
     assert_eq!(rig.read32(0x60) >> 16, 0x0003);
+}
+
+#[test]
+fn a_masked_vector_is_left_pending_and_delivered_where_it_points_when_unmasked() {
+    let mut rig = Rig::new();
+    let first = MsiMessage {
+        address: 0xfee0_0000,
+        data: 0x41,
+    };
+    let moved = MsiMessage {
+        address: 0xfee0_1000,
+        data: 0x42,
+    };
+    rig.function.write_bar(2, 0, &first.address.to_le_bytes());
+    rig.function.write_bar(2, 8, &first.data.to_le_bytes());
+    rig.function.write_bar(2, 12, &0u32.to_le_bytes());
+    rig.function.write_config_register(0x60 / 4, 3, &[0x80]);
+    let group = rig.group();
+    group.raise(0);
+    assert_eq!(*group.delivered.lock().unwrap(), [(0, Some(first))]);
+    assert_eq!(rig.pba(), 0);
+
+    // Masked: held, pending in the PBA, and the guest may move it meanwhile.
+    rig.function.write_bar(2, 12, &1u32.to_le_bytes());
+    group.raise(0);
+    assert_eq!(group.delivered.lock().unwrap().len(), 1);
+    assert_eq!(rig.pba(), 1);
+    rig.function.write_bar(2, 0, &moved.address.to_le_bytes());
+    rig.function.write_bar(2, 8, &moved.data.to_le_bytes());
+    // The PBA is read-only and nestor's: a write changes nothing and reaches nothing.
+    rig.take_calls();
+    rig.function.write_bar(2, 0x1000, &0u64.to_le_bytes());
+    assert_eq!(rig.take_calls(), []);
+    assert_eq!(rig.pba(), 1);
+
+    rig.function.write_bar(2, 12, &0u32.to_le_bytes());
+    assert_eq!(
+        *group.delivered.lock().unwrap(),
+        [(0, Some(first)), (0, Some(moved))]
+    );
+    assert_eq!(rig.pba(), 0);
+    // A reset drops the hold too.
+    rig.function.write_bar(2, 12, &1u32.to_le_bytes());
+    rig.function.write_config_register(0x60 / 4, 3, &[0x00]);
+    assert!(!group.held.lock().unwrap()[0]);
 }
 
 #[test]
@@ -461,14 +552,14 @@ fn bar_accesses_outside_the_msix_table_reach_the_device() {
     rig.function.read_bar(0, 0x10, &mut data);
     assert_eq!(data, [0xab; 4]);
     rig.function.write_bar(0, 4, &[1, 2, 3, 4]);
-    // The PBA sits past the table and is the device's.
-    rig.function.read_bar(2, 0x1000, &mut data);
+    // Past the PBA (one qword for four vectors) is the device's again.
+    rig.function.read_bar(2, 0x1008, &mut data);
     assert_eq!(
         rig.take_calls(),
         [
             Call::RegionRead(0, 0x10, 4),
             Call::RegionWrite(0, 4, vec![1, 2, 3, 4]),
-            Call::RegionRead(2, 0x1000, 4),
+            Call::RegionRead(2, 0x1008, 4),
         ]
     );
 }

@@ -12,6 +12,7 @@ mod msi_decode;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, RwLock};
 
 use devices::interrupt::{MsiInterruptGroup, MsiInterruptManager, MsiMessage};
@@ -143,6 +144,25 @@ impl KvmInterrupts {
 struct KvmMsiGroup {
     interrupts: KvmInterrupts,
     vectors: Vec<(u32, EventFd)>,
+    /// Which vectors' irqfds are held: detached from KVM, so their eventfds keep what
+    /// arrives.
+    held: Mutex<Vec<bool>>,
+}
+
+/// Whether `fd` has a count waiting, without taking it.
+fn readable(fd: &EventFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: one valid pollfd, a valid timeout, no signal mask.
+    let ready = unsafe { libc::ppoll(&mut poll, 1, &zero, std::ptr::null()) };
+    ready == 1 && poll.revents & libc::POLLIN != 0
 }
 
 impl MsiInterruptGroup for KvmMsiGroup {
@@ -165,6 +185,33 @@ impl MsiInterruptGroup for KvmMsiGroup {
         self.vectors
             .get(usize::from(vector))
             .map(|(_, irqfd)| irqfd)
+    }
+
+    /// Detaching the irqfd from KVM leaves what arrives in the eventfd; attaching it again
+    /// makes KVM deliver a waiting count at once (it polls the eventfd on assignment).
+    fn hold(&self, vector: u16, held: bool) -> io::Result<()> {
+        let index = usize::from(vector);
+        let Some((gsi, irqfd)) = self.vectors.get(index) else {
+            return Err(io::Error::other("no such vector"));
+        };
+        let mut holds = self.held.lock().unwrap();
+        if holds[index] == held {
+            return Ok(());
+        }
+        let vm = self.interrupts.vm()?;
+        if held {
+            vm.unregister_irqfd(irqfd, *gsi).map_err(to_io)?;
+        } else {
+            vm.register_irqfd(irqfd, *gsi).map_err(to_io)?;
+        }
+        holds[index] = held;
+        Ok(())
+    }
+
+    fn pending(&self, vector: u16) -> bool {
+        let index = usize::from(vector);
+        let held = self.held.lock().unwrap().get(index).copied() == Some(true);
+        held && readable(&self.vectors[index].1)
     }
 }
 
@@ -189,6 +236,7 @@ impl MsiInterruptManager for KvmInterrupts {
         }
         Ok(Arc::new(KvmMsiGroup {
             interrupts: self.clone(),
+            held: Mutex::new(vec![false; vectors.len()]),
             vectors,
         }))
     }

@@ -1,29 +1,69 @@
-//! Host PCI devices passed through over the legacy VFIO container, without an IOMMU in
-//! the guest: every device shares one container, which maps all of guest RAM at IOVA =
-//! GPA once the first device's group has set its IOMMU up.
+//! Host PCI devices passed through over VFIO, and the host I/O address spaces their DMA
+//! goes through.
+//!
+//! A device without the virtio-iommu (`iommu=off`) sees guest-physical addresses: such
+//! devices share one address space per back-end, holding all of guest RAM at IOVA = GPA
+//! from before the guest runs. A device behind the virtio-iommu (`iommu=on`) gets an
+//! address space of its own (one per IOMMU group, which the host cannot split), empty
+//! until the guest maps into the domain it attaches the device to; the virtio-iommu fills
+//! it through [`HostIommu`].
+//!
+//! Back-ends: the legacy VFIO container (an address space is a container, the groups in
+//! it its members) and iommufd (an address space is an IOAS of the one `/dev/iommu` fd,
+//! the devices' cdevs attached to it).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
-use devices::host_iommu::VfioContainerIommu;
+use devices::host_iommu::{HostIommu, IommufdIoasIommu, VfioContainerIommu};
 use devices::vfio::{map_guest_ram, GuestMemorySlots, HostVfioDevice};
+use iommufd_ioctls::{IommuFd, IommufdIoas};
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
-use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd, VfioIommufd, VfioOps};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::device_memory::KvmDeviceMemory;
-
+use super::device_memory::{DmaTargets, KvmDeviceMemory};
 use super::error::VmmError;
 use super::GuestVm;
+use crate::vfio_options::{VfioBackend, VfioOptions};
 
 fn passthrough_err(path: &Path, what: impl std::fmt::Display) -> VmmError {
     VmmError::Device(format!("--vfio {}: {what}", path.display()))
 }
 
-/// The container the passthrough devices share, created with the first of them, and
-/// the memory slots their BARs take.
+/// One host I/O address space and what VFIO needs to add devices to it.
+struct AddressSpace {
+    /// What `VfioDevice::new` binds a device through.
+    ops: Arc<dyn VfioOps>,
+    /// The same address space, for mapping.
+    iommu: Arc<dyn HostIommu>,
+}
+
+/// Which address space a device joins: the shared one of its back-end, or the one of its
+/// IOMMU group behind the virtio-iommu.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SpaceKey {
+    GuestPhysical(VfioBackend),
+    Group(VfioBackend, String),
+}
+
+/// A host device opened for passthrough.
+pub struct OpenedDevice {
+    pub device: HostVfioDevice,
+    /// The address space the virtio-iommu fills, for an `iommu=on` device.
+    pub behind_iommu: Option<Arc<dyn HostIommu>>,
+}
+
+/// The address spaces the passthrough devices share and the memory slots their BARs take.
 pub struct Passthrough {
-    container: Option<Arc<VfioContainer>>,
+    /// The KVM VFIO device, created with the first address space (KVM allows one).
+    kvm_vfio: Option<Arc<VfioDeviceFd>>,
+    iommufd: Option<Arc<IommuFd>>,
+    spaces: HashMap<SpaceKey, AddressSpace>,
+    /// The address space each IOMMU group joined.
+    groups: HashMap<String, SpaceKey>,
     slots: Arc<KvmDeviceMemory>,
 }
 
@@ -31,7 +71,10 @@ impl Passthrough {
     pub fn new(vm: &Arc<GuestVm>) -> Self {
         let ram_slots = vm.memory().num_regions() as u32;
         Self {
-            container: None,
+            kvm_vfio: None,
+            iommufd: None,
+            spaces: HashMap::new(),
+            groups: HashMap::new(),
             slots: Arc::new(KvmDeviceMemory::new(Arc::downgrade(vm), ram_slots)),
         }
     }
@@ -40,41 +83,144 @@ impl Passthrough {
         self.slots.clone()
     }
 
-    /// Opens the device at `path` (its sysfs directory) through the container; the
-    /// first device maps guest RAM for all.
+    /// Guest RAM and the passthrough BARs, as the virtio-iommu may map them for a device.
+    pub fn dma_targets(&self, ram: &GuestMemoryMmap) -> DmaTargets {
+        DmaTargets {
+            ram: ram.clone(),
+            bars: self.slots.clone(),
+        }
+    }
+
+    /// Opens the device `options` names into the address space it belongs to, creating
+    /// that on first use; the first device of the guest-physical space maps guest RAM.
     pub fn open(
         &mut self,
         vm: &GuestVm,
         mem: &GuestMemoryMmap,
-        path: &Path,
-    ) -> Result<HostVfioDevice, VmmError> {
-        let (container, first) = match &self.container {
-            Some(container) => (container.clone(), false),
-            None => (Arc::new(new_container(vm, path)?), true),
+        options: &VfioOptions,
+    ) -> Result<OpenedDevice, VmmError> {
+        let path = options.path.as_path();
+        let backend = options.backend.unwrap_or_default();
+        let group = iommu_group(path)?;
+        let key = if options.iommu {
+            SpaceKey::Group(backend, group.clone())
+        } else {
+            SpaceKey::GuestPhysical(backend)
         };
-        let device = VfioDevice::new(path, container.clone(), false)
-            .map_err(|e| passthrough_err(path, format!("cannot open the device: {e}")))?;
-        if first {
-            let iommu = VfioContainerIommu::new(container.clone());
-            map_guest_ram(&iommu, mem)
-                .map_err(|e| passthrough_err(path, format!("cannot map guest RAM for DMA: {e}")))?;
-            self.container = Some(container);
+        self.check_group_not_split(&key, &group, path)?;
+        let created = !self.spaces.contains_key(&key);
+        if created {
+            let space = self.new_space(vm, backend, path)?;
+            self.spaces.insert(key.clone(), space);
         }
-        Ok(HostVfioDevice::new(device))
+        let space = &self.spaces[&key];
+        let device = VfioDevice::new(path, space.ops.clone(), true)
+            .map_err(|e| passthrough_err(path, format!("cannot open the device: {e}")))?;
+        if created && !options.iommu {
+            let started = Instant::now();
+            map_guest_ram(space.iommu.as_ref(), mem)
+                .map_err(|e| passthrough_err(path, format!("cannot map guest RAM for DMA: {e}")))?;
+            log::info!(
+                "vfio: guest RAM ({} MiB) mapped for DMA in {} us",
+                mem.iter().map(|r| r.len()).sum::<u64>() >> 20,
+                started.elapsed().as_micros()
+            );
+        }
+        Ok(OpenedDevice {
+            device: HostVfioDevice::new(device),
+            behind_iommu: options.iommu.then(|| space.iommu.clone()),
+        })
+    }
+
+    /// A group is in one address space only: the host cannot give part of it guest RAM
+    /// and part of it the virtio-iommu's domains, or split it between back-ends.
+    fn check_group_not_split(
+        &mut self,
+        key: &SpaceKey,
+        group: &str,
+        path: &Path,
+    ) -> Result<(), VmmError> {
+        match self.groups.get(group) {
+            Some(joined) if joined != key => Err(passthrough_err(
+                path,
+                format!(
+                    "another device of IOMMU group {group} is passed through with other \
+                     iommu= or backend= options; give every device of a group the same"
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.groups.insert(group.to_string(), key.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn kvm_vfio(&mut self, vm: &GuestVm, path: &Path) -> Result<Arc<VfioDeviceFd>, VmmError> {
+        if let Some(fd) = &self.kvm_vfio {
+            return Ok(fd.clone());
+        }
+        let mut request = kvm_create_device {
+            type_: kvm_device_type_KVM_DEV_TYPE_VFIO,
+            fd: 0,
+            flags: 0,
+        };
+        let device = vm.create_device(&mut request).map_err(|e| {
+            passthrough_err(path, format!("cannot create the KVM VFIO device: {e}"))
+        })?;
+        let fd = Arc::new(VfioDeviceFd::new_from_kvm(device));
+        self.kvm_vfio = Some(fd.clone());
+        Ok(fd)
+    }
+
+    /// A new, empty address space. Its devices are known to KVM (the KVM VFIO device), so
+    /// KVM honours the guest's cache attributes for a device whose DMA does not snoop.
+    fn new_space(
+        &mut self,
+        vm: &GuestVm,
+        backend: VfioBackend,
+        path: &Path,
+    ) -> Result<AddressSpace, VmmError> {
+        let kvm_vfio = self.kvm_vfio(vm, path)?;
+        match backend {
+            VfioBackend::Container => {
+                let container = Arc::new(VfioContainer::new(Some(kvm_vfio)).map_err(|e| {
+                    passthrough_err(path, format!("cannot open the VFIO container: {e}"))
+                })?);
+                Ok(AddressSpace {
+                    iommu: Arc::new(VfioContainerIommu::new(container.clone())),
+                    ops: container,
+                })
+            }
+            VfioBackend::Iommufd => {
+                let iommufd = match &self.iommufd {
+                    Some(fd) => fd.clone(),
+                    None => {
+                        let fd = Arc::new(IommuFd::new().map_err(|e| {
+                            passthrough_err(path, format!("cannot open /dev/iommu: {e}"))
+                        })?);
+                        self.iommufd = Some(fd.clone());
+                        fd
+                    }
+                };
+                let ioas = Arc::new(IommufdIoas::new(iommufd.clone()).map_err(|e| {
+                    passthrough_err(path, format!("cannot allocate an iommufd IOAS: {e}"))
+                })?);
+                let ops = VfioIommufd::new(iommufd.clone(), Some(ioas.clone()), Some(kvm_vfio))
+                    .map_err(|e| passthrough_err(path, format!("iommufd: {e}")))?;
+                Ok(AddressSpace {
+                    iommu: Arc::new(IommufdIoasIommu::with_ioas(iommufd, ioas)),
+                    ops: Arc::new(ops),
+                })
+            }
+        }
     }
 }
 
-/// A container that tells KVM about its groups (the KVM VFIO device), so KVM honours
-/// the guest's cache attributes for a device whose DMA does not snoop.
-fn new_container(vm: &GuestVm, path: &Path) -> Result<VfioContainer, VmmError> {
-    let mut request = kvm_create_device {
-        type_: kvm_device_type_KVM_DEV_TYPE_VFIO,
-        fd: 0,
-        flags: 0,
-    };
-    let kvm_vfio = vm
-        .create_device(&mut request)
-        .map_err(|e| passthrough_err(path, format!("cannot create the KVM VFIO device: {e}")))?;
-    VfioContainer::new(Some(Arc::new(VfioDeviceFd::new_from_kvm(kvm_vfio))))
-        .map_err(|e| passthrough_err(path, format!("cannot open the VFIO container: {e}")))
+/// The name of the device's IOMMU group (checked present when the options were).
+fn iommu_group(path: &Path) -> Result<String, VmmError> {
+    std::fs::read_link(path.join("iommu_group"))
+        .ok()
+        .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .ok_or_else(|| passthrough_err(path, "no IOMMU group"))
 }

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use arch::acpi::{build_mcfg, PciRootDescription};
 use arch::layout::{bar_exclusions, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use devices::dma::DeviceDma;
+use devices::host_iommu::HostIommu;
 use devices::interrupt::MsiInterruptManager;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
 use devices::pci::ecam::ECAM_SIZE;
 use devices::pci::{
     BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, SharedMsix, LAST_BUS,
 };
-use devices::vfio::VfioPciFunction;
+use devices::vfio::{HostVfioDevice, VfioPciFunction};
 use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
@@ -36,7 +37,7 @@ use crate::config::VmConfig;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
-use crate::vfio_options::VfioOptions;
+use crate::vfio_options::{VfioBackend, VfioOptions};
 use crate::viommu::ViommuBuilder;
 
 /// What the rest of the VM needs from the PCI setup.
@@ -122,11 +123,10 @@ impl Builder<'_> {
     fn add_passthrough(
         &mut self,
         bdf: Bdf,
-        vm: &Arc<GuestVm>,
-        passthrough: &mut Passthrough,
+        device: HostVfioDevice,
+        passthrough: &Passthrough,
         options: &VfioOptions,
     ) -> Result<(), VmmError> {
-        let device = passthrough.open(vm, self.mem, &options.path)?;
         let bars = &mut self.bars;
         // The allocator hands out whole pages; a smaller BAR sits at the start of one.
         let mut place =
@@ -138,7 +138,19 @@ impl Builder<'_> {
             &mut place,
         )
         .map_err(|e| device_err(format!("--vfio {}: {e}", options.bdf())))?;
-        log::info!("PCI {bdf}: passthrough of host device {}", options.bdf());
+        let backend = match options.backend.unwrap_or_default() {
+            VfioBackend::Container => "the VFIO container",
+            VfioBackend::Iommufd => "iommufd",
+        };
+        let dma = if options.iommu {
+            "behind the virtio-iommu"
+        } else {
+            "all guest RAM mapped"
+        };
+        log::info!(
+            "PCI {bdf}: passthrough of host device {} over {backend}, {dma}",
+            options.bdf()
+        );
         self.root
             .add_device(bdf, Arc::new(Mutex::new(function)))
             .map_err(device_err)
@@ -178,14 +190,32 @@ pub fn add_pci_devices(
         msix_tables: Vec::new(),
     };
     let devices = &config.devices;
+    // Opened first: the host IOMMUs of those behind the virtio-iommu bound what it offers.
+    let mut passthrough = Passthrough::new(vm);
+    let opened = devices
+        .vfio
+        .iter()
+        .map(|options| passthrough.open(vm, mem, options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host_iommus: Vec<Arc<dyn HostIommu>> = opened
+        .iter()
+        .filter_map(|d| d.behind_iommu.clone())
+        .collect();
     let wants_iommu = devices.viommu.is_some()
         || devices.disks.iter().any(|d| d.iommu)
-        || devices.rng.is_some_and(|r| r.iommu);
+        || devices.rng.is_some_and(|r| r.iommu)
+        || !host_iommus.is_empty();
     let mut viommu = if wants_iommu {
         let spec = builder.spec("dev-iommu0".into())?;
         Some(
-            ViommuBuilder::new(devices.viommu.unwrap_or_default(), config.memory, spec)
-                .map_err(device_err)?,
+            ViommuBuilder::new(
+                devices.viommu.unwrap_or_default(),
+                config.memory,
+                &host_iommus,
+                Arc::new(passthrough.dma_targets(mem)),
+                spec,
+            )
+            .map_err(device_err)?,
         )
     } else {
         None
@@ -229,10 +259,12 @@ pub fn add_pci_devices(
         let device = Console::new(outputs.console(), input, builder.spec("dev-con0".into())?);
         builder.add(bdf, Box::new(device), DeviceDma::untranslated())?;
     }
-    let mut passthrough = Passthrough::new(vm);
-    for options in &devices.vfio {
+    for (options, opened) in devices.vfio.iter().zip(opened) {
         let bdf = builder.reserve()?;
-        builder.add_passthrough(bdf, vm, &mut passthrough, options)?;
+        builder.add_passthrough(bdf, opened.device, &passthrough, options)?;
+        if let (Some(iommu), Some(behind)) = (&mut viommu, opened.behind_iommu) {
+            iommu.add_host_endpoint(bdf, behind);
+        }
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     if let Some(iommu) = viommu {

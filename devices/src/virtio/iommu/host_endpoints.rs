@@ -81,19 +81,9 @@ impl HostEndpoints {
         self.backends.get(&endpoint)
     }
 
-    /// The IOVAs every back-end can translate: the intersection of their ranges, ascending.
-    /// `None` when there are no back-ends, so nothing narrows.
+    /// The IOVAs every back-end can translate (see [`common_iova_ranges`]).
     pub fn iova_ranges(&self) -> Result<Option<Vec<IovaRange>>, HostIommuError> {
-        let mut common: Option<Vec<IovaRange>> = None;
-        for backend in self.backends.values() {
-            let mut ranges = backend.iova_ranges()?;
-            ranges.sort_unstable_by_key(|r| r.start);
-            common = Some(match common {
-                None => ranges,
-                Some(c) => intersect(&c, &ranges),
-            });
-        }
-        Ok(common)
+        common_iova_ranges(self.backends.values())
     }
 
     /// The distinct back-ends of the host endpoints among `endpoints`.
@@ -306,6 +296,23 @@ impl HostEndpoints {
             }
         }
     }
+}
+
+/// The IOVAs every one of `backends` can translate: the intersection of their ranges,
+/// ascending. `None` when there are no back-ends, so nothing narrows.
+pub fn common_iova_ranges<'a>(
+    backends: impl IntoIterator<Item = &'a Arc<dyn HostIommu>>,
+) -> Result<Option<Vec<IovaRange>>, HostIommuError> {
+    let mut common: Option<Vec<IovaRange>> = None;
+    for backend in backends {
+        let mut ranges = backend.iova_ranges()?;
+        ranges.sort_unstable_by_key(|r| r.start);
+        common = Some(match common {
+            None => ranges,
+            Some(c) => intersect(&c, &ranges),
+        });
+    }
+    Ok(common)
 }
 
 /// The IOVAs in both `a` and `b`, each ascending and without overlaps.

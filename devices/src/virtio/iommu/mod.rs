@@ -35,4 +35,4 @@ pub use config::{IommuConfig, Limits, ReservedRegion};
 pub use device::{Iommu, OFFERED_FEATURES};
 pub use endpoint::IommuEndpoint;
 pub use faults::{FaultCounters, FaultRateLimit};
-pub use host_endpoints::HostEndpoints;
+pub use host_endpoints::{common_iova_ranges, HostEndpoints};
