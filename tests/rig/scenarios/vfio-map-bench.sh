@@ -7,9 +7,8 @@
 # rounds of a 4 KiB and of a 2 MiB mapping with the TSC (probe
 # viommu-map-bench; rig.rounds=N on the rig host's command line, default 100).
 # Informational: the figures are not judged.
-# rig-timeout: 600
+# rig-timeout: 420
 # rig-nestor: yes
-# rig-default: no
 # rig-qemu: -device edu
 # shellcheck shell=sh
 set -u

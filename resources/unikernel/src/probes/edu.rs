@@ -16,6 +16,7 @@ use crate::clock::Deadline;
 use crate::edu::{self, Direction, Edu, DMA_DONE, DMA_MASK, IDENTIFICATION};
 use crate::idt::{device_interrupts, DEVICE_VECTOR};
 use crate::kprintln;
+use crate::pci::Bdf;
 use crate::virtio_iommu::{self, VirtioIommu, MAP_F_READ, MAP_F_WRITE};
 use crate::virtio_pci::Page;
 use unikernel::format_line;
@@ -164,25 +165,35 @@ fn run(ctx: &Context, _arg: Option<&str>) -> Outcome {
         return Err(format_line!("buffers above edu's 28-bit DMA mask"));
     }
 
-    let Some(iommu_bdf) = virtio_iommu::find() else {
-        round_trip(&dev, gpa_source, gpa_destination)?;
-        kprintln!(
-            "edu: id ",
-            hex(id.into(), 8),
-            " dma=guest-physical ",
-            hex(gpa_source, 8),
-            "->",
-            hex(gpa_destination, 8),
-            " bytes=",
-            LENGTH,
-            " msi=",
-            device_interrupts()
-        );
-        return Ok(());
-    };
+    match virtio_iommu::find() {
+        None => direct(&dev, id),
+        Some(iommu) => through_iommu(ctx, &dev, id, iommu, virtio_iommu::endpoint_id(bdf)),
+    }
+}
 
-    let mut iommu = VirtioIommu::open(iommu_bdf)?;
-    let endpoint = virtio_iommu::endpoint_id(bdf);
+/// No virtio-iommu: nestor maps all guest RAM at IOVA = GPA.
+fn direct(dev: &Edu, id: u32) -> Outcome {
+    let (gpa_source, gpa_destination) = (address(source()), address(destination()));
+    round_trip(dev, gpa_source, gpa_destination)?;
+    kprintln!(
+        "edu: id ",
+        hex(id.into(), 8),
+        " dma=guest-physical ",
+        hex(gpa_source, 8),
+        "->",
+        hex(gpa_destination, 8),
+        " bytes=",
+        LENGTH,
+        " msi=",
+        device_interrupts()
+    );
+    Ok(())
+}
+
+/// Behind the virtio-iommu: edu's endpoint in a domain, the buffers at IOVAs.
+fn through_iommu(ctx: &Context, dev: &Edu, id: u32, iommu: Bdf, endpoint: u32) -> Outcome {
+    let mut iommu = VirtioIommu::open(iommu)?;
+    let (gpa_source, gpa_destination) = (address(source()), address(destination()));
     let (domain, _) = iommu.domain_range();
     iommu.attach(domain, endpoint, 0)?;
     iommu.map(domain, IOVA_SOURCE, 0x1000, gpa_source, MAP_F_READ)?;
@@ -193,7 +204,7 @@ fn run(ctx: &Context, _arg: Option<&str>) -> Outcome {
         gpa_destination,
         MAP_F_WRITE,
     )?;
-    round_trip(&dev, IOVA_SOURCE, IOVA_DESTINATION)?;
+    round_trip(dev, IOVA_SOURCE, IOVA_DESTINATION)?;
 
     // Unmapped: a transfer to the stale IOVA reaches neither the buffer nor the
     // guest-physical page at the IOVA's number (where an identity map would put it).
@@ -238,7 +249,7 @@ fn run(ctx: &Context, _arg: Option<&str>) -> Outcome {
         gpa_destination,
         MAP_F_WRITE,
     )?;
-    transfer(&dev, Direction::BufferToMemory, IOVA_DESTINATION)?;
+    transfer(dev, Direction::BufferToMemory, IOVA_DESTINATION)?;
     if (0..WORDS).any(|i| destination()[i] != pattern(i)) {
         return Err(format_line!(
             "remapped destination did not receive the buffer"
