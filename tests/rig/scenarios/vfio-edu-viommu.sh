@@ -20,11 +20,16 @@ rig_bind_edu
 edu_probe() {
     rig_nestor "$1" 120 -v run --memory 256M --cmdline "probe=edu" --vfio "$3" --timeout 100
     grep -E 'passthrough|mapped for DMA' "/tmp/$1.err" | while read -r l; do rig_info "$1 ${l#nestor: }"; done
-    rig_expect_clean_exit "$1"
     _line=$(grep -m1 '^edu: ' "/tmp/$1.out" | tr -d '\r')
     [ -n "$_line" ] && rig_info "$1 ${_line#edu: }"
+    # The probe's own reason first: a failed probe also makes nestor exit 1.
     _verdict=$(grep -m1 '^PROBE edu ' "/tmp/$1.out" | tr -d '\r')
-    [ "$_verdict" = "PROBE edu ok" ] || rig_fail "$1: ${_verdict:-no PROBE edu line}"
+    case $_verdict in
+        "PROBE edu ok") ;;
+        "PROBE edu "*) rig_fail "$1: $_verdict" ;;
+    esac
+    rig_expect_clean_exit "$1"
+    [ -n "$_verdict" ] || rig_fail "$1: no PROBE edu line"
     case $_line in
         *" dma=$2 "*) ;;
         *) rig_fail "$1: the probe did not run with dma=$2: $_line" ;;

@@ -36,12 +36,17 @@ map_bench() {
     _tag=bench-$1
     rig_nestor "$_tag" 240 run --memory 256M --cmdline "probe=viommu-map-bench:$rounds" \
         --vfio "path=$RIG_EDU_PATH,iommu=on,backend=$1" --timeout 220
-    rig_expect_clean_exit "$_tag"
     grep '^viommu-map-bench: ' "/tmp/$_tag.out" | tr -d '\r' | while read -r l; do
         rig_info "backend=$1 ${l#viommu-map-bench: }"
     done
+    # The probe's own reason first: a failed probe also makes nestor exit 1.
     _verdict=$(grep -m1 '^PROBE viommu-map-bench ' "/tmp/$_tag.out" | tr -d '\r')
-    [ "$_verdict" = "PROBE viommu-map-bench ok" ] || rig_fail "$_tag: ${_verdict:-no PROBE line}"
+    case $_verdict in
+        "PROBE viommu-map-bench ok") ;;
+        "PROBE viommu-map-bench "*) rig_fail "$_tag: $_verdict" ;;
+    esac
+    rig_expect_clean_exit "$_tag"
+    [ -n "$_verdict" ] || rig_fail "$_tag: no PROBE viommu-map-bench line"
     for _size in 4KiB 2MiB; do
         grep -q "^viommu-map-bench: map+unmap size=$_size " "/tmp/$_tag.out" ||
             rig_fail "$_tag: no map+unmap figures for $_size"
