@@ -110,8 +110,9 @@ pvh_start_info_paddr:
     options(att_syntax)
 );
 
-// Identity map of the first 4 GiB with 2 MiB pages. The top 512 MiB (PCI ECAM at
-// 0xe0000000, IOAPIC, local APIC) are mapped uncached (PCD|PWT).
+// Identity map of the first 4 GiB with 2 MiB pages. The top 1 GiB, the MMIO hole (PCI
+// BARs from 0xc0000000, some of them a passed-through device's own registers; ECAM at
+// 0xe0000000, IOAPIC, local APIC), is mapped uncached (PCD|PWT).
 global_asm!(
     r#"
     .pushsection .data.boot_page_tables, "aw"
@@ -127,11 +128,11 @@ boot_pdpt:
     .fill 508, 8, 0
 boot_pd:
     .set .Lpage, 0
-    .rept 1792
+    .rept 1536
     .quad .Lpage + 0x83
     .set .Lpage, .Lpage + 0x200000
     .endr
-    .rept 256
+    .rept 512
     .quad .Lpage + 0x9b
     .set .Lpage, .Lpage + 0x200000
     .endr

@@ -1,10 +1,12 @@
 //! A minimal IDT: every CPU exception prints what happened and ends the VM with status 3,
-//! so a guest bug is a clean failure instead of a hang or a triple fault. Two interrupt
-//! vectors follow: the local APIC timer (used to sleep in `hlt`) and its spurious vector.
+//! so a guest bug is a clean failure instead of a hang or a triple fault. Three interrupt
+//! vectors follow: the local APIC timer (used to sleep in `hlt`), its spurious vector, and
+//! one for device MSIs, which counts them.
 
 use crate::power::{exit, EXIT_CRASH};
 use crate::{kprint, kprintln};
 use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicU64, Ordering};
 use unikernel::text::hex;
 
 const EXCEPTIONS: usize = 32;
@@ -12,7 +14,9 @@ const EXCEPTIONS: usize = 32;
 pub const TIMER_VECTOR: u8 = 32;
 /// Local APIC spurious interrupts: ignored.
 pub const SPURIOUS_VECTOR: u8 = 33;
-const VECTORS: usize = 34;
+/// Device MSIs: counted in [`DEVICE_INTERRUPTS`] and acknowledged.
+pub const DEVICE_VECTOR: u8 = 34;
+const VECTORS: usize = 35;
 /// Bytes per stub in `exception_stubs` (each is aligned to this).
 const STUB_SIZE: u64 = 16;
 
@@ -88,6 +92,16 @@ timer_interrupt:
     iretq
 
     .balign 16
+    .global device_interrupt
+device_interrupt:
+    lock incq DEVICE_INTERRUPTS(%rip)
+    pushq %rax
+    movl $0xfee000b0, %eax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+
+    .balign 16
     .global spurious_interrupt
 spurious_interrupt:
     iretq
@@ -100,6 +114,15 @@ extern "C" {
     static exception_stubs: u8;
     static timer_interrupt: u8;
     static spurious_interrupt: u8;
+    static device_interrupt: u8;
+}
+
+/// Interrupts taken on [`DEVICE_VECTOR`] since boot (incremented by its handler).
+#[no_mangle]
+static DEVICE_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn device_interrupts() -> u64 {
+    DEVICE_INTERRUPTS.load(Ordering::SeqCst)
 }
 
 #[repr(C)]
@@ -144,6 +167,7 @@ fn handler(vector: usize) -> u64 {
     match vector {
         v if v < EXCEPTIONS => &raw const exception_stubs as u64 + v as u64 * STUB_SIZE,
         v if v == TIMER_VECTOR as usize => &raw const timer_interrupt as u64,
+        v if v == DEVICE_VECTOR as usize => &raw const device_interrupt as u64,
         _ => &raw const spurious_interrupt as u64,
     }
 }

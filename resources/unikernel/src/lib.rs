@@ -6,5 +6,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
+pub mod le;
 pub mod memmap;
+pub mod stats;
 pub mod text;

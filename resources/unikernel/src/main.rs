@@ -13,6 +13,7 @@ mod acpi;
 mod apic;
 mod boot;
 mod clock;
+mod edu;
 mod idt;
 mod io;
 mod mem;
@@ -23,6 +24,7 @@ mod serial;
 mod smp;
 mod start_info;
 mod tour;
+mod virtio_iommu;
 mod virtio_pci;
 
 use power::{exit, power_off, DEFAULT_SLEEP_CONTROL_PORT, EXIT_CRASH};

@@ -36,12 +36,89 @@ impl Bdf {
         inl(CONFIG_DATA)
     }
 
-    #[allow(dead_code)] // for probes that program devices
     pub fn write32(&self, offset: u8, value: u32) {
         outl(CONFIG_ADDRESS, self.config_address(offset));
         outl(CONFIG_DATA, value);
     }
+
+    pub fn read8(&self, offset: u8) -> u8 {
+        (self.read32(offset & !3) >> ((offset & 3) * 8)) as u8
+    }
+
+    /// Sets `bits` in the command register (memory decoding, bus mastering).
+    pub fn enable_command(&self, bits: u16) {
+        let command = self.read32(COMMAND) & 0xffff;
+        // The status half is write-one-to-clear: write zeros there.
+        self.write32(COMMAND, command | u32::from(bits));
+    }
+
+    /// The address BAR `bar` holds (both halves of a 64-bit memory BAR).
+    pub fn bar_address(&self, bar: u8) -> u64 {
+        let offset = 0x10 + bar * 4;
+        let low = self.read32(offset);
+        let mut address = u64::from(low & !0xf);
+        if (low >> 1) & 3 == 2 {
+            address |= u64::from(self.read32(offset + 4)) << 32;
+        }
+        address
+    }
+
+    /// The offset of the first capability with `id`, if the function lists one.
+    pub fn capability(&self, id: u8) -> Option<u8> {
+        if self.read32(COMMAND) >> 16 & STATUS_CAPABILITIES == 0 {
+            return None;
+        }
+        let mut at = self.read8(CAPABILITIES) & !3;
+        // A list longer than config space holds is looping.
+        for _ in 0..48 {
+            if at < 0x40 {
+                return None;
+            }
+            if self.read8(at) == id {
+                return Some(at);
+            }
+            at = self.read8(at + 1) & !3;
+        }
+        None
+    }
+
+    /// Programs the MSI capability with one vector sending `data` to `address`, and
+    /// enables it. `Err` when the function has no MSI capability.
+    pub fn enable_msi(&self, address: u64, data: u16) -> Result<(), &'static str> {
+        let cap = self.capability(CAP_MSI).ok_or("no MSI capability")?;
+        let control = (self.read32(cap) >> 16) as u16;
+        let data_at = if control & MSI_64BIT != 0 {
+            self.write32(cap + 8, (address >> 32) as u32);
+            cap + 12
+        } else if address >> 32 != 0 {
+            return Err("MSI address above 4 GiB for a 32-bit capability");
+        } else {
+            cap + 8
+        };
+        self.write32(cap + 4, address as u32);
+        self.write32(data_at, u32::from(data));
+        // One vector (Multiple Message Enable 0), then enable: header bytes are read-only.
+        let control = control & !MSI_MULTIPLE_ENABLE | MSI_ENABLE;
+        self.write32(cap, u32::from(control) << 16);
+        Ok(())
+    }
+
+    /// Whether the MSI capability reads back enabled.
+    pub fn msi_enabled(&self) -> bool {
+        self.capability(CAP_MSI)
+            .is_some_and(|cap| (self.read32(cap) >> 16) as u16 & MSI_ENABLE != 0)
+    }
 }
+
+const COMMAND: u8 = 0x04;
+const CAPABILITIES: u8 = 0x34;
+const STATUS_CAPABILITIES: u32 = 1 << 4;
+pub const COMMAND_MEMORY: u16 = 1 << 1;
+pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
+const CAP_MSI: u8 = 0x05;
+const MSI_ENABLE: u16 = 1;
+const MSI_64BIT: u16 = 1 << 7;
+const MSI_MULTIPLE_ENABLE: u16 = 0x7 << 4;
 
 /// What identifies a present function.
 #[derive(Clone, Copy, Debug)]

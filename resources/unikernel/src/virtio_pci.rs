@@ -6,7 +6,7 @@ use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering};
 
 use crate::clock::Deadline;
-use crate::pci::{scan_bus, Bdf};
+use crate::pci::{scan_bus, Bdf, COMMAND_BUS_MASTER, COMMAND_MEMORY};
 
 pub const VENDOR: u16 = 0x1af4;
 /// Modern virtio-pci device IDs are 0x1040 + the virtio device type.
@@ -67,33 +67,18 @@ pub fn find(device: u16) -> Option<Bdf> {
     found
 }
 
-fn config8(bdf: Bdf, offset: u8) -> u8 {
-    (bdf.read32(offset & !3) >> ((offset & 3) * 8)) as u8
-}
-
-fn bar_address(bdf: Bdf, bar: u8) -> u64 {
-    let offset = 0x10 + bar * 4;
-    let low = bdf.read32(offset);
-    let mut address = u64::from(low & !0xf);
-    if (low >> 1) & 3 == 2 {
-        address |= u64::from(bdf.read32(offset + 4)) << 32;
-    }
-    address
-}
-
 impl VirtioPci {
     /// Enables memory decoding and bus mastering and locates the capability structures.
     pub fn open(bdf: Bdf) -> Option<VirtioPci> {
-        let command = bdf.read32(0x04) & 0xffff;
-        bdf.write32(0x04, command | 0x6);
+        bdf.enable_command(COMMAND_MEMORY | COMMAND_BUS_MASTER);
         let (mut common, mut notify, mut device, mut notify_multiplier) = (0, 0, 0, 0);
-        let mut cap = config8(bdf, 0x34) & !3;
+        let mut cap = bdf.read8(0x34) & !3;
         let mut hops = 0;
         while cap != 0 && hops < 48 {
-            if config8(bdf, cap) == CAP_VENDOR {
-                let kind = config8(bdf, cap + 3);
-                let bar = config8(bdf, cap + 4);
-                let at = bar_address(bdf, bar) + u64::from(bdf.read32(cap + 8));
+            if bdf.read8(cap) == CAP_VENDOR {
+                let kind = bdf.read8(cap + 3);
+                let bar = bdf.read8(cap + 4);
+                let at = bdf.bar_address(bar) + u64::from(bdf.read32(cap + 8));
                 match kind {
                     CAP_COMMON => common = at,
                     CAP_NOTIFY => {
@@ -104,7 +89,7 @@ impl VirtioPci {
                     _ => {}
                 }
             }
-            cap = config8(bdf, cap + 1) & !3;
+            cap = bdf.read8(cap + 1) & !3;
             hops += 1;
         }
         if common == 0 || notify == 0 {

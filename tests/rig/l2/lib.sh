@@ -65,3 +65,32 @@ rig_expect_clean_exit() {
         *) rig_fail "$1: nestor exited $NESTOR_RC: ${_err:-no stderr}" ;;
     esac
 }
+
+# rig_bind_edu: finds QEMU's edu device (1234:11e8), checks it is alone in its
+# IOMMU group and binds it to vfio-pci. Sets RIG_EDU (its BDF) and RIG_EDU_PATH
+# (its sysfs directory, what --vfio path= takes); reports its group as info.
+rig_bind_edu() {
+    RIG_EDU=""
+    for _d in /sys/bus/pci/devices/*; do
+        if [ "$(cat "$_d/vendor")" = 0x1234 ] && [ "$(cat "$_d/device")" = 0x11e8 ]; then
+            RIG_EDU=${_d##*/}
+            break
+        fi
+    done
+    [ -n "$RIG_EDU" ] || rig_fail "edu device (1234:11e8) not found in the rig host"
+    RIG_EDU_PATH=/sys/bus/pci/devices/$RIG_EDU
+    [ -e "$RIG_EDU_PATH/iommu_group" ] || rig_fail "$RIG_EDU has no IOMMU group"
+    _group=$(basename "$(readlink -f "$RIG_EDU_PATH/iommu_group")")
+    _members=""
+    for _m in "$RIG_EDU_PATH"/iommu_group/devices/*; do _members="$_members${_m##*/} "; done
+    rig_info "edu=$RIG_EDU group=$_group members=$_members"
+    [ "$_members" = "$RIG_EDU " ] || rig_fail "edu shares IOMMU group $_group with: $_members"
+
+    echo vfio-pci > "$RIG_EDU_PATH/driver_override"
+    [ -e "$RIG_EDU_PATH/driver" ] && echo "$RIG_EDU" > "$RIG_EDU_PATH/driver/unbind"
+    echo "$RIG_EDU" > /sys/bus/pci/drivers_probe
+    _driver=$(basename "$(readlink -f "$RIG_EDU_PATH/driver")")
+    [ "$_driver" = vfio-pci ] || rig_fail "edu is bound to '$_driver', not vfio-pci"
+    [ -c "/dev/vfio/$_group" ] || rig_fail "/dev/vfio/$_group missing"
+    rig_pass "edu bound to vfio-pci"
+}

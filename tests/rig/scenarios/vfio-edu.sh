@@ -10,32 +10,11 @@
 # shellcheck shell=sh
 set -u
 
-edu=""
-for d in /sys/bus/pci/devices/*; do
-    if [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ]; then
-        edu=${d##*/}
-        break
-    fi
-done
-[ -n "$edu" ] || rig_fail "edu device (1234:11e8) not found in the rig host"
-sysdev=/sys/bus/pci/devices/$edu
-[ -e "$sysdev/iommu_group" ] || rig_fail "$edu has no IOMMU group"
-group=$(basename "$(readlink -f "$sysdev/iommu_group")")
-members=$(ls "$sysdev/iommu_group/devices" | tr '\n' ' ')
-rig_info "edu=$edu group=$group members=$members"
-[ "$members" = "$edu " ] || rig_fail "edu shares IOMMU group $group with: $members"
-
-echo vfio-pci > "$sysdev/driver_override"
-[ -e "$sysdev/driver" ] && echo "$edu" > "$sysdev/driver/unbind"
-echo "$edu" > /sys/bus/pci/drivers_probe
-driver=$(basename "$(readlink -f "$sysdev/driver")")
-[ "$driver" = vfio-pci ] || rig_fail "edu is bound to '$driver', not vfio-pci"
-[ -c "/dev/vfio/$group" ] || rig_fail "/dev/vfio/$group missing"
-rig_pass "edu bound to vfio-pci"
+rig_bind_edu
 
 cmdline="console=ttyS0 earlyprintk=serial loglevel=6 panic=-1 rdinit=/init rig.task=vfio-edu"
 rig_nestor edu 300 run --kernel "$RIG_VMLINUX" --initrd "$RIG_L3_INITRD" \
-    --cpus 1 --memory 256M --cmdline "$cmdline" --vfio "path=$sysdev" --boot-timer
+    --cpus 1 --memory 256M --cmdline "$cmdline" --vfio "path=$RIG_EDU_PATH" --boot-timer
 rig_boot_timer edu
 grep -i -E 'vfio|passthrough|PCI 00' "/tmp/edu.err" | while read -r l; do rig_info "nestor: $l"; done
 rig_expect_clean_exit edu

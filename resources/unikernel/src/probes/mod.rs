@@ -1,7 +1,8 @@
 //! Self-test scenarios selected with `probe=NAME[:ARG][,...]` or `probe=all`.
 //!
 //! Each scenario is one file in this folder exporting a `PROBE`; add it to [`PROBES`], or
-//! to [`ON_REQUEST_ONLY`] when it cannot run among others (it ends the guest).
+//! to [`ON_REQUEST_ONLY`] when it cannot run among others (it ends the guest) or only
+//! measures.
 //! A scenario gets the boot context and its `:ARG` (if any), reads further settings from
 //! the command line (`ctx.cmdline.number("blk_sector")`), and returns `Ok(())` or a
 //! one-line reason built with `format_line!`. The runner prints exactly one
@@ -9,11 +10,13 @@
 //! `PROBE done passed=N failed=M`, and exits with 0 when nothing failed, 1 otherwise.
 
 mod boot;
+mod edu;
 mod hold;
 mod pci;
 mod pio_loop;
 mod triple_fault;
 mod viommu;
+mod viommu_map_bench;
 mod virtio_blk;
 mod virtio_console;
 mod virtio_rng;
@@ -49,10 +52,11 @@ const PROBES: &[Probe] = &[
     virtio_blk::PROBE,
     virtio_rng::PROBE,
     virtio_console::PROBE,
+    edu::PROBE,
 ];
 
-/// Scenarios `probe=all` leaves out: they never return.
-const ON_REQUEST_ONLY: &[Probe] = &[triple_fault::PROBE];
+/// Scenarios `probe=all` leaves out: they never return, or only measure.
+const ON_REQUEST_ONLY: &[Probe] = &[triple_fault::PROBE, viommu_map_bench::PROBE];
 
 #[derive(Default)]
 struct Tally {
