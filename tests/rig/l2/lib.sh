@@ -94,3 +94,35 @@ rig_bind_edu() {
     [ -c "/dev/vfio/$_group" ] || rig_fail "/dev/vfio/$_group missing"
     rig_pass "edu bound to vfio-pci"
 }
+
+# edu_probe TAG MODE VFIO_OPTIONS: boots the bundled unikernel with probe=edu and
+# --vfio VFIO_OPTIONS (after rig_bind_edu), and checks its verdict and the DMA
+# mode it reports (dma=guest-physical or dma=iova).
+edu_probe() {
+    rig_nestor "$1" 120 -v run --memory 256M --cmdline "probe=edu" --vfio "$3" --timeout 100
+    grep -E 'passthrough|mapped for DMA' "/tmp/$1.err" | while read -r l; do rig_info "$1 ${l#nestor: }"; done
+    _line=$(grep -m1 '^edu: ' "/tmp/$1.out" | tr -d '\r')
+    [ -n "$_line" ] && rig_info "$1 ${_line#edu: }"
+    # The probe's own reason first: a failed probe also makes nestor exit 1.
+    _verdict=$(grep -m1 '^PROBE edu ' "/tmp/$1.out" | tr -d '\r')
+    case $_verdict in
+        "PROBE edu ok") ;;
+        "PROBE edu "*) rig_fail "$1: $_verdict" ;;
+    esac
+    rig_expect_clean_exit "$1"
+    [ -n "$_verdict" ] || rig_fail "$1: no PROBE edu line"
+    case $_line in
+        *" dma=$2 "*) ;;
+        *) rig_fail "$1: the probe did not run with dma=$2: $_line" ;;
+    esac
+    rig_pass "$1: edu DMA round trip with dma=$2, MSI on completion"
+}
+
+# edu_expect_stale_iova_blocked TAG: the probe run TAG (behind the virtio-iommu)
+# showed a DMA to an unmapped IOVA does not reach guest memory.
+edu_expect_stale_iova_blocked() {
+    case $(grep -m1 '^edu: ' "/tmp/$1.out") in
+        *stale-iova=blocked*) rig_pass "$1: DMA to an unmapped IOVA did not reach guest memory" ;;
+        *) rig_fail "$1: the stale-IOVA check did not run" ;;
+    esac
+}
