@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_memory_size, ConfigError, SerialMode, VmConfig};
-use crate::device_options::{DiskOptions, RngOptions};
+use crate::device_options::{DiskOptions, DmaEngineOptions, RngOptions};
 use crate::seccomp::SeccompMode;
 use crate::vfio_options::VfioOptions;
 use crate::viommu::ViommuOptions;
@@ -100,6 +100,12 @@ pub struct RunArgs {
     /// is a terminal.
     #[arg(long)]
     pub console: bool,
+
+    /// An emulated PCIe DMA engine (copy and fill jobs from a ring, docs/dma-engine.md), a
+    /// test device for IOMMUs; iommu=on puts it behind the virtio-iommu.
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
+          value_parser = DmaEngineOptions::parse)]
+    pub dma_engine: Option<DmaEngineOptions>,
 
     /// A virtio-iommu, even with no iommu=on device behind it; bypass=on lets endpoints the
     /// guest never attached reach memory.
