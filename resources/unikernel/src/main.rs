@@ -23,6 +23,7 @@ mod serial;
 mod smp;
 mod start_info;
 mod tour;
+mod viommu;
 mod virtio_pci;
 
 use power::{exit, power_off, DEFAULT_SLEEP_CONTROL_PORT, EXIT_CRASH};

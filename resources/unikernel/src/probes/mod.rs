@@ -9,6 +9,7 @@
 //! `PROBE done passed=N failed=M`, and exits with 0 when nothing failed, 1 otherwise.
 
 mod boot;
+mod dma_engine;
 mod hold;
 mod pci;
 mod pio_loop;
@@ -45,6 +46,7 @@ const PROBES: &[Probe] = &[
     hold::PROBE,
     pio_loop::PROBE,
     viommu::PROBE,
+    dma_engine::PROBE,
     pci::PROBE,
     virtio_blk::PROBE,
     virtio_rng::PROBE,
