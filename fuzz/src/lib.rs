@@ -1,12 +1,14 @@
 //! Shared parts of nestor's fuzz targets: how fuzz bytes become a driver's actions, the
 //! driver's side of a split virtqueue, and reference models the targets check the real code
-//! against (the chain reader's rules, the virtio-iommu's domains, MSI-X).
+//! against (the chain reader's rules, the virtio-iommu's domains, MSI-X, the DMA engine's
+//! ring).
 //!
 //! Every target checks invariants, not only that nothing panics: a violated one panics with
 //! a message saying which, and libFuzzer keeps the input as a crash.
 
 pub mod chain_model;
 pub mod config_model;
+pub mod dma_engine_model;
 pub mod driver_queue;
 pub mod guest;
 pub mod input;

@@ -6,7 +6,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_memory_size, ConfigError, SerialMode, VmConfig};
-use crate::device_options::{DiskOptions, RngOptions};
+use crate::device_options::{DiskOptions, DmaEngineOptions, RngOptions};
 use crate::seccomp::SeccompMode;
 use crate::vfio_options::VfioOptions;
 use crate::viommu::ViommuOptions;
@@ -117,6 +117,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub console: bool,
 
+    /// An emulated PCIe DMA engine (copy and fill jobs from a ring, docs/dma-engine.md), a
+    /// test device for IOMMUs; iommu=on puts it behind the virtio-iommu.
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
+          value_parser = DmaEngineOptions::parse)]
+    pub dma_engine: Option<DmaEngineOptions>,
+
     /// A virtio-iommu, even with no iommu=on device behind it; bypass=on lets endpoints the
     /// guest never attached reach memory.
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
@@ -135,7 +141,7 @@ pub struct RunArgs {
 }
 
 /// Every option `--config` stands for.
-const VM_ARGS: [&str; 16] = [
+const VM_ARGS: [&str; 17] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -152,6 +158,7 @@ const VM_ARGS: [&str; 16] = [
     "console",
     "viommu",
     "vfio",
+    "dma_engine",
 ];
 
 /// What `run` does with no options at all: clap's defaults, so a config file's missing

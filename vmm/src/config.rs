@@ -7,7 +7,7 @@ use arch::boot::{detect_format, BootError, KernelFormat};
 use arch::layout::{MIN_MEMORY, MMIO_HOLE_END, MMIO_HOLE_START};
 
 use crate::cli::RunArgs;
-use crate::device_options::{DiskOptions, RngOptions};
+use crate::device_options::{DiskOptions, DmaEngineOptions, RngOptions};
 use crate::seccomp::SeccompMode;
 use crate::vfio_host_checks::{check_host, VfioHostError};
 use crate::vfio_options::VfioOptions;
@@ -121,6 +121,7 @@ pub struct VirtioConfig {
     pub disks: Vec<DiskOptions>,
     pub rng: Option<RngOptions>,
     pub console: bool,
+    pub dma_engine: Option<DmaEngineOptions>,
     pub viommu: Option<ViommuOptions>,
     /// Host PCI devices to pass through, in the order given.
     pub vfio: Vec<VfioOptions>,
@@ -255,6 +256,7 @@ impl VmConfig {
                 disks: args.disk,
                 rng: args.rng,
                 console: args.console,
+                dma_engine: args.dma_engine,
                 viommu: args.viommu,
                 vfio,
             },

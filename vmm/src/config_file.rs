@@ -184,6 +184,7 @@ mod tests {
             "--viommu=bypass=on",
             "--vfio=path=/sys/bus/pci/devices/0000:01:00.0,iommu=on,backend=container",
             "--vfio=path=/sys/bus/pci/devices/0000:02:00.0",
+            "--dma-engine=iommu=on",
         ]);
         let text = to_json(&args);
         assert_eq!(parse(&text).unwrap(), args);

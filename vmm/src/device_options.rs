@@ -1,4 +1,5 @@
-//! `--disk`, `--rng` and `--console`: the virtio devices on the command line.
+//! `--disk`, `--rng`, `--console` and `--dma-engine`: the emulated devices on the command
+//! line.
 
 use std::path::PathBuf;
 
@@ -65,6 +66,31 @@ impl RngOptions {
     }
 }
 
+/// `--dma-engine` or `--dma-engine iommu=on|off`; in a config file `{"iommu": BOOL}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmaEngineOptions {
+    #[serde(default)]
+    pub iommu: bool,
+}
+
+impl DmaEngineOptions {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut options = Self::default();
+        for item in value.split(',').filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                Some(("iommu", v)) => options.iommu = parse_on_off(v)?,
+                _ => {
+                    return Err(format!(
+                        "unknown --dma-engine option '{item}' (want iommu=on|off)"
+                    ))
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +121,23 @@ mod tests {
             Ok(RngOptions { iommu: true })
         );
         assert!(RngOptions::parse("iommu").is_err());
+    }
+
+    #[test]
+    fn dma_engine_options() {
+        assert_eq!(
+            DmaEngineOptions::parse(""),
+            Ok(DmaEngineOptions { iommu: false })
+        );
+        assert_eq!(
+            DmaEngineOptions::parse("iommu=on"),
+            Ok(DmaEngineOptions { iommu: true })
+        );
+        assert_eq!(
+            DmaEngineOptions::parse("iommu=off"),
+            Ok(DmaEngineOptions { iommu: false })
+        );
+        assert!(DmaEngineOptions::parse("iommu").is_err());
+        assert!(DmaEngineOptions::parse("pasid=on").is_err());
     }
 }

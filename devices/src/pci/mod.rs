@@ -8,6 +8,7 @@ pub mod config;
 pub mod config_io;
 pub mod device;
 pub mod ecam;
+pub mod extended;
 pub mod host_bridge;
 #[cfg(test)]
 mod lock_tests;
@@ -22,6 +23,7 @@ pub use config::{BarMove, BarRegionKind, PciConfiguration};
 pub use config_io::PciConfigIo;
 pub use device::{IoEventRegistry, PciBar, PciDevice};
 pub use ecam::PciEcam;
+pub use extended::ExtendedCapabilities;
 pub use host_bridge::HostBridge;
 pub use msix::{MsixEntryView, MsixSnapshot, MsixState, SharedMsix};
 pub use root::{PciRoot, PciRootError};

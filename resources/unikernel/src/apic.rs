@@ -9,6 +9,8 @@ const BASE_X2APIC: u64 = 1 << 10;
 
 const REG_ID: u64 = 0x20;
 const REG_SPURIOUS: u64 = 0xf0;
+/// Interrupt Request Register: eight 32-bit registers, 16 bytes apart.
+const REG_IRR: u64 = 0x200;
 const REG_LVT_TIMER: u64 = 0x320;
 const REG_ICR_LOW: u64 = 0x300;
 const REG_ICR_HIGH: u64 = 0x310;
@@ -65,6 +67,12 @@ impl LocalApic {
                 (svr & !0xff) | SPURIOUS_ENABLE | SPURIOUS_VECTOR as u32,
             );
         }
+    }
+
+    /// Whether `vector` waits in the IRR: accepted, not yet delivered (interrupts off).
+    pub fn requested(&self, vector: u8) -> bool {
+        let reg = REG_IRR + u64::from(vector / 32) * 0x10;
+        self.read(reg) & 1 << (vector % 32) != 0
     }
 
     /// Timer in TSC-deadline mode: it fires TIMER_VECTOR once the TSC reaches the value

@@ -3,7 +3,8 @@
 //! ACPI tables that describe them (MCFG, VIOT).
 //!
 //! Device numbers follow the command line: the disks in the order given, then the rng,
-//! the console, the passthrough devices in the order given, and last the virtio-iommu.
+//! the console, the passthrough devices in the order given, the DMA engine, and last the
+//! virtio-iommu.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Seek, SeekFrom};
@@ -13,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use arch::acpi::{build_mcfg, PciRootDescription};
 use arch::layout::{bar_exclusions, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use devices::dma::DeviceDma;
+use devices::dma_engine::registers::{BAR_SIZE as DMA_ENGINE_BAR_SIZE, MSIX_VECTORS};
+use devices::dma_engine::DmaEngine;
 use devices::host_iommu::HostIommu;
 use devices::interrupt::MsiInterruptManager;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
@@ -118,6 +121,38 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
+    /// The DMA engine at `bdf`, reaching memory through `dma`.
+    fn add_dma_engine(&mut self, bdf: Bdf, dma: DeviceDma) -> Result<(), VmmError> {
+        let bar = self
+            .bars
+            .allocate(DMA_ENGINE_BAR_SIZE)
+            .map_err(device_err)?;
+        let msi = self
+            .interrupts
+            .create_group(MSIX_VECTORS)
+            .map_err(|e| device_err(format!("MSI vectors for {bdf}: {e}")))?;
+        let behind = if dma.is_translated() {
+            "behind the virtio-iommu"
+        } else {
+            "guest-physical addresses"
+        };
+        let engine = DmaEngine::new(
+            bdf,
+            self.mem.clone(),
+            msi,
+            bar,
+            dma,
+            self.spec("dev-dma0".into())?,
+        )
+        .map_err(|e| device_err(format!("{bdf}: {e}")))?;
+        log::info!("PCI {bdf}: DMA engine, BAR at {bar:#x}, {behind}");
+        self.msix_tables
+            .push((format!("{bdf} dma-engine"), engine.msix()));
+        self.root
+            .add_device(bdf, Arc::new(Mutex::new(engine)))
+            .map_err(device_err)
+    }
+
     /// Passes the host device `options` names through at `bdf`, its BARs in the PCI
     /// MMIO window.
     fn add_passthrough(
@@ -204,6 +239,7 @@ pub fn add_pci_devices(
     let wants_iommu = devices.viommu.is_some()
         || devices.disks.iter().any(|d| d.iommu)
         || devices.rng.is_some_and(|r| r.iommu)
+        || devices.dma_engine.is_some_and(|d| d.iommu)
         || !host_iommus.is_empty();
     let mut viommu = if wants_iommu {
         let spec = builder.spec("dev-iommu0".into())?;
@@ -265,6 +301,14 @@ pub fn add_pci_devices(
         if let (Some(iommu), Some(behind)) = (&mut viommu, opened.behind_iommu) {
             iommu.add_host_endpoint(bdf, behind);
         }
+    }
+    if let Some(engine) = devices.dma_engine {
+        let bdf = builder.reserve()?;
+        let dma = match (&mut viommu, engine.iommu) {
+            (Some(iommu), true) => iommu.add_endpoint(bdf),
+            _ => DeviceDma::untranslated(),
+        };
+        builder.add_dma_engine(bdf, dma)?;
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     if let Some(iommu) = viommu {

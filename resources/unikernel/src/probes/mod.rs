@@ -10,6 +10,7 @@
 //! `PROBE done passed=N failed=M`, and exits with 0 when nothing failed, 1 otherwise.
 
 mod boot;
+mod dma_engine;
 mod edu;
 mod hold;
 mod pci;
@@ -48,6 +49,7 @@ const PROBES: &[Probe] = &[
     hold::PROBE,
     pio_loop::PROBE,
     viommu::PROBE,
+    dma_engine::PROBE,
     pci::PROBE,
     virtio_blk::PROBE,
     virtio_rng::PROBE,

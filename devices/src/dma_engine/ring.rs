@@ -1,0 +1,157 @@
+//! The engine's work loop, run on its worker thread: take the jobs between head and the
+//! doorbell's tail, run each, write its completion back into its slot, advance the head, and
+//! raise the completion interrupt.
+//!
+//! Everything it reads is the guest's: a tail further than a ring past the head, a slot the
+//! engine cannot read or complete, halt the engine (the driver sees HALTED and ERROR) rather
+//! than guess. A call serves at most its budget of jobs, each at most `MAX_JOB_LEN` bytes,
+//! so a doorbell cannot keep the worker from seeing its stop flag.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use vm_memory::{Bytes, GuestAddress};
+
+use super::descriptor::{Completion, JobDescriptor, COMPLETION_OFFSET, JOB_DESCRIPTOR_SIZE};
+use super::job::{run_job, JobBuffers};
+use super::registers::{HaltReason, RingConfig, COMPLETION_VECTOR};
+use crate::dma::DmaMemory;
+use crate::pci::SharedMsix;
+use crate::virtio::worker::QueueHandler;
+
+/// What one enabling of the engine shares between the function (registers) and the worker.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The last tail the driver rang.
+    pub tail: AtomicU32,
+    /// Jobs completed.
+    pub head: AtomicU32,
+    /// A [`HaltReason`], or 0.
+    pub halted: AtomicU32,
+}
+
+impl Progress {
+    pub fn halt(&self, reason: HaltReason) {
+        // The first reason stays: later ones follow from it.
+        let _ = self
+            .halted
+            .compare_exchange(0, reason as u32, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire) != 0
+    }
+}
+
+/// The worker's side of one enabling.
+pub struct RingRunner {
+    ring: RingConfig,
+    mem: DmaMemory,
+    progress: Arc<Progress>,
+    msix: SharedMsix,
+    buffers: JobBuffers,
+    /// The head as the worker knows it; published to `progress` after each completion.
+    head: u32,
+}
+
+impl RingRunner {
+    /// `ring` must have passed [`RingConfig::validate`].
+    pub fn new(
+        ring: RingConfig,
+        mem: DmaMemory,
+        progress: Arc<Progress>,
+        msix: SharedMsix,
+    ) -> Self {
+        let head = progress.head.load(Ordering::Acquire);
+        Self {
+            ring,
+            mem,
+            progress,
+            msix,
+            buffers: JobBuffers::default(),
+            head,
+        }
+    }
+
+    /// Runs the job in the next slot and writes its completion; `Ok(interrupt wanted)`.
+    fn serve_one(&mut self) -> Result<bool, HaltReason> {
+        let slot = self.ring.slot_address(self.head);
+        let mut bytes = [0u8; JOB_DESCRIPTOR_SIZE];
+        self.mem
+            .read_slice(&mut bytes, GuestAddress(slot))
+            .map_err(|_| HaltReason::RingFault)?;
+        let descriptor = JobDescriptor::from_le_bytes(&bytes);
+        let completion = match descriptor.validate() {
+            Ok(job) => run_job(&self.mem, &job, &mut self.buffers),
+            Err(status) => Completion::refused(status),
+        };
+        self.mem
+            .write_slice(
+                &completion.to_le_bytes(),
+                GuestAddress(slot + COMPLETION_OFFSET),
+            )
+            .map_err(|_| HaltReason::RingFault)?;
+        self.head = self.head.wrapping_add(1);
+        // Published only while the enabling is live: once a disable or reset returns, the
+        // head the driver reads no longer moves.
+        let (progress, head) = (&self.progress, self.head);
+        self.mem
+            .while_live(|| progress.head.store(head, Ordering::Release));
+        Ok(descriptor.wants_interrupt())
+    }
+
+    fn interrupt(&self) {
+        // An MSI is a memory write: held while bus mastering is off, dropped once revoked.
+        self.mem.while_live(|| {
+            self.msix
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .trigger(COMPLETION_VECTOR)
+        });
+    }
+
+    /// Serves up to `budget` jobs; returns whether more are waiting.
+    pub fn serve(&mut self, budget: usize) -> bool {
+        if self.progress.is_halted() || self.mem.is_revoked() {
+            return false;
+        }
+        let mut interrupt = false;
+        let mut served = 0;
+        let more = loop {
+            let tail = self.progress.tail.load(Ordering::Acquire);
+            let waiting = tail.wrapping_sub(self.head);
+            if waiting == 0 {
+                break false;
+            }
+            if waiting > self.ring.slots {
+                self.progress.halt(HaltReason::BadDoorbell);
+                interrupt = true;
+                break false;
+            }
+            if served == budget {
+                break true;
+            }
+            match self.serve_one() {
+                Ok(wanted) => interrupt |= wanted,
+                Err(reason) => {
+                    if !self.mem.is_revoked() {
+                        self.progress.halt(reason);
+                        interrupt = true;
+                    }
+                    break false;
+                }
+            }
+            served += 1;
+        };
+        if interrupt {
+            self.interrupt();
+        }
+        more
+    }
+}
+
+impl QueueHandler for RingRunner {
+    fn process_queue(&mut self, _doorbell: usize, budget: usize) -> bool {
+        self.serve(budget)
+    }
+}
