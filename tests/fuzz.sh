@@ -9,13 +9,27 @@
 # instrumentation cargo-fuzz uses with `--sanitizer none`, by plain cargo on the stable
 # toolchain, so nothing beyond cargo and a C++ compiler is needed; `cargo fuzz run TARGET
 # -s none` works on the same crate for anyone who has cargo-fuzz. New inputs found during a
-# run go to fuzz/target/corpus/<target>/, never into the committed corpus; a failing input
-# is saved as fuzz/artifacts/<target>/crash-* (or timeout-*), to be turned into a
+# run go to <target dir>/corpus/<target>/ (fuzz/target/ unless CARGO_TARGET_DIR says
+# otherwise), never into the committed corpus; logs to <target dir>/fuzz-logs/; a failing
+# input is saved as fuzz/artifacts/<target>/crash-* (or timeout-*), to be turned into a
 # regression test.
 #
 # Set FUZZ_JOBS to run that many targets at once (default: one).
 set -euo pipefail
+# cargo reads a relative CARGO_TARGET_DIR from where it runs; this script moves into fuzz/.
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    CARGO_TARGET_DIR="$(realpath -m -- "$CARGO_TARGET_DIR")"
+    export CARGO_TARGET_DIR
+fi
 cd "$(dirname "$0")/../fuzz"
+target_dir="$(realpath -m -- "${CARGO_TARGET_DIR:-target}")"
+committed_corpus="$(realpath -m corpus)"
+case "$target_dir/" in
+"$committed_corpus"/*)
+    echo "fuzz: CARGO_TARGET_DIR lies inside the committed corpus ($committed_corpus)" >&2
+    exit 2
+    ;;
+esac
 
 seconds="${1:-30}"
 jobs="${FUZZ_JOBS:-1}"
@@ -43,13 +57,13 @@ echo "fuzz: building ${#targets[@]} targets"
 # --target keeps the flags off build scripts and proc macros.
 cargo build --release --locked --target "$triple" --bins
 
-bin="target/$triple/release"
-logs="target/fuzz-logs"
+bin="$target_dir/$triple/release"
+logs="$target_dir/fuzz-logs"
 mkdir -p "$logs"
 
 run_target() {
     local target="$1"
-    local work="target/corpus/$target"
+    local work="$target_dir/corpus/$target"
     local artifacts="artifacts/$target"
     mkdir -p "$work" "$artifacts"
     # Each worker process starts from the committed seeds plus what earlier runs found.
@@ -60,11 +74,11 @@ run_target() {
         local stats
         stats="$(grep -E '^(#[0-9]+: cov:|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)' "$logs/$target.log" | tr '\n' ' ')"
         local final
-        final="$(grep -E '^#[0-9]+\s+(DONE|pulse|NEW|REDUCE)' "$logs/$target.log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || true)"
+        final="$(grep -E '^#[0-9]+\s+(DONE|pulse|NEW|REDUCE)' "$logs/$target.log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' || true)"
         printf 'fuzz: %-22s ok   %s %s\n' "$target" "${final:-}" "$(echo "$stats" | grep -oE 'stat::(number_of_executed_units|average_exec_per_sec): *[0-9]+' | sed 's/stat:://' | tr '\n' ' ')"
         return 0
     fi
-    printf 'fuzz: %-22s FAILED (log: fuzz/%s)\n' "$target" "$logs/$target.log" >&2
+    printf 'fuzz: %-22s FAILED (log: %s)\n' "$target" "$logs/$target.log" >&2
     grep -E 'panicked at|ERROR: libFuzzer|SUMMARY|Test unit written' "$logs/$target.log" | head -8 >&2
     return 1
 }
