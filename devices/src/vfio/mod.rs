@@ -8,7 +8,9 @@
 //!   [`msi`] the same for a device without MSI-X;
 //! - [`bar_mapping`]: mappable BARs as guest memory slots, following the BAR's placement;
 //! - [`function`]: the [`crate::pci::PciDevice`] tying them together;
-//! - [`dma`]: guest RAM mapped for the device's DMA when no IOMMU is in between.
+//! - [`dma`]: guest RAM mapped for the device's DMA when no IOMMU is in between;
+//! - `testing` (tests, and the `testing` feature): fakes of the host device, memory slots
+//!   and interrupt vectors, for unit tests and fuzz targets.
 
 pub mod bar_mapping;
 pub mod capabilities;
@@ -19,6 +21,8 @@ pub mod function;
 pub mod host_device;
 pub mod msi;
 pub mod msix;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -1,290 +1,82 @@
 //! The passthrough function against a fake device: what reaches the device, and what the
 //! guest reads back.
 
-use std::io;
 use std::sync::{Arc, Mutex};
 
-use vmm_sys_util::eventfd::EventFd;
-
-use super::bar_mapping::GuestMemorySlots;
-use super::device_io::{RegionInfo, VfioDeviceIo};
+use super::device_io::RegionInfo;
 use super::function::VfioPciFunction;
+use super::testing::{
+    fake_host_address, region_byte, CallLog, DeviceCall, FakeGroup, FakeInterrupts, FakeSlots,
+    FakeVfioDevice,
+};
 use crate::bus::Bus;
-use crate::interrupt::{MsiInterruptGroup, MsiInterruptManager, MsiMessage};
+use crate::interrupt::MsiMessage;
 use crate::pci::{BarMove, PciBar, PciDevice, PciRoot, CONFIG_SPACE_SIZE};
 
 const BAR0_SIZE: u64 = 0x10_0000;
 const BAR2_SIZE: u64 = 0x4000;
 const MSIX_VECTORS: u16 = 4;
 
-/// What the fake device was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
-    ConfigWrite(u64, Vec<u8>),
-    RegionRead(u32, u64, usize),
-    RegionWrite(u32, u64, Vec<u8>),
-    Mmap(u32, u64, u64),
-    EnableMsix(usize),
-    DisableMsix,
-    EnableMsi(usize),
-    DisableMsi,
-    Reset,
-}
-
-struct FakeDevice {
-    config: Mutex<[u8; CONFIG_SPACE_SIZE]>,
-    calls: Arc<Mutex<Vec<Call>>>,
-    /// What the host lets the device use.
-    msix_vectors: u32,
-    msi_vectors: u32,
-}
-
-impl FakeDevice {
-    /// A function with a 32-bit BAR 0, a 64-bit prefetchable BAR 2 holding the MSI-X table
-    /// (at 0) and PBA (at 0x1000), an I/O BAR 4, and PM (0x40) -> MSI (0x48) -> MSI-X
-    /// (0x60) -> vendor (0x70) capabilities.
-    fn new(calls: Arc<Mutex<Vec<Call>>>) -> Self {
-        let mut c = [0u8; CONFIG_SPACE_SIZE];
-        c[0..4].copy_from_slice(&0x11e8_1234u32.to_le_bytes());
-        c[4..8].copy_from_slice(&0x0010_0000u32.to_le_bytes());
-        c[8..12].copy_from_slice(&0x00ff_0010u32.to_le_bytes());
-        c[0x18] = 0x0c;
-        c[0x20] = 0x01;
-        c[0x34] = 0x40;
-        c[0x3d] = 1;
-        for (at, id, next) in [(0x40, 0x01, 0x48), (0x48, 0x05, 0x60), (0x60, 0x11, 0x70)] {
-            c[at] = id;
-            c[at + 1] = next;
-        }
-        c[0x70] = 0x09;
-        // MSI: 64-bit, per-vector masking, 4 vectors capable.
-        c[0x4a] = 0x84;
-        c[0x4b] = 0x01;
-        c[0x62..0x64].copy_from_slice(&(MSIX_VECTORS - 1).to_le_bytes());
-        c[0x64..0x68].copy_from_slice(&2u32.to_le_bytes());
-        c[0x68..0x6c].copy_from_slice(&0x1002u32.to_le_bytes());
-        Self {
-            config: Mutex::new(c),
-            calls,
-            msix_vectors: u32::from(MSIX_VECTORS),
-            msi_vectors: 4,
-        }
+/// A function with a 32-bit BAR 0, a 64-bit prefetchable BAR 2 holding the MSI-X table (at
+/// 0) and PBA (at 0x1000), an I/O BAR 4, and PM (0x40) -> MSI (0x48) -> MSI-X (0x60) ->
+/// vendor (0x70) capabilities.
+fn fake_device(calls: CallLog) -> FakeVfioDevice {
+    let mut c = [0u8; CONFIG_SPACE_SIZE];
+    c[0..4].copy_from_slice(&0x11e8_1234u32.to_le_bytes());
+    c[4..8].copy_from_slice(&0x0010_0000u32.to_le_bytes());
+    c[8..12].copy_from_slice(&0x00ff_0010u32.to_le_bytes());
+    c[0x18] = 0x0c;
+    c[0x20] = 0x01;
+    c[0x34] = 0x40;
+    c[0x3d] = 1;
+    for (at, id, next) in [(0x40, 0x01, 0x48), (0x48, 0x05, 0x60), (0x60, 0x11, 0x70)] {
+        c[at] = id;
+        c[at + 1] = next;
     }
-}
-
-impl VfioDeviceIo for FakeDevice {
-    fn config_read(&self, offset: u64, data: &mut [u8]) {
-        let config = self.config.lock().unwrap();
-        let at = offset as usize;
-        data.copy_from_slice(&config[at..at + data.len()]);
-    }
-
-    fn config_write(&self, offset: u64, data: &[u8]) {
-        let at = offset as usize;
-        self.config.lock().unwrap()[at..at + data.len()].copy_from_slice(data);
-        self.calls
-            .lock()
-            .unwrap()
-            .push(Call::ConfigWrite(offset, data.to_vec()));
-    }
-
-    fn region(&self, index: u32) -> RegionInfo {
-        let size = match index {
-            0 => BAR0_SIZE,
-            2 => BAR2_SIZE,
-            4 => 0x20,
-            _ => 0,
-        };
-        RegionInfo {
+    c[0x70] = 0x09;
+    // MSI: 64-bit, per-vector masking, 4 vectors capable.
+    c[0x4a] = 0x84;
+    c[0x4b] = 0x01;
+    c[0x62..0x64].copy_from_slice(&(MSIX_VECTORS - 1).to_le_bytes());
+    c[0x64..0x68].copy_from_slice(&2u32.to_le_bytes());
+    c[0x68..0x6c].copy_from_slice(&0x1002u32.to_le_bytes());
+    let mut device = FakeVfioDevice::new(c, calls);
+    for (bar, size) in [(0, BAR0_SIZE), (2, BAR2_SIZE), (4, 0x20)] {
+        device.regions[bar] = RegionInfo {
             size,
             readable: true,
             writable: true,
-            mappable: index != 4,
-        }
+            mappable: bar != 4,
+        };
     }
-
-    fn region_read(&self, index: u32, offset: u64, data: &mut [u8]) {
-        data.fill(0xab);
-        self.calls
-            .lock()
-            .unwrap()
-            .push(Call::RegionRead(index, offset, data.len()));
-    }
-
-    fn region_write(&self, index: u32, offset: u64, data: &[u8]) {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(Call::RegionWrite(index, offset, data.to_vec()));
-    }
-
-    fn mmap_region(&self, index: u32, offset: u64, len: u64) -> io::Result<u64> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(Call::Mmap(index, offset, len));
-        Ok(fake_host_address(index, offset))
-    }
-
-    fn msix_vectors(&self) -> u32 {
-        self.msix_vectors
-    }
-
-    fn msi_vectors(&self) -> u32 {
-        self.msi_vectors
-    }
-
-    fn enable_msi(&self, fds: &[&EventFd]) -> io::Result<()> {
-        self.calls.lock().unwrap().push(Call::EnableMsi(fds.len()));
-        Ok(())
-    }
-
-    fn disable_msi(&self) -> io::Result<()> {
-        self.calls.lock().unwrap().push(Call::DisableMsi);
-        Ok(())
-    }
-
-    fn enable_msix(&self, fds: &[&EventFd]) -> io::Result<()> {
-        self.calls.lock().unwrap().push(Call::EnableMsix(fds.len()));
-        Ok(())
-    }
-
-    fn disable_msix(&self) -> io::Result<()> {
-        self.calls.lock().unwrap().push(Call::DisableMsix);
-        Ok(())
-    }
-
-    fn reset(&self) {
-        self.calls.lock().unwrap().push(Call::Reset);
-    }
-}
-
-/// Where the fake device's BARs are "mapped".
-fn fake_host_address(bar: u32, offset: u64) -> u64 {
-    0x7f00_0000_0000 + (u64::from(bar) << 32) + offset
-}
-
-/// The live slots, as (slot, gpa, host, len).
-#[derive(Default)]
-struct FakeSlots {
-    live: Mutex<Vec<(u32, u64, u64, u64)>>,
-    next: Mutex<u32>,
-}
-
-impl FakeSlots {
-    fn live(&self) -> Vec<(u64, u64, u64)> {
-        let mut live: Vec<_> = self
-            .live
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|&(_, gpa, host, len)| (gpa, host, len))
-            .collect();
-        live.sort_unstable();
-        live
-    }
-}
-
-impl GuestMemorySlots for FakeSlots {
-    unsafe fn add(&self, gpa: u64, host: u64, len: u64) -> io::Result<u32> {
-        let mut next = self.next.lock().unwrap();
-        *next += 1;
-        self.live.lock().unwrap().push((*next, gpa, host, len));
-        Ok(*next)
-    }
-    fn remove(&self, slot: u32) -> io::Result<()> {
-        let mut live = self.live.lock().unwrap();
-        let before = live.len();
-        live.retain(|&(s, ..)| s != slot);
-        assert_eq!(live.len() + 1, before, "slot {slot} removed twice");
-        Ok(())
-    }
-}
-
-/// Vectors with eventfds; records the last route of each, and models holding as KVM
-/// does: a held vector keeps what is raised, and delivers it when released.
-struct FakeGroup {
-    fds: Vec<EventFd>,
-    routes: Mutex<Vec<Option<MsiMessage>>>,
-    held: Mutex<Vec<bool>>,
-    waiting: Mutex<Vec<bool>>,
-    /// Each delivery: the vector and the route it went through.
-    delivered: Mutex<Vec<(u16, Option<MsiMessage>)>>,
-}
-
-impl FakeGroup {
-    /// The host device signals `vector`.
-    fn raise(&self, vector: u16) {
-        let index = usize::from(vector);
-        if self.held.lock().unwrap()[index] {
-            self.waiting.lock().unwrap()[index] = true;
-        } else {
-            let route = self.routes.lock().unwrap()[index];
-            self.delivered.lock().unwrap().push((vector, route));
-        }
-    }
-}
-
-impl MsiInterruptGroup for FakeGroup {
-    fn set_route(&self, vector: u16, message: Option<MsiMessage>) -> io::Result<()> {
-        self.routes.lock().unwrap()[usize::from(vector)] = message;
-        Ok(())
-    }
-    fn trigger(&self, _vector: u16) -> io::Result<()> {
-        Ok(())
-    }
-    fn irqfd(&self, vector: u16) -> Option<&EventFd> {
-        self.fds.get(usize::from(vector))
-    }
-    fn hold(&self, vector: u16, held: bool) -> io::Result<()> {
-        let index = usize::from(vector);
-        self.held.lock().unwrap()[index] = held;
-        if !held && std::mem::take(&mut self.waiting.lock().unwrap()[index]) {
-            let route = self.routes.lock().unwrap()[index];
-            self.delivered.lock().unwrap().push((vector, route));
-        }
-        Ok(())
-    }
-    fn pending(&self, vector: u16) -> bool {
-        self.waiting.lock().unwrap()[usize::from(vector)]
-    }
-}
-
-#[derive(Default)]
-struct FakeInterrupts {
-    group: Mutex<Option<Arc<FakeGroup>>>,
-}
-
-impl MsiInterruptManager for FakeInterrupts {
-    fn create_group(&self, vectors: u16) -> io::Result<Arc<dyn MsiInterruptGroup>> {
-        let group = Arc::new(FakeGroup {
-            fds: (0..vectors)
-                .map(|_| EventFd::new(0))
-                .collect::<io::Result<_>>()?,
-            routes: Mutex::new(vec![None; usize::from(vectors)]),
-            held: Mutex::new(vec![false; usize::from(vectors)]),
-            waiting: Mutex::new(vec![false; usize::from(vectors)]),
-            delivered: Mutex::new(Vec::new()),
-        });
-        *self.group.lock().unwrap() = Some(group.clone());
-        Ok(group)
-    }
+    device.msix_vectors = u32::from(MSIX_VECTORS);
+    device.msi_vectors = 4;
+    device
 }
 
 struct Rig {
     function: VfioPciFunction,
-    calls: Arc<Mutex<Vec<Call>>>,
+    calls: CallLog,
     interrupts: FakeInterrupts,
     slots: Arc<FakeSlots>,
 }
 
 impl Rig {
     fn new() -> Self {
-        Self::with_host_msix(true)
+        Self::with_device(|_| {})
     }
 
     /// Without host MSI-X vectors the guest gets MSI instead.
     fn with_host_msix(host_msix: bool) -> Self {
+        Self::with_device(|device| {
+            if !host_msix {
+                device.msix_vectors = 0;
+            }
+        })
+    }
+
+    /// The standard fake device, changed by `adjust`.
+    fn with_device(adjust: impl FnOnce(&mut FakeVfioDevice)) -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let interrupts = FakeInterrupts::default();
         let slots = Arc::new(FakeSlots::default());
@@ -294,10 +86,8 @@ impl Rig {
             next = address + size;
             Ok(address)
         };
-        let mut device = FakeDevice::new(calls.clone());
-        if !host_msix {
-            device.msix_vectors = 0;
-        }
+        let mut device = fake_device(calls.clone());
+        adjust(&mut device);
         let function = VfioPciFunction::new(
             Box::new(device),
             &interrupts,
@@ -313,7 +103,7 @@ impl Rig {
         }
     }
 
-    fn take_calls(&self) -> Vec<Call> {
+    fn take_calls(&self) -> Vec<DeviceCall> {
         std::mem::take(&mut *self.calls.lock().unwrap())
     }
 
@@ -327,13 +117,11 @@ impl Rig {
     }
 
     fn routes(&self) -> Vec<Option<MsiMessage>> {
-        let group = self.interrupts.group.lock().unwrap();
-        let routes = group.as_ref().unwrap().routes.lock().unwrap().clone();
-        routes
+        self.group().routes()
     }
 
     fn group(&self) -> Arc<FakeGroup> {
-        self.interrupts.group.lock().unwrap().clone().unwrap()
+        self.interrupts.last_group().unwrap()
     }
 
     fn pba(&mut self) -> u64 {
@@ -349,11 +137,11 @@ fn start_resets_the_device_and_turns_decoding_off() {
     assert_eq!(
         rig.take_calls(),
         [
-            Call::Reset,
-            Call::ConfigWrite(4, 0x0400u16.to_le_bytes().to_vec()),
+            DeviceCall::Reset,
+            DeviceCall::ConfigWrite(4, 0x0400u16.to_le_bytes().to_vec()),
             // BAR 2 without the pages of the MSI-X table (page 0) and PBA (page 1).
-            Call::Mmap(0, 0, BAR0_SIZE),
-            Call::Mmap(2, 0x2000, 0x2000),
+            DeviceCall::Mmap(0, 0, BAR0_SIZE),
+            DeviceCall::Mmap(2, 0x2000, 0x2000),
         ]
     );
     assert_eq!(rig.slots.live(), []);
@@ -416,7 +204,7 @@ fn command_register_forwards_decoding_and_bus_master_only() {
     rig.function.write_config_register(1, 0, &[0x06]);
     assert_eq!(
         rig.take_calls(),
-        [Call::ConfigWrite(4, 0x0406u16.to_le_bytes().to_vec())]
+        [DeviceCall::ConfigWrite(4, 0x0406u16.to_le_bytes().to_vec())]
     );
     assert_eq!(rig.read32(0x04) & 0xffff, 0x0006);
     // Every bit set: the device still gets only its three bits and INTx disabled; the
@@ -424,7 +212,7 @@ fn command_register_forwards_decoding_and_bus_master_only() {
     rig.write32(0x04, u32::MAX);
     assert_eq!(
         rig.take_calls(),
-        [Call::ConfigWrite(4, 0x0407u16.to_le_bytes().to_vec())]
+        [DeviceCall::ConfigWrite(4, 0x0407u16.to_le_bytes().to_vec())]
     );
     assert_eq!(rig.read32(0x04), 0x0010_0407);
     // A status-only write never reaches the device.
@@ -456,7 +244,7 @@ fn garbage_in_capability_pointers_changes_nothing() {
         .write_config_register(0x44 / 4, 0, &[0x03, 0x80]);
     assert_eq!(
         rig.take_calls(),
-        [Call::ConfigWrite(0x44, vec![0x03, 0x80])]
+        [DeviceCall::ConfigWrite(0x44, vec![0x03, 0x80])]
     );
     // Past the PCI header: nothing, and the interrupt pin says no INTx.
     assert_eq!(rig.function.read_config_register(64), 0);
@@ -476,7 +264,7 @@ fn msix_enable_reaches_the_host_and_masks_gate_the_routes() {
     assert_eq!(rig.take_calls(), []);
     // Enabled with the function masked: the host gets every vector, the guest none.
     rig.function.write_config_register(0x60 / 4, 3, &[0xc0]);
-    assert_eq!(rig.take_calls(), [Call::EnableMsix(4)]);
+    assert_eq!(rig.take_calls(), [DeviceCall::EnableMsix(4)]);
     assert_eq!(rig.read32(0x60) >> 16, 0xc003);
     rig.function.write_bar(2, 12, &0u32.to_le_bytes());
     let group = rig.group();
@@ -494,7 +282,7 @@ fn msix_enable_reaches_the_host_and_masks_gate_the_routes() {
     // Disabling reaches the host and takes the routes away.
     rig.function
         .write_config_register(0x60 / 4, 2, &[0x00, 0x00]);
-    assert_eq!(rig.take_calls(), [Call::DisableMsix]);
+    assert_eq!(rig.take_calls(), [DeviceCall::DisableMsix]);
     assert_eq!(rig.routes()[0], None);
     assert_eq!(rig.read32(0x60) >> 16, 0x0003);
 }
@@ -550,16 +338,16 @@ fn bar_accesses_outside_the_msix_table_reach_the_device() {
     rig.take_calls();
     let mut data = [0u8; 4];
     rig.function.read_bar(0, 0x10, &mut data);
-    assert_eq!(data, [0xab; 4]);
+    assert_eq!(data, [0x10, 0x11, 0x12, 0x13].map(|at| region_byte(0, at)));
     rig.function.write_bar(0, 4, &[1, 2, 3, 4]);
     // Past the PBA (one qword for four vectors) is the device's again.
     rig.function.read_bar(2, 0x1008, &mut data);
     assert_eq!(
         rig.take_calls(),
         [
-            Call::RegionRead(0, 0x10, 4),
-            Call::RegionWrite(0, 4, vec![1, 2, 3, 4]),
-            Call::RegionRead(2, 0x1008, 4),
+            DeviceCall::RegionRead(0, 0x10, 4),
+            DeviceCall::RegionWrite(0, 4, vec![1, 2, 3, 4]),
+            DeviceCall::RegionRead(2, 0x1008, 4),
         ]
     );
 }
@@ -614,7 +402,7 @@ fn msi_is_emulated_when_the_host_has_no_msix_vectors() {
 
     // Enable with four vectors: the host gets four eventfds, each vector its data.
     rig.function.write_config_register(0x48 / 4, 2, &[0x21]);
-    assert_eq!(rig.take_calls(), [Call::EnableMsi(4)]);
+    assert_eq!(rig.take_calls(), [DeviceCall::EnableMsi(4)]);
     let message = |data| {
         Some(MsiMessage {
             address: 0xfee0_1000,
@@ -637,9 +425,12 @@ fn msi_is_emulated_when_the_host_has_no_msix_vectors() {
     assert_eq!(rig.take_calls(), []);
     // One vector only, then off.
     rig.function.write_config_register(0x48 / 4, 2, &[0x01]);
-    assert_eq!(rig.take_calls(), [Call::DisableMsi, Call::EnableMsi(1)]);
+    assert_eq!(
+        rig.take_calls(),
+        [DeviceCall::DisableMsi, DeviceCall::EnableMsi(1)]
+    );
     assert_eq!(rig.routes(), [message(0x4020), None, None, None]);
     rig.function.write_config_register(0x48 / 4, 2, &[0x00]);
-    assert_eq!(rig.take_calls(), [Call::DisableMsi]);
+    assert_eq!(rig.take_calls(), [DeviceCall::DisableMsi]);
     assert_eq!(rig.routes(), [None, None, None, None]);
 }
