@@ -51,8 +51,10 @@ const BAR_MEM_TYPE_64: u32 = 0x4;
 const BAR_MEM_TYPE_MASK: u32 = 0x6;
 const BAR_MEM_PREFETCHABLE: u32 = 0x8;
 
-/// Offset of MSI-X message control's upper byte (enable, function mask, table size
-/// bits 8-10) within its capability.
+/// Offset of MSI-X message control within its capability: table size bits 0-7, then
+/// table size bits 8-10, function mask and enable.
+const MSIX_CONTROL: usize = 2;
+/// Its upper byte, the one the guest may write (enable, function mask).
 const MSIX_CONTROL_HIGH: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -204,13 +206,17 @@ impl VfioConfigSpace {
                     let at = reg * 4 + i;
                     match self.capabilities.classify(at) {
                         CapabilityByte::Next(next) => *byte = next,
-                        // The enable and mask bits are nestor's; the device's own are
-                        // the host kernel's business. The table size stays.
+                        // Message control is nestor's: its table is as long as the host
+                        // gives vectors for, and the enable and mask bits are the guest's
+                        // (the device's own are the host kernel's business).
                         CapabilityByte::Body { id, offset }
-                            if id == MSIX_CAPABILITY_ID && at - offset == MSIX_CONTROL_HIGH =>
+                            if id == MSIX_CAPABILITY_ID
+                                && (MSIX_CONTROL..=MSIX_CONTROL_HIGH).contains(&(at - offset)) =>
                         {
-                            let bits = interrupts.msix.as_ref().map_or(0, |m| m.control_bits());
-                            *byte = *byte & 0x07 | (bits >> 8) as u8;
+                            if let Some(msix) = &interrupts.msix {
+                                let control = msix.control().to_le_bytes();
+                                *byte = control[at - offset - MSIX_CONTROL];
+                            }
                         }
                         CapabilityByte::Body { id, offset } if id == MSI_CAPABILITY_ID => {
                             let rel = at - offset;

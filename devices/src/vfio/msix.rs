@@ -102,16 +102,18 @@ impl VfioMsix {
         self.location
     }
 
-    /// The enable and function-mask bits of message control.
-    pub fn control_bits(&self) -> u16 {
-        let mut bits = 0;
+    /// Message control as the guest reads it: the table size is the vectors nestor serves
+    /// (the host may give fewer than the device's table has), then the function-mask and
+    /// enable bits.
+    pub fn control(&self) -> u16 {
+        let mut control = self.location.vectors.saturating_sub(1) & CONTROL_TABLE_SIZE;
         if self.enabled {
-            bits |= CONTROL_ENABLE;
+            control |= CONTROL_ENABLE;
         }
         if self.function_masked {
-            bits |= CONTROL_FUNCTION_MASK;
+            control |= CONTROL_FUNCTION_MASK;
         }
-        bits
+        control
     }
 
     /// The guest wrote message control: MSI-X goes on or off on the host device as the

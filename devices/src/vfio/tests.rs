@@ -434,3 +434,25 @@ fn msi_is_emulated_when_the_host_has_no_msix_vectors() {
     assert_eq!(rig.take_calls(), [DeviceCall::DisableMsi]);
     assert_eq!(rig.routes(), [None, None, None, None]);
 }
+
+#[test]
+fn msix_table_size_is_the_vectors_the_host_gives() {
+    // The device's table has four entries; the host lets it use two.
+    let mut rig = Rig::with_device(|device| device.msix_vectors = 2);
+    rig.take_calls();
+    assert_eq!(rig.read32(0x60) >> 16, 0x0001);
+    rig.function.write_config_register(0x60 / 4, 3, &[0x80]);
+    assert_eq!(rig.take_calls(), [DeviceCall::EnableMsix(2)]);
+    assert_eq!(rig.read32(0x60) >> 16, 0x8001);
+    // Entries past the second are not nestor's table.
+    rig.function
+        .write_bar(2, 0x20, &0xfee0_0000u32.to_le_bytes());
+    assert_eq!(
+        rig.take_calls(),
+        [DeviceCall::RegionWrite(
+            2,
+            0x20,
+            0xfee0_0000u32.to_le_bytes().to_vec()
+        )]
+    );
+}
