@@ -63,8 +63,10 @@ pub fn pieces_around(size: u64, holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
         .collect();
     holes.sort_unstable();
     for (first, end) in holes {
+        // A hole past the end (the device may say its table lies there) cuts nothing.
+        let first = first.min(size);
         if first > start {
-            pieces.push((start, first.min(size) - start));
+            pieces.push((start, first - start));
         }
         start = start.max(end);
     }
@@ -170,6 +172,18 @@ mod tests {
         assert_eq!(
             pieces_around(0x4000, &[(0x2000, 0x10), (0x2800, 0x10)]),
             [(0, 0x2000), (0x3000, 0x1000)]
+        );
+    }
+
+    #[test]
+    fn holes_past_the_end_cut_nothing() {
+        assert_eq!(
+            pieces_around(0x4000, &[(0x5000, 0x10), (0x8000, 0x10)]),
+            [(0, 0x4000)]
+        );
+        assert_eq!(
+            pieces_around(0x4000, &[(0x3000, 0x2000), (0x8000, 0x10)]),
+            [(0, 0x3000)]
         );
     }
 }
