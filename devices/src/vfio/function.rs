@@ -6,7 +6,8 @@ use std::io;
 use std::sync::Arc;
 
 use crate::interrupt::MsiInterruptManager;
-use crate::pci::{BarMove, PciBar, PciDevice};
+use crate::pci::msix::MSIX_CAPABILITY_LEN;
+use crate::pci::{BarMove, PciBar, PciDevice, CONFIG_SPACE_SIZE};
 
 use super::bar_mapping::{BarMappings, GuestMemorySlots};
 use super::capabilities::{CapabilityList, MSIX_CAPABILITY_ID, MSI_CAPABILITY_ID};
@@ -47,10 +48,14 @@ impl VfioPciFunction {
         let header = read_header(device.as_ref());
         let host_msix = device.msix_vectors() > 0;
         let host_msi = device.msi_vectors() > 0;
-        let msix_usable =
-            host_msix && CapabilityList::walk(&header, |_| true).has(MSIX_CAPABILITY_ID);
+        // An MSI-X capability the end of configuration space cuts short has no table to
+        // find.
+        let msix_fits = CapabilityList::walk(&header, |_| true)
+            .find(MSIX_CAPABILITY_ID)
+            .is_some_and(|at| at + MSIX_CAPABILITY_LEN <= CONFIG_SPACE_SIZE);
+        let msix_usable = host_msix && msix_fits;
         let capabilities = CapabilityList::walk(&header, |id| match id {
-            MSIX_CAPABILITY_ID => host_msix,
+            MSIX_CAPABILITY_ID => msix_usable,
             MSI_CAPABILITY_ID => host_msi && !msix_usable,
             _ => true,
         });

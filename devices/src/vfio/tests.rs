@@ -456,3 +456,21 @@ fn msix_table_size_is_the_vectors_the_host_gives() {
         )]
     );
 }
+
+#[test]
+fn an_msix_capability_cut_short_by_the_end_of_config_space_is_left_out() {
+    // PM -> MSI -> MSI-X at 0xf8, whose table and PBA dwords would lie past 0x100.
+    let mut rig = Rig::with_device(|device| {
+        let config = device.config.get_mut().unwrap();
+        config[0x49] = 0xf8;
+        config[0xf8] = 0x11;
+        config[0xf9] = 0x00;
+    });
+    rig.take_calls();
+    // The guest gets MSI instead, at the end of the chain.
+    assert_eq!(rig.read32(0x40) & 0xffff, 0x4801);
+    assert_eq!(rig.read32(0x48) & 0xffff, 0x0005);
+    assert_eq!(rig.read32(0x34), 0x40);
+    rig.function.write_config_register(0x48 / 4, 2, &[0x01]);
+    assert_eq!(rig.take_calls(), [DeviceCall::EnableMsi(1)]);
+}
