@@ -34,7 +34,8 @@ esac
 seconds="${1:-30}"
 jobs="${FUZZ_JOBS:-1}"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-targets=(virtio_iommu_request virtio_chains virtio_pci_transport pci_config_space kernel_loader dma_engine_ring)
+targets=(virtio_iommu_request virtio_chains virtio_pci_transport pci_config_space vfio_pci_function
+    kernel_loader dma_engine_ring)
 
 if ! command -v c++ >/dev/null; then
     echo "fuzz: libFuzzer needs a C++ compiler (c++)" >&2
