@@ -16,15 +16,37 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::error::{kvm_err, VmmError};
 
-pub struct GuestVm {
+/// What takes guest RAM into its memory slots: the KVM VM, or a test's stand-in that checks
+/// the RAM is still mapped when it goes.
+pub trait MemorySlotOwner {
+    /// # Safety
+    ///
+    /// The region's host memory must stay mapped for as long as `self` exists.
+    unsafe fn set_user_memory_region(
+        &self,
+        region: kvm_userspace_memory_region,
+    ) -> Result<(), kvm_ioctls::Error>;
+}
+
+impl MemorySlotOwner for VmFd {
+    unsafe fn set_user_memory_region(
+        &self,
+        region: kvm_userspace_memory_region,
+    ) -> Result<(), kvm_ioctls::Error> {
+        // SAFETY: the caller keeps the region mapped while the VM exists.
+        unsafe { VmFd::set_user_memory_region(self, region) }
+    }
+}
+
+pub struct GuestVm<V: MemorySlotOwner = VmFd> {
     /// Declared first: dropped (closed) before `memory`.
-    fd: VmFd,
+    fd: V,
     memory: GuestMemoryMmap,
 }
 
-impl GuestVm {
+impl<V: MemorySlotOwner> GuestVm<V> {
     /// Maps `size` bytes of guest RAM and registers it with `fd`, one slot per region.
-    pub fn new(fd: VmFd, size: u64) -> Result<Self, VmmError> {
+    pub fn new(fd: V, size: u64) -> Result<Self, VmmError> {
         let memory_err = |e: &dyn std::fmt::Display| VmmError::Memory {
             size: size >> 20,
             reason: e.to_string(),
@@ -44,7 +66,7 @@ impl GuestVm {
             };
             // SAFETY: the region is mapped for `region.len()` bytes at `host`, and it stays
             // mapped for as long as the VM exists: `memory` is owned next to `fd` and dropped
-            // after it (see the module comment).
+            // after it (see the module comment and `ram_is_still_mapped_when_the_vm_goes`).
             unsafe { fd.set_user_memory_region(kvm_region) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
@@ -56,10 +78,65 @@ impl GuestVm {
     }
 }
 
-impl Deref for GuestVm {
-    type Target = VmFd;
+impl<V: MemorySlotOwner> Deref for GuestVm<V> {
+    type Target = V;
 
-    fn deref(&self) -> &VmFd {
+    fn deref(&self) -> &V {
         &self.fd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn mapped(host: u64, len: u64) -> bool {
+        // SAFETY: msync only inspects the range; it fails with ENOMEM where nothing is
+        // mapped.
+        unsafe { libc::msync(host as *mut libc::c_void, len as usize, libc::MS_ASYNC) == 0 }
+    }
+
+    /// Records the regions it is given and, when dropped, whether each is still mapped.
+    struct SlotProbe {
+        regions: Mutex<Vec<(u64, u64)>>,
+        mapped_when_dropped: Arc<Mutex<Vec<bool>>>,
+    }
+
+    impl MemorySlotOwner for SlotProbe {
+        unsafe fn set_user_memory_region(
+            &self,
+            region: kvm_userspace_memory_region,
+        ) -> Result<(), kvm_ioctls::Error> {
+            let mut regions = self.regions.lock().unwrap();
+            regions.push((region.userspace_addr, region.memory_size));
+            Ok(())
+        }
+    }
+
+    impl Drop for SlotProbe {
+        fn drop(&mut self) {
+            let regions = self.regions.lock().unwrap();
+            let mut seen = self.mapped_when_dropped.lock().unwrap();
+            seen.extend(regions.iter().map(|&(host, len)| mapped(host, len)));
+        }
+    }
+
+    #[test]
+    fn ram_is_still_mapped_when_the_vm_goes() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let probe = SlotProbe {
+            regions: Mutex::new(Vec::new()),
+            mapped_when_dropped: seen.clone(),
+        };
+        let vm = GuestVm::new(probe, 16 << 20).unwrap();
+        let regions = vm.regions.lock().unwrap().clone();
+        assert_eq!(regions.len(), vm.memory().num_regions());
+        assert!(regions.iter().all(|&(host, len)| mapped(host, len)));
+        drop(vm);
+        assert_eq!(*seen.lock().unwrap(), vec![true; regions.len()]);
+        // The probe can tell: the RAM is gone now.
+        assert!(regions.iter().all(|&(host, len)| !mapped(host, len)));
     }
 }
