@@ -13,10 +13,17 @@ boot_l2() {
     local timeout=$1 kernel=$2 initrd=$3 cmdline=$4 l2_log=$5 guest_log=$6
     shift 6
     local hung_after=${RIG_HUNG_AFTER:-120}
-    local rc=0 qemu_pid size last_size=-1 last_change=$SECONDS
+    local rc=0 qemu_pid size last_size=-1 last_change=$SECONDS machine=q35 iommu=amd-iommu
+    # RIG_IOMMU=intel: QEMU's VT-d model instead of its AMD IOMMU (with the
+    # split irqchip its interrupt remapping asks for).
+    case ${RIG_IOMMU:-amd} in
+        amd) ;;
+        intel) machine=q35,kernel-irqchip=split iommu=intel-iommu ;;
+        *) die "RIG_IOMMU=${RIG_IOMMU}: want amd or intel" ;;
+    esac
     timeout -k 10 "$timeout" qemu-system-x86_64 \
-        -M q35 -accel "tcg${RIG_TCG:+,$RIG_TCG}" -cpu EPYC,+svm,+npt -m 2048 -smp "${RIG_SMP:-1}" \
-        -device amd-iommu -nic none -nographic -no-reboot -monitor none \
+        -M "$machine" -accel "tcg${RIG_TCG:+,$RIG_TCG}" -cpu EPYC,+svm,+npt -m 2048 \
+        -smp "${RIG_SMP:-1}" -device "$iommu" -nic none -nographic -no-reboot -monitor none \
         -serial stdio -serial "file:$guest_log" \
         -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
         "$@" </dev/null >"$l2_log" 2>"$l2_log.qemu" &

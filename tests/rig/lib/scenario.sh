@@ -17,12 +17,30 @@ show_tail() {
     printf -- '----- end of %s\n' "$what"
 }
 
+# The first MiBs of a "# rig-nvme:" image hold random bytes the rig host's
+# scenario knows by their checksum (rig.nvme_sha256= on its command line).
+nvme_pattern_mib=8
+
+# make_nvme_image PATH SIZE: a fresh raw image of SIZE (at least twice the
+# pattern) starting with nvme_pattern_mib MiB of random bytes, zeros after;
+# prints the pattern's sha256.
+make_nvme_image() {
+    local path=$1 size=$2 bytes
+    rm -f "$path"
+    truncate -s "$size" "$path" || return 1
+    bytes=$(stat -c %s "$path")
+    (( bytes >= 2 * nvme_pattern_mib * 1048576 )) || return 1
+    head -c $((nvme_pattern_mib * 1048576)) /dev/urandom |
+        dd of="$path" conv=notrunc status=none || return 1
+    head -c $((nvme_pattern_mib * 1048576)) "$path" | hash_stdin
+}
+
 # run_scenario NAME: prints "RIG NAME ok" or "RIG NAME FAIL reason"; returns 0 iff ok.
 run_scenario() {
     local name=$1 script="$rig_dir/scenarios/$1.sh"
     local host_check="$rig_dir/scenarios/$1.host.sh"
     local dir="$run_dir/$name" reason="" timeout needs_nestor disk_size qemu_extra
-    local hung_after expect
+    local hung_after expect nvme_size nvme_sha="" l2_extra="" iommu
     local l2_log guest_log initrd rc result
     local -a entries qemu_args=()
     if [[ ! -f $script ]]; then
@@ -36,6 +54,8 @@ run_scenario() {
     needs_nestor=$(scenario_meta "$script" nestor no)
     disk_size=$(scenario_meta "$script" disk "")
     qemu_extra=$(scenario_meta "$script" qemu "")
+    nvme_size=$(scenario_meta "$script" nvme "")
+    iommu=${RIG_IOMMU:-$(scenario_meta "$script" iommu amd)}
     hung_after=$(scenario_meta "$script" hung-after "${RIG_HUNG_AFTER:-120}")
     expect=$(scenario_meta "$script" expect ok)
 
@@ -69,14 +89,24 @@ run_scenario() {
         qemu_args+=(-drive "file=$dir/disk.img,format=raw,if=none,id=rigdisk"
                     -device virtio-blk-pci,drive=rigdisk)
     fi
+    if [[ -n $nvme_size ]]; then
+        nvme_sha=$(make_nvme_image "$dir/nvme.img" "$nvme_size") || {
+            echo "RIG $name FAIL cannot make a $nvme_size NVMe image (# rig-nvme: at least 16M)"
+            return 1
+        }
+        l2_extra="rig.nvme_pattern_mib=$nvme_pattern_mib rig.nvme_sha256=$nvme_sha"
+        # shellcheck disable=SC2054 # commas belong to the QEMU options
+        qemu_args+=(-drive "file=$dir/nvme.img,format=raw,if=none,id=rignvme"
+                    -device nvme,drive=rignvme,serial=nestor-rig)
+    fi
     # Word splitting of the header value is intended: it is a list of QEMU args.
     # shellcheck disable=SC2206
     [[ -n $qemu_extra ]] && qemu_args+=($qemu_extra)
 
-    log "$name: booting L2 (timeout ${timeout}s), logs in $dir"
+    log "$name: booting L2 (timeout ${timeout}s, $iommu IOMMU), logs in $dir"
     rc=0
-    RIG_HUNG_AFTER=$hung_after boot_l2 "$timeout" "$kernel_bzimage" "$initrd" \
-        "console=ttyS0 loglevel=4 panic=-1 rdinit=/init rig.scenario=$name ${RIG_L2_ARGS:-}" \
+    RIG_IOMMU=$iommu RIG_HUNG_AFTER=$hung_after boot_l2 "$timeout" "$kernel_bzimage" "$initrd" \
+        "console=ttyS0 loglevel=4 panic=-1 rdinit=/init rig.scenario=$name $l2_extra ${RIG_L2_ARGS:-}" \
         "$l2_log" "$guest_log" "${qemu_args[@]}" || rc=$?
 
     result=$(grep -a '^RIG-L2 result ' "$l2_log" | tr -d '\r' | tail -n1 || true)
@@ -97,7 +127,9 @@ run_scenario() {
     if [[ -z $reason && -f $host_check ]]; then
         local out host_rc=0
         out=$(RIG_DISK="$dir/disk.img" RIG_GUEST_LOG="$guest_log" RIG_L2_LOG="$l2_log" \
-              RIG_VMLINUX="$kernel_vmlinux" bash "$host_check" 2>&1) || host_rc=$?
+              RIG_NVME="$dir/nvme.img" RIG_NVME_PATTERN_MIB=$nvme_pattern_mib \
+              RIG_NVME_SHA256=$nvme_sha RIG_VMLINUX="$kernel_vmlinux" \
+              bash "$host_check" 2>&1) || host_rc=$?
         grep '^INFO ' <<<"$out" | sed "s/^INFO /INFO $name /" || true
         if [[ $host_rc -ne 0 ]]; then
             reason="host check: $(grep -v '^INFO ' <<<"$out" | tail -n1)"
