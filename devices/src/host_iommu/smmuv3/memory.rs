@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend};
 
 /// One 64-bit descriptor, read single-copy atomically as the architecture reads it.
 #[inline]
@@ -11,10 +11,17 @@ pub fn read_descriptor<M: GuestMemory + ?Sized>(memory: &M, address: u64) -> Opt
     if !address.is_multiple_of(8) {
         return None;
     }
-    memory
-        .load::<u64>(GuestAddress(address), Ordering::Relaxed)
-        .ok()
-        .map(u64::from_le)
+    let value = match memory.physical_memory() {
+        // Straight to the region: the generic path builds a slice iterator per read.
+        Some(ram) => {
+            let (region, offset) = ram.to_region_addr(GuestAddress(address))?;
+            region.load::<u64>(offset, Ordering::Relaxed).ok()?
+        }
+        None => memory
+            .load::<u64>(GuestAddress(address), Ordering::Relaxed)
+            .ok()?,
+    };
+    Some(u64::from_le(value))
 }
 
 /// A 64-byte STE or CD.

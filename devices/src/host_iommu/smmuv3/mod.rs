@@ -23,6 +23,7 @@ pub mod caps;
 pub mod cd_table;
 pub mod commands;
 pub mod event_queue;
+mod fast_hash;
 pub mod fault;
 pub mod granule;
 mod memory;

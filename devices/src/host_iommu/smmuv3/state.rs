@@ -1,10 +1,9 @@
 //! The model's mutable state, behind one lock: where streams are configured, the
 //! configuration caches, the TLB, the queues and the stalled transactions.
 
-use std::collections::HashMap;
-
 use super::caps::Smmuv3Caps;
 use super::event_queue::EventQueue;
+use super::fast_hash::IntMap;
 use super::pri_queue::PriQueue;
 use super::recent::RecentTranslations;
 use super::stage1::ContextConfig;
@@ -19,11 +18,11 @@ pub(crate) struct State {
     pub stream_table: Option<StreamTableConfig>,
     /// STEs given directly (the nested back-end's installed configurations); they take
     /// precedence over the stream table.
-    pub installed: HashMap<u32, Ste>,
+    pub installed: IntMap<u32, Ste>,
     /// Cached STEs, by StreamID.
-    pub streams: HashMap<u32, StreamConfig>,
+    pub streams: IntMap<u32, StreamConfig>,
     /// Cached CDs, by StreamID and CD index.
-    pub contexts: HashMap<(u32, u32), ContextConfig>,
+    pub contexts: IntMap<(u32, u32), ContextConfig>,
     pub tlb: Tlb,
     pub recent: RecentTranslations,
     pub events: EventQueue,
@@ -37,9 +36,9 @@ impl State {
     pub fn new(caps: &Smmuv3Caps) -> Self {
         Self {
             stream_table: None,
-            installed: HashMap::new(),
-            streams: HashMap::new(),
-            contexts: HashMap::new(),
+            installed: IntMap::default(),
+            streams: IntMap::default(),
+            contexts: IntMap::default(),
             tlb: Tlb::new(caps.tlb_entries),
             recent: RecentTranslations::default(),
             events: EventQueue::new(caps.event_queue_depth),

@@ -2,8 +2,9 @@
 //! which stages made them), so each invalidation command removes exactly what it names
 //! (or more, which the architecture allows, never less).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use super::fast_hash::IntMap;
 use super::translation::Translation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,7 +25,7 @@ struct Key {
 #[derive(Debug)]
 pub struct Tlb {
     /// Per tag, by range start; ranges in one map never overlap.
-    sets: HashMap<Key, BTreeMap<u64, Translation>>,
+    sets: IntMap<Key, BTreeMap<u64, Translation>>,
     len: usize,
     capacity: usize,
 }
@@ -32,7 +33,7 @@ pub struct Tlb {
 impl Tlb {
     pub fn new(capacity: usize) -> Self {
         Self {
-            sets: HashMap::new(),
+            sets: IntMap::default(),
             len: 0,
             capacity: capacity.max(1),
         }
@@ -133,16 +134,18 @@ impl Tlb {
 
 /// Removes the entries of `set` overlapping `[start, last]`; returns how many.
 fn remove_overlapping(set: &mut BTreeMap<u64, Translation>, start: u64, last: u64) -> usize {
-    let mut doomed: Vec<u64> = set.range(start..=last).map(|(&s, _)| s).collect();
+    let mut removed = 0;
     if let Some((&s, t)) = set.range(..start).next_back() {
         if t.last >= start {
-            doomed.push(s);
+            set.remove(&s);
+            removed += 1;
         }
     }
-    for s in &doomed {
-        set.remove(s);
+    while let Some((&s, _)) = set.range(start..=last).next() {
+        set.remove(&s);
+        removed += 1;
     }
-    doomed.len()
+    removed
 }
 
 #[cfg(test)]
