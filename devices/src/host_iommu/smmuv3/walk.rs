@@ -97,24 +97,28 @@ pub fn walk<E>(
         if !descriptor.valid() {
             return Err(WalkError::Translation { level });
         }
+        let is_table = level < 3 && descriptor.table_or_page();
+        // A page at level 3 needs bit 1; a block at 0-2 needs a level that has blocks.
+        // A reserved encoding is a translation fault whatever address it holds.
+        if !is_table {
+            let leaf_ok = if level == 3 {
+                descriptor.table_or_page()
+            } else {
+                granule.block_allowed(level)
+            };
+            if !leaf_ok {
+                return Err(WalkError::Translation { level });
+            }
+        }
         let next = descriptor.address(granule.bits());
         if next >> params.output_bits != 0 {
             return Err(WalkError::AddressSize { level });
         }
-        if level < 3 && descriptor.table_or_page() {
+        if is_table {
             table_attrs |= descriptor.0 & TABLE_ATTRS;
             table = next;
             level += 1;
             continue;
-        }
-        // A page at level 3 needs bit 1; a block at 0-2 needs a level that has blocks.
-        let leaf_ok = if level == 3 {
-            descriptor.table_or_page()
-        } else {
-            granule.block_allowed(level)
-        };
-        if !leaf_ok {
-            return Err(WalkError::Translation { level });
         }
         let base = next & !mask(shift);
         return Ok(Leaf {

@@ -354,6 +354,21 @@ fn garbage_tables_never_hang_or_panic() {
                 let _ = rig.smmu.execute(&[Command([g.next(), g.next()])]);
             }
         }
+        // Stream table registers with any values.
+        for _ in 0..20 {
+            rig.smmu.set_stream_table(Some(StreamTableConfig {
+                base: g.next(),
+                log2_size: (g.next() % 70) as u32,
+                format: if g.next().is_multiple_of(2) {
+                    StreamTableFormat::Linear
+                } else {
+                    StreamTableFormat::TwoLevel {
+                        split: (g.next() % 70) as u32,
+                    }
+                },
+            }));
+            let _ = rig.read(g.next() as u32, g.next());
+        }
         while rig.smmu.pop_event().is_some() {}
     }
 }
