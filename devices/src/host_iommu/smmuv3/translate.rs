@@ -199,7 +199,7 @@ impl State {
             .lookup_stage1(config.vmid, ctx.asid, nested, t.address)
         {
             if hit.permits(t.access) {
-                return Ok(*hit);
+                return Ok(hit);
             }
         }
         let policy = FaultPolicy {
@@ -311,7 +311,7 @@ impl State {
         }
         if let Some(hit) = self.tlb.lookup_stage2(s2.vmid, ipa) {
             if hit.permits(access) {
-                return Ok(*hit);
+                return Ok(hit);
             }
         }
         let leaf = walk(&s2.walk, ipa, &mut |a| read_descriptor(memory, a).ok_or(()));

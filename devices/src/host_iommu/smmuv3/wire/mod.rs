@@ -62,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn field_helpers_cover_their_ranges_only() {
+    fn field_accessors_cover_their_ranges_only() {
         assert_eq!(bits(0xf0, 7, 4), 0xf);
         assert_eq!(bits(u64::MAX, 63, 0), u64::MAX);
         assert_eq!(bits(1 << 63, 63, 63), 1);
