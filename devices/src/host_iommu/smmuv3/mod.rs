@@ -148,8 +148,7 @@ impl<M: GuestMemory> Smmuv3<M> {
                 if fault.recorded {
                     let _ = self.events_ready.write(1);
                 }
-                if let Termination::Stalled { stag } = fault.termination {
-                    self.nested_state().stalled(t.sid, stag);
+                if let Termination::Stalled { .. } = fault.termination {
                     let _ = self.page_requests_ready.write(1);
                 }
                 Err(fault)

@@ -4,14 +4,13 @@
 //! page requests become page requests with cookies, and answers become RESUME and
 //! PRI_RESP.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::MutexGuard;
 
 use vm_memory::GuestMemory;
 
 use super::pri_queue::PriResponse;
-use super::stall::StallState;
 use super::wire::ste::config;
 use super::wire::{opcode, Command, Ste};
 use super::Smmuv3;
@@ -62,8 +61,7 @@ impl Answer {
 #[derive(Debug, Default)]
 pub(crate) struct NestedState {
     host_stage2: Option<HostStage2>,
-    /// Stalled transactions not yet read as page requests.
-    unreported_stalls: VecDeque<(u32, u16)>,
+    /// Page request groups handed out and not answered yet.
     cookies: HashMap<u32, Answer>,
     next_cookie: u32,
     /// The event sequence number expected next: a larger one means events were lost.
@@ -71,10 +69,6 @@ pub(crate) struct NestedState {
 }
 
 impl NestedState {
-    pub(crate) fn stalled(&mut self, sid: u32, stag: u16) {
-        self.unreported_stalls.push_back((sid, stag));
-    }
-
     fn cookie_for(&mut self, answer: Answer) -> u32 {
         if let Some((&cookie, _)) = self.cookies.iter().find(|(_, a)| **a == answer) {
             return cookie;
@@ -101,6 +95,11 @@ impl<M: GuestMemory> Smmuv3<M> {
     pub fn set_host_stage2(&self, stage2: Option<HostStage2>) {
         self.nested_state().host_stage2 = stage2;
         self.state().forget_streams(|_| true);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cookies_held(&self) -> usize {
+        self.nested_state().cookies.len()
     }
 
     /// The STE the model installs for a guest's vSTE.
@@ -226,17 +225,22 @@ impl<M: GuestMemory + Send + Sync> NestedHostIommu for Smmuv3<M> {
         drain(&self.page_requests_ready);
         let mut nested = self.nested_state();
         let mut state = self.state();
+        // Forget groups answered behind the cookies' back (RESUME, PRI_RESP or STALL_TERM
+        // commands), so the table stays bounded by what can be outstanding.
+        if nested.cookies.len() >= self.caps.max_stalls + self.caps.pri_queue_depth {
+            nested.cookies.retain(|_, answer| match *answer {
+                Answer::Resume { sid, stag } => state.stalls.is_waiting(sid, stag),
+                Answer::PriResponse { sid, ssid, group } => {
+                    state.pri.is_outstanding((sid, ssid, group))
+                }
+            });
+        }
         let mut out = Vec::new();
         while out.len() < max {
-            let Some((sid, stag)) = nested.unreported_stalls.pop_front() else {
+            let Some((stag, stalled)) = state.stalls.next_unreported() else {
                 break;
             };
-            let Some(stalled) = state.stalls.get(sid, stag).copied() else {
-                continue;
-            };
-            if stalled.state != StallState::Waiting {
-                continue;
-            }
+            let sid = stalled.sid;
             out.push(PageRequest {
                 stream: sid,
                 pasid: stalled.ssid,
@@ -276,7 +280,7 @@ impl<M: GuestMemory + Send + Sync> NestedHostIommu for Smmuv3<M> {
                 cookie: nested.cookie_for(answer),
             });
         }
-        if !nested.unreported_stalls.is_empty() || !state.pri.is_empty() {
+        if state.stalls.has_unreported() || !state.pri.is_empty() {
             let _ = self.page_requests_ready.write(1);
         }
         Ok(out)

@@ -76,6 +76,11 @@ impl PriQueue {
         self.outstanding.remove(&key)
     }
 
+    /// Whether a group's last request arrived and it has no response yet.
+    pub fn is_outstanding(&self, key: GroupKey) -> bool {
+        self.outstanding.contains(&key)
+    }
+
     pub fn overflows(&self) -> u64 {
         self.overflows
     }

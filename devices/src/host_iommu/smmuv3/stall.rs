@@ -2,7 +2,7 @@
 //! stall tag (STAG), until software resumes it (retry) or terminates it (RESUME with abort
 //! or terminate, STALL_TERM for a whole stream).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::access::Access;
 
@@ -28,6 +28,9 @@ pub struct StalledTransaction {
 #[derive(Debug)]
 pub struct Stalls {
     by_tag: HashMap<(u32, u16), StalledTransaction>,
+    /// Stalls not yet handed to software as page requests, oldest first (some may have
+    /// been answered since: they are skipped). At most `max` long.
+    unreported: VecDeque<(u32, u16)>,
     next_tag: u16,
     max: usize,
 }
@@ -36,6 +39,7 @@ impl Stalls {
     pub fn new(max: usize) -> Self {
         Self {
             by_tag: HashMap::new(),
+            unreported: VecDeque::new(),
             next_tag: 0,
             max,
         }
@@ -57,6 +61,17 @@ impl Stalls {
             .map(|i| self.next_tag.wrapping_add(i))
             .find(|t| !self.by_tag.contains_key(&(sid, *t)))?;
         self.next_tag = tag.wrapping_add(1);
+        // A reused tag's old report, if still queued, would repeat this one.
+        self.unreported.retain(|&k| k != (sid, tag));
+        if self.unreported.len() >= self.max {
+            let by_tag = &self.by_tag;
+            self.unreported.retain(|k| {
+                by_tag
+                    .get(k)
+                    .is_some_and(|t| t.state == StallState::Waiting)
+            });
+        }
+        self.unreported.push_back((sid, tag));
         self.by_tag.insert(
             (sid, tag),
             StalledTransaction {
@@ -107,6 +122,28 @@ impl Stalls {
         Some(state)
     }
 
+    /// The oldest stalled transaction not yet reported that still waits, and its tag.
+    pub fn next_unreported(&mut self) -> Option<(u16, StalledTransaction)> {
+        while let Some(key) = self.unreported.pop_front() {
+            match self.by_tag.get(&key) {
+                Some(t) if t.state == StallState::Waiting => return Some((key.1, *t)),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    pub fn has_unreported(&self) -> bool {
+        !self.unreported.is_empty()
+    }
+
+    /// Whether `(sid, tag)` is stalled and not answered yet.
+    pub fn is_waiting(&self, sid: u32, tag: u16) -> bool {
+        self.by_tag
+            .get(&(sid, tag))
+            .is_some_and(|t| t.state == StallState::Waiting)
+    }
+
     pub fn get(&self, sid: u32, tag: u16) -> Option<&StalledTransaction> {
         self.by_tag.get(&(sid, tag))
     }
@@ -140,5 +177,21 @@ mod tests {
         assert_eq!(s.take_outcome(1, a), None);
         assert_eq!(s.take_outcome(1, b), Some(StallState::Terminated));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn unreported_stalls_stay_bounded_and_skip_answered_ones() {
+        let mut s = Stalls::new(2);
+        for _ in 0..100 {
+            let tag = s.stall(1, None, 0, Access::READ).unwrap();
+            s.resume(1, tag, false);
+            s.take_outcome(1, tag);
+        }
+        assert!(s.unreported.len() <= 2);
+        assert_eq!(s.next_unreported(), None, "all answered");
+        let a = s.stall(1, Some(3), 0x5000, Access::WRITE).unwrap();
+        let (tag, t) = s.next_unreported().unwrap();
+        assert_eq!((tag, t.ssid, t.address), (a, Some(3), 0x5000));
+        assert!(s.is_waiting(1, a) && !s.has_unreported());
     }
 }

@@ -218,3 +218,38 @@ fn pci_page_requests_get_their_answer() {
         }]
     );
 }
+
+#[test]
+fn cookies_answered_by_commands_are_forgotten() {
+    let caps = Smmuv3Caps {
+        max_stalls: 1,
+        pri_queue_depth: 1,
+        ..Smmuv3Caps::default()
+    };
+    let rig = Rig::with_caps(caps);
+    let (cd_ipa, _) = guest(
+        &rig,
+        CdFields {
+            stall: true,
+            ..CdFields::default()
+        },
+    );
+    rig.smmu.install_ste(SID, vste(0b101, cd_ipa)).unwrap();
+    for i in 0..20u64 {
+        let Termination::Stalled { stag } = rig
+            .read(SID, 0x10_0000 + (i << 12))
+            .unwrap_err()
+            .termination
+        else {
+            panic!("not stalled");
+        };
+        assert_eq!(rig.smmu.read_page_requests(8).unwrap().len(), 1);
+        // Answered by the guest's own RESUME, not through page_response.
+        rig.smmu.execute(&[cmd::resume(SID, stag, false)]).unwrap();
+        assert_eq!(
+            rig.smmu.stall_outcome(SID, stag),
+            Some(StallState::Terminated)
+        );
+    }
+    assert!(rig.smmu.cookies_held() <= 2, "{}", rig.smmu.cookies_held());
+}
