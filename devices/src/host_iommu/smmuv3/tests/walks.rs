@@ -211,6 +211,82 @@ fn stage2_from_level_two_with_blocks() {
     assert_eq!(t.size_bits(), 21);
 }
 
+#[test]
+fn stage2_from_level_zero_with_pages_and_gib_blocks() {
+    let rig = Rig::new();
+    // 48-bit IPA from level 0 (SL0 = 2): four levels.
+    let ttb = rig.page();
+    stage2_stream(
+        &rig,
+        0,
+        S2Fields {
+            t0sz: 16,
+            sl0: 2,
+            ttb,
+            ..S2Fields::default()
+        },
+    );
+    let page_ipa = 0xab_cdef_1000u64 << 4;
+    let gib_ipa = 0x7f_c000_0000u64;
+    map(&rig, ttb, 0, page_ipa, 3, s2_page(0x1234_5000, true, true));
+    map(&rig, ttb, 0, gib_ipa, 1, s2_block(0x4000_0000, true, false));
+    for level in 0..=3 {
+        let other = page_ipa ^ 1 << shift(12, level);
+        map(
+            &rig,
+            ttb,
+            0,
+            other,
+            3,
+            s2_page(0x50_0000 + (u64::from(level) << 12), true, true),
+        );
+    }
+    assert_eq!(rig.read(0, page_ipa + 0x9).unwrap(), 0x1234_5009);
+    for level in 0..=3 {
+        let other = page_ipa ^ 1 << shift(12, level);
+        assert_eq!(
+            rig.read(0, other).unwrap(),
+            0x50_0000 + (u64::from(level) << 12),
+            "level {level}"
+        );
+    }
+    let t = rig
+        .translate(0, None, gib_ipa + 0x3fff_fff0, Access::READ)
+        .unwrap();
+    assert_eq!(t.output_of(gib_ipa + 0x3fff_fff0), 0x7fff_fff0);
+    assert_eq!(t.size_bits(), 30);
+    let f = rig.translate(0, None, gib_ipa, Access::WRITE).unwrap_err();
+    assert_eq!(f.event_id(), Some(event_id::F_PERMISSION));
+}
+
+#[test]
+fn stage2_with_sixty_four_kib_granules() {
+    let rig = Rig::new();
+    // 40-bit IPA, 64 KiB granule, SL0 = 1: walks from level 2, whose table resolves
+    // bits [39:29]: 2^11 entries, 16 KiB.
+    let ttb = rig.alloc(0x1_0000);
+    stage2_stream(
+        &rig,
+        0,
+        S2Fields {
+            t0sz: 24,
+            sl0: 1,
+            tg: 1,
+            ttb,
+            ..S2Fields::default()
+        },
+    );
+    let ipa = 0xf1_2345_6789u64;
+    map_at(&rig, 16, 0, ttb, 2, ipa, 3, s2_page(0x3_0000, true, true));
+    assert_eq!(rig.read(0, ipa).unwrap(), 0x3_6789);
+    assert_eq!(
+        rig.translate(0, None, ipa, Access::READ)
+            .unwrap()
+            .size_bits(),
+        16
+    );
+}
+
 /// Stage 2 mapping IPA [0, 16 MiB) to PA [16 MiB, 32 MiB) with 2 MiB blocks (all
 /// readable and writable): tables allocated above 16 MiB have IPA = PA - 16 MiB.
 pub const OFFSET: u64 = 16 << 20;
