@@ -146,7 +146,7 @@ fn region(
     })
 }
 
-/// What a stage-1 leaf permits: AP[2] makes it read-only, AP[1] opens it to unprivileged
+/// What a stage-1 leaf permits: AP\[2\] makes it read-only, AP\[1\] opens it to unprivileged
 /// accesses, UXN/PXN forbid instruction fetches, and the tables above can only take away
 /// (unless hierarchical attributes are disabled). WXN makes writable memory execute-never.
 pub fn permitted(leaf: &Leaf, region: &Stage1Region, wxn: bool) -> AllowedAccesses {

@@ -29,12 +29,12 @@ pub struct Leaf {
     pub size_bits: u32,
     /// The output address of the input address.
     pub output: u64,
-    /// The attribute bits [63:59] of every table descriptor on the way, ORed.
+    /// The attribute bits \[63:59\] of every table descriptor on the way, ORed.
     pub table_attrs: u64,
 }
 
 impl Leaf {
-    /// APTable[1] was set above the leaf.
+    /// APTable\[1\] was set above the leaf.
     pub fn table_read_only(&self) -> bool {
         Descriptor(self.table_attrs).ap_table_read_only()
     }

@@ -7,7 +7,7 @@ use super::Rig;
 
 pub const AF: u64 = 1 << 10;
 pub const NG: u64 = 1 << 11;
-/// AP[1]: unprivileged access; AP[2]: read-only.
+/// AP\[1\]: unprivileged access; AP\[2\]: read-only.
 pub const AP_UNPRIV: u64 = 1 << 6;
 pub const AP_RO: u64 = 1 << 7;
 pub const UXN: u64 = 1 << 54;

@@ -98,7 +98,7 @@ impl Command {
     pub fn tg(&self) -> u8 {
         bits(self.0[1], 11, 10) as u8
     }
-    /// TLBI VA/IPA and ATC_INV address: bits [63:12].
+    /// TLBI VA/IPA and ATC_INV address: bits \[63:12\].
     pub fn address(&self) -> u64 {
         self.0[1] & !0xfff
     }

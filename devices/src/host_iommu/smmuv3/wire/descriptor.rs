@@ -2,12 +2,12 @@
 
 use super::{bit, bits};
 
-/// Output-address bits a descriptor can hold: [51:0]; a granule masks off its low bits.
-/// Bits [51:48] are only meaningful with 52-bit addresses, so with a smaller output size
+/// Output-address bits a descriptor can hold: \[51:0\]; a granule masks off its low bits.
+/// Bits \[51:48\] are only meaningful with 52-bit addresses, so with a smaller output size
 /// any of them set is an address size fault.
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_ffff;
 
-/// Table descriptor attribute bits [63:59]: NSTable, APTable, XNTable, PXNTable.
+/// Table descriptor attribute bits \[63:59\]: NSTable, APTable, XNTable, PXNTable.
 pub const TABLE_ATTRS: u64 = 0x1f << 59;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ impl Descriptor {
     pub fn table_or_page(&self) -> bool {
         bit(self.0, 1)
     }
-    /// The address field for a granule of `2^granule_bits` bytes, bits [51:granule_bits].
+    /// The address field for a granule of `2^granule_bits` bytes, bits `[51:granule_bits]`.
     pub fn address(&self, granule_bits: u32) -> u64 {
         self.0 & ADDRESS_MASK & !((1u64 << granule_bits) - 1)
     }
@@ -38,11 +38,11 @@ impl Descriptor {
     pub fn xn_table(&self) -> bool {
         bit(self.0, 60)
     }
-    /// APTable[0] (bit 61): no unprivileged access below.
+    /// APTable\[0\] (bit 61): no unprivileged access below.
     pub fn ap_table_no_unprivileged(&self) -> bool {
         bit(self.0, 61)
     }
-    /// APTable[1] (bit 62): read-only below.
+    /// APTable\[1\] (bit 62): read-only below.
     pub fn ap_table_read_only(&self) -> bool {
         bit(self.0, 62)
     }
@@ -51,11 +51,11 @@ impl Descriptor {
     pub fn attr_index(&self) -> u8 {
         bits(self.0, 4, 2) as u8
     }
-    /// AP[1] (bit 6): unprivileged accesses allowed.
+    /// AP\[1\] (bit 6): unprivileged accesses allowed.
     pub fn ap_unprivileged(&self) -> bool {
         bit(self.0, 6)
     }
-    /// AP[2] (bit 7): read-only.
+    /// AP\[2\] (bit 7): read-only.
     pub fn ap_read_only(&self) -> bool {
         bit(self.0, 7)
     }
@@ -74,15 +74,15 @@ impl Descriptor {
     }
 
     // Stage-2 block and page descriptors.
-    /// S2AP[0] (bit 6).
+    /// S2AP\[0\] (bit 6).
     pub fn s2_read(&self) -> bool {
         bit(self.0, 6)
     }
-    /// S2AP[1] (bit 7).
+    /// S2AP\[1\] (bit 7).
     pub fn s2_write(&self) -> bool {
         bit(self.0, 7)
     }
-    /// XN[1] (bit 54): no instruction fetches.
+    /// XN\[1\] (bit 54): no instruction fetches.
     pub fn s2_execute_never(&self) -> bool {
         bit(self.0, 54)
     }

@@ -83,13 +83,13 @@ impl EventRecord {
         self
     }
 
-    /// Dword 3: the IPA of a stage-2 fault, bits [51:12].
+    /// Dword 3: the IPA of a stage-2 fault, bits \[51:12\].
     pub fn with_ipa(mut self, ipa: u64) -> Self {
         self.0[3] = ipa & 0x000f_ffff_ffff_f000;
         self
     }
 
-    /// Dword 3: the address of a fetch that failed, bits [51:3].
+    /// Dword 3: the address of a fetch that failed, bits \[51:3\].
     pub fn with_fetch_address(mut self, address: u64) -> Self {
         self.0[3] = address & 0x000f_ffff_ffff_fff8;
         self
