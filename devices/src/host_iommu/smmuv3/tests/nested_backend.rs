@@ -70,6 +70,11 @@ fn installed_stes_translate_through_the_host_stage2() {
         Err(NestedError::IllegalSte { stream: SID, .. })
     ));
     assert_eq!(rig.smmu.hw_info(), Smmuv3Caps::default().idr());
+    // Usable as any other back-end: behind a trait object, shared across threads.
+    let backend: std::sync::Arc<dyn NestedHostIommu> = std::sync::Arc::new(rig.smmu);
+    std::thread::spawn(move || backend.remove_ste(SID).unwrap())
+        .join()
+        .unwrap();
 }
 
 #[test]
