@@ -127,18 +127,26 @@ impl State {
                     last,
                 )
             }
-            opcode::TLBI_S12_VMALL => self.tlb.invalidate(|v, _| v == vmid),
+            opcode::TLBI_S12_VMALL => {
+                self.tlb.invalidate(|v, _| v == vmid);
+                self.s2_tables.retain(|&(v, _, _), _| v != vmid);
+            }
             opcode::TLBI_S2_IPA => {
                 let (start, last) = tlbi_range(&cmd);
                 self.tlb
                     .invalidate_range(|v, tag| v == vmid && tag == TlbTag::Stage2, start, last);
+                // Walk-cache entries are few and cheap to refill: all of the VMID's go.
+                self.s2_tables.retain(|&(v, _, _), _| v != vmid);
                 // Nested translations are tagged by VA; the IPA they went through is not
                 // kept, so all of the VMID's go.
                 self.tlb.invalidate(|v, tag| {
                     v == vmid && matches!(tag, TlbTag::Stage1 { nested: true, .. })
                 })
             }
-            opcode::TLBI_NSNH_ALL => self.tlb.clear(),
+            opcode::TLBI_NSNH_ALL => {
+                self.tlb.clear();
+                self.s2_tables.clear();
+            }
             opcode::ATC_INV => {
                 let (start, last) = atc_range(&cmd);
                 effects.push(DeviceEffect::AtcInvalidate {

@@ -94,7 +94,11 @@ impl<M: GuestMemory> Smmuv3<M> {
     /// guest's IPAs are this memory's addresses).
     pub fn set_host_stage2(&self, stage2: Option<HostStage2>) {
         self.nested_state().host_stage2 = stage2;
-        self.state().forget_streams(|_| true);
+        let mut state = self.state();
+        state.forget_streams(|_| true);
+        // New tables under a VMID that may be the old one's: nothing cached survives.
+        state.tlb.clear();
+        state.s2_tables.clear();
     }
 
     #[cfg(test)]

@@ -24,6 +24,10 @@ pub(crate) struct State {
     /// Cached CDs, by StreamID and CD index.
     pub contexts: IntMap<(u32, u32), ContextConfig>,
     pub tlb: Tlb,
+    /// Stage-2 walk cache: the last-level table of an IPA region, by VMID, granule and
+    /// region (the IPA above the last level's bits). Invalidated with the VMID's stage-2
+    /// translations.
+    pub s2_tables: IntMap<(u16, u32, u64), u64>,
     pub recent: RecentTranslations,
     pub events: EventQueue,
     pub pri: PriQueue,
@@ -40,6 +44,7 @@ impl State {
             streams: IntMap::default(),
             contexts: IntMap::default(),
             tlb: Tlb::new(caps.tlb_entries),
+            s2_tables: IntMap::default(),
             recent: RecentTranslations::default(),
             events: EventQueue::new(caps.event_queue_depth),
             pri: PriQueue::new(caps.pri_queue_depth),

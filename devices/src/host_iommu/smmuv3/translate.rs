@@ -16,7 +16,7 @@ use super::stream::{Stage1Stream, StreamConfig, TranslateConfig};
 use super::stream_table::LocateError;
 use super::tlb::TlbTag;
 use super::translation::Translation;
-use super::walk::{walk, Leaf, WalkError};
+use super::walk::{walk, walk_from, Leaf, WalkError};
 use super::wire::{event_id, Cd, EventRecord, FaultClass, Ste};
 
 /// One transaction to translate.
@@ -314,7 +314,23 @@ impl State {
                 return Ok(hit);
             }
         }
-        let leaf = walk(&s2.walk, ipa, &mut |a| read_descriptor(memory, a).ok_or(()));
+        // The walk cache skips to the last-level table when an earlier walk of the same
+        // region found it.
+        let granule = s2.walk.granule;
+        let region = (s2.vmid, granule.bits(), ipa >> granule.level_shift(2));
+        let fetch = &mut |a| read_descriptor(memory, a).ok_or(());
+        let leaf = match self.s2_tables.get(&region) {
+            Some(&table) if s2.walk.start_level < 3 => walk_from(&s2.walk, 3, table, ipa, fetch),
+            _ => walk(&s2.walk, ipa, fetch),
+        };
+        if let Ok(leaf) = &leaf {
+            if leaf.level == 3 && s2.walk.start_level < 3 {
+                if self.s2_tables.len() >= MAX_CACHED_CONFIGS {
+                    self.s2_tables.clear();
+                }
+                self.s2_tables.insert(region, leaf.table);
+            }
+        }
         let leaf = match leaf {
             Ok(leaf) => leaf,
             Err(WalkError::Translation { .. }) => {

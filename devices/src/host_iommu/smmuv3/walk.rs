@@ -31,6 +31,8 @@ pub struct Leaf {
     pub output: u64,
     /// The attribute bits \[63:59\] of every table descriptor on the way, ORed.
     pub table_attrs: u64,
+    /// The table the leaf was read from.
+    pub table: u64,
 }
 
 impl Leaf {
@@ -76,9 +78,21 @@ pub fn walk<E>(
     input: u64,
     fetch: &mut impl FnMut(u64) -> Result<u64, E>,
 ) -> Result<Leaf, WalkError<E>> {
+    walk_from(params, params.start_level, params.table, input, fetch)
+}
+
+/// The rest of a walk from the table at `level` (a walk cache remembered it; below the
+/// start level, so no table attributes are lost: stage 2 has none).
+pub fn walk_from<E>(
+    params: &WalkParams,
+    level: u32,
+    table: u64,
+    input: u64,
+    fetch: &mut impl FnMut(u64) -> Result<u64, E>,
+) -> Result<Leaf, WalkError<E>> {
     let granule = params.granule;
-    let mut level = params.start_level;
-    let mut table = params.table;
+    let mut level = level.min(3);
+    let mut table = table;
     let mut table_attrs = 0;
     loop {
         let shift = granule.level_shift(level);
@@ -127,6 +141,7 @@ pub fn walk<E>(
             size_bits: shift,
             output: base | (input & mask(shift)),
             table_attrs,
+            table,
         });
     }
 }

@@ -141,6 +141,45 @@ fn stage2_translations_go_with_s2_ipa_and_vmall() {
 }
 
 #[test]
+fn stage2_walk_cache_goes_with_stage2_invalidations_only() {
+    for (c, fresh) in [
+        (cmd::tlbi_nh_all(7), false),
+        (cmd::tlbi_s2_ipa(7, 0x5000), true),
+        (cmd::tlbi_s12_vmall(7), true),
+        (cmd::tlbi_s12_vmall(8), false),
+        (cmd::tlbi_nsnh_all(), true),
+    ] {
+        let rig = Rig::new();
+        let ttb = rig.page();
+        let streams = rig.linear_stream_table(4);
+        let s2 = S2Fields {
+            ttb,
+            ..S2Fields::default()
+        };
+        rig.write_all(
+            streams,
+            &SteFields {
+                s2: Some(s2),
+                ..SteFields::with_config(0b110)
+            }
+            .encode(),
+        );
+        map(&rig, ttb, 1, 0x3000, 3, s2_page(0x30_0000, true, true));
+        map(&rig, ttb, 1, 0x5000, 3, s2_page(0x50_0000, true, true));
+        assert_eq!(rig.read(0, 0x3000).unwrap(), 0x30_0000);
+        // Stage 2's level-2 entry for IPA [0, 2 MiB) now points at another last-level
+        // table. A walk may still use the old one (the walk cache, as the architecture
+        // allows) until a stage-2 invalidation; after one it must not.
+        let l3 = rig.page();
+        rig.write(l3 + 5 * 8, s2_page(0x70_0000, true, true));
+        map(&rig, ttb, 1, 0, 2, table(l3));
+        rig.smmu.execute(&[c]).unwrap();
+        let expected = if fresh { 0x70_0000 } else { 0x50_0000 };
+        assert_eq!(rig.read(0, 0x5000).unwrap(), expected, "{c:x?}");
+    }
+}
+
+#[test]
 fn nested_translations_go_with_nh_and_vmall_of_their_vmid() {
     for (c, fresh) in [
         (cmd::tlbi_nh_va(7, 1, 0x1000), true),
