@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-30}"
 jobs="${FUZZ_JOBS:-1}"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-targets=(virtio_iommu_request virtio_chains virtio_pci_transport pci_config_space kernel_loader)
+targets=(virtio_iommu_request virtio_chains virtio_pci_transport pci_config_space kernel_loader smmuv3_tables)
 
 if ! command -v c++ >/dev/null; then
     echo "fuzz: libFuzzer needs a C++ compiler (c++)" >&2
