@@ -35,7 +35,7 @@ seconds="${1:-30}"
 jobs="${FUZZ_JOBS:-1}"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 targets=(virtio_iommu_request virtio_chains virtio_pci_transport pci_config_space vfio_pci_function
-    kernel_loader dma_engine_ring)
+    kernel_loader dma_engine_ring smmuv3_tables)
 
 if ! command -v c++ >/dev/null; then
     echo "fuzz: libFuzzer needs a C++ compiler (c++)" >&2

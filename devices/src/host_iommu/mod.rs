@@ -5,12 +5,16 @@
 //! - [`vfio_container`]: the VFIO type1 container (`/dev/vfio/vfio`),
 //! - [`iommufd_ioas`]: an iommufd I/O address space (`/dev/iommu`),
 //! - [`fake`]: a back-end that records calls and fails on request, for tests,
-//! - [`guest_ram`]: from guest-physical addresses to the host addresses a back-end maps.
+//! - [`guest_ram`]: from guest-physical addresses to the host addresses a back-end maps,
+//! - [`nested`]: nested translation (guest stage 1, host stage 2) behind [`nested::NestedHostIommu`],
+//! - [`smmuv3`]: a software ARM SMMUv3, the nested back-end on hosts without one.
 
 pub mod fake;
 pub mod guest_ram;
 pub mod iommufd_ioas;
 mod iommufd_iova_ranges;
+pub mod nested;
+pub mod smmuv3;
 pub mod vfio_container;
 mod vfio_iommu_info;
 
