@@ -41,7 +41,7 @@ use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
 use crate::vfio_options::{VfioBackend, VfioOptions};
-use crate::viommu::ViommuBuilder;
+use crate::viommu::{FaultCounterSource, ViommuBuilder};
 
 /// What the rest of the VM needs from the PCI setup.
 pub struct PciDevices {
@@ -54,6 +54,8 @@ pub struct PciDevices {
     pub interrupts: KvmInterrupts,
     /// Each virtio function's MSI-X state, named `BDF KIND`, for the failure report.
     pub msix_tables: Vec<(String, SharedMsix)>,
+    /// The virtio-iommu's fault counters, for the API's metrics.
+    pub iommu_faults: Option<FaultCounterSource>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
 }
@@ -311,6 +313,7 @@ pub fn add_pci_devices(
         builder.add_dma_engine(bdf, dma)?;
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
+    let iommu_faults = viommu.as_ref().map(ViommuBuilder::fault_counter_source);
     if let Some(iommu) = viommu {
         let bdf = builder.reserve()?;
         let (device, viot) = iommu.finish(bdf);
@@ -341,6 +344,7 @@ pub fn add_pci_devices(
         console_owns_stdin,
         interrupts,
         msix_tables: builder.msix_tables,
+        iommu_faults,
         _root: root,
     })
 }
