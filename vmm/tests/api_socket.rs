@@ -271,15 +271,23 @@ fn metrics_move_when_the_guest_does_io() {
         "the disk was driven before the first hold ended: {early}"
     );
     assert_eq!(early["iommu_faults"]["reported"], 0, "{early}");
+    assert_eq!(early["disks"][0]["requests"], 0, "{early}");
+    // The probe writes one sector, reads it back and flushes.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let done = |m: &Value| m["disks"][0]["requests"].as_u64().unwrap() >= 3;
     let late = loop {
         let (_, now) = vm.get("/metrics");
-        if mmio(&now) > 0 || Instant::now() > deadline {
+        if done(&now) || Instant::now() > deadline {
             break now;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(mmio(&late) > 0, "{early}\n{late}");
+    let disk = &late["disks"][0];
+    assert!(disk["requests"].as_u64().unwrap() >= 3, "{late}");
+    assert!(disk["written_bytes"].as_u64().unwrap() >= 512, "{late}");
+    assert!(disk["read_bytes"].as_u64().unwrap() >= 512, "{late}");
+    assert_eq!(disk["errors"], 0, "{late}");
     assert!(late["uptime_ms"].as_u64() > early["uptime_ms"].as_u64());
 
     let (status, text) =

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use devices::virtio::block::BlockCounts;
 use serde_json::json;
 
 use super::routes::ApiVm;
@@ -13,6 +14,18 @@ pub struct Snapshot {
     vcpu_exits: Vec<Vec<(&'static str, u64)>>,
     /// The virtio-iommu's fault records, when there is one.
     iommu_faults: Option<[(&'static str, u64); 4]>,
+    /// Each disk's BDF and counts, in `--disk` order.
+    disks: Vec<(String, BlockCounts)>,
+}
+
+/// A disk's counters by name, in one order for both formats.
+fn disk_counts(counts: &BlockCounts) -> [(&'static str, u64); 4] {
+    [
+        ("requests", counts.requests),
+        ("read_bytes", counts.read_bytes),
+        ("written_bytes", counts.written_bytes),
+        ("errors", counts.errors),
+    ]
 }
 
 impl Snapshot {
@@ -29,6 +42,11 @@ impl Snapshot {
                     ("overflowed", c.overflowed),
                 ]
             }),
+            disks: vm
+                .disks
+                .iter()
+                .map(|(bdf, counters)| (bdf.to_string(), counters.snapshot()))
+                .collect(),
         }
     }
 
@@ -51,9 +69,22 @@ impl Snapshot {
                 .map(|(name, count)| (name.to_string(), json!(count)))
                 .collect::<serde_json::Map<_, _>>()
         });
+        let disks: Vec<_> = self
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(index, (bdf, counts))| {
+                let mut disk = json!({ "disk": index, "bdf": bdf });
+                for (name, count) in disk_counts(counts) {
+                    disk[name] = json!(count);
+                }
+                disk
+            })
+            .collect();
         json!({
             "uptime_ms": self.uptime_ms,
             "vcpus": vcpus,
+            "disks": disks,
             "iommu_faults": faults,
         })
     }
@@ -77,6 +108,26 @@ impl Snapshot {
                     text,
                     "nestor_vcpu_exits_total{{vcpu=\"{index}\",kind=\"{kind}\"}} {count}"
                 );
+            }
+        }
+        for (name, help) in [
+            ("requests", "requests answered"),
+            ("read_bytes", "bytes read from the image"),
+            ("written_bytes", "bytes written to the image"),
+            ("errors", "requests answered with an error or not at all"),
+        ] {
+            if self.disks.is_empty() {
+                break;
+            }
+            let metric = format!("nestor_virtio_blk_{name}_total");
+            let _ = writeln!(text, "# HELP {metric} virtio-blk {help}.");
+            let _ = writeln!(text, "# TYPE {metric} counter");
+            for (index, (bdf, counts)) in self.disks.iter().enumerate() {
+                let count = disk_counts(counts)
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, c)| *c);
+                let _ = writeln!(text, "{metric}{{disk=\"{index}\",bdf=\"{bdf}\"}} {count}");
             }
         }
         if let Some(counters) = self.iommu_faults {
@@ -111,12 +162,23 @@ mod tests {
                 ("rate_limited", 1),
                 ("overflowed", 0),
             ]),
+            disks: vec![(
+                "00:01.0".into(),
+                BlockCounts {
+                    requests: 4,
+                    read_bytes: 512,
+                    written_bytes: 1024,
+                    errors: 1,
+                },
+            )],
         };
         let json = snapshot.json();
         assert_eq!(json["uptime_ms"], 42);
         assert_eq!(json["vcpus"][0]["exits"]["io-out"], 3);
         assert_eq!(json["vcpus"][1]["exits"]["io-out"], 1);
         assert_eq!(json["iommu_faults"]["rate_limited"], 1);
+        assert_eq!(json["disks"][0]["written_bytes"], 1024);
+        assert_eq!(json["disks"][0]["bdf"], "00:01.0");
         let text = snapshot.prometheus();
         assert!(text.contains("nestor_uptime_ms 42\n"), "{text}");
         assert!(
@@ -125,6 +187,10 @@ mod tests {
         );
         assert!(
             text.contains("nestor_iommu_faults_total{outcome=\"delivered\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nestor_virtio_blk_errors_total{disk=\"0\",bdf=\"00:01.0\"} 1\n"),
             "{text}"
         );
     }

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use devices::pci::Bdf;
+use devices::virtio::block::BlockCounters;
 use devices::{VmControl, VmExitReason};
 use serde::Deserialize;
 use serde_json::json;
@@ -32,6 +34,8 @@ pub struct ApiVm {
     pub config: serde_json::Value,
     pub exit_counters: Arc<ExitCounters>,
     pub iommu_faults: Option<FaultCounterSource>,
+    /// Each `--disk`'s counters, in order, with its BDF.
+    pub disks: Vec<(Bdf, Arc<BlockCounters>)>,
 }
 
 /// What a handler asks of the server besides its answer.

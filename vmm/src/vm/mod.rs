@@ -187,6 +187,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
                     .unwrap_or_default(),
                 exit_counters,
                 iommu_faults: pci.iommu_faults.clone(),
+                disks: pci.disk_counters.clone(),
             };
             let thread =
                 ApiThread::start(listener, vm, config.seccomp).map_err(VmmError::Thread)?;

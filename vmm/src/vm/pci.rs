@@ -24,7 +24,7 @@ use devices::pci::{
     BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, SharedMsix, LAST_BUS,
 };
 use devices::vfio::{HostVfioDevice, VfioPciFunction};
-use devices::virtio::block::Block;
+use devices::virtio::block::{Block, BlockCounters};
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
@@ -56,6 +56,8 @@ pub struct PciDevices {
     pub msix_tables: Vec<(String, SharedMsix)>,
     /// The virtio-iommu's fault counters, for the API's metrics.
     pub iommu_faults: Option<FaultCounterSource>,
+    /// Each disk's counters, in `--disk` order, with its BDF.
+    pub disk_counters: Vec<(Bdf, Arc<BlockCounters>)>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
 }
@@ -265,6 +267,7 @@ pub fn add_pci_devices(
         _ => DeviceDma::untranslated(),
     };
 
+    let mut disk_counters = Vec::with_capacity(devices.disks.len());
     for (index, disk) in devices.disks.iter().enumerate() {
         let bdf = builder.reserve()?;
         let mut image = open_locked(&disk.path, disk.read_only)?;
@@ -282,6 +285,7 @@ pub fn add_pci_devices(
             &format!("nestor-disk{index}"),
             builder.spec(format!("dev-blk{index}"))?,
         );
+        disk_counters.push((bdf, block.counters()));
         builder.add(bdf, Box::new(block), endpoint(bdf, disk.iommu))?;
     }
     if let Some(rng) = devices.rng {
@@ -345,6 +349,7 @@ pub fn add_pci_devices(
         interrupts,
         msix_tables: builder.msix_tables,
         iommu_faults,
+        disk_counters,
         _root: root,
     })
 }
