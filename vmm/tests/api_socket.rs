@@ -501,3 +501,42 @@ fn get_vm_latency() {
     drop(stream);
     assert_eq!(vm.put("/vm/stop", "").0, 202);
 }
+
+/// A client that keeps its connection busy is let go after a while, so the next one gets in.
+#[test]
+fn a_busy_connection_is_retired_and_the_next_client_served() {
+    if !kvm_available("a_busy_connection_is_retired_and_the_next_client_served") {
+        return;
+    }
+    let vm = ApiVm::start("retire", &["--cmdline", "probe=hold:60000"]);
+    let mut busy = UnixStream::connect(&vm.socket).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let socket = vm.socket.clone();
+    let waiting = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let asked = Instant::now();
+        let answer = request(&socket, b"GET /vm HTTP/1.1\r\nConnection: close\r\n\r\n");
+        (answer.0, asked.elapsed())
+    });
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(30) {
+        if busy.write_all(b"GET /vm HTTP/1.1\r\n\r\n").is_err() {
+            break;
+        }
+        let mut response = vec![0u8; 8192];
+        let n = busy.read(&mut response).unwrap_or(0);
+        let text = String::from_utf8_lossy(&response[..n]);
+        if n == 0 || text.contains("Connection: close") {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(closed, "the busy connection was never closed");
+    let (status, waited) = waiting.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+    assert_eq!(vm.put("/vm/stop", "").0, 202);
+}

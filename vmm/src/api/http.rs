@@ -327,6 +327,38 @@ mod tests {
         assert_eq!(accept.as_deref(), Some("text/plain"));
     }
 
+    /// Mangled requests: every outcome is an answer or a wait for more, never a panic or a
+    /// request longer than its input.
+    #[test]
+    fn mangled_requests_never_panic() {
+        let valid = b"PUT /vm/shutdown HTTP/1.1\r\nAccept: text/plain\r\nContent-Length: 18\r\n\r\n{\"deadline_ms\": 5}";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = valid.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, next() as u8),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(Some((request, used))) = parse(&bytes) {
+                assert!(used <= bytes.len());
+                assert!(request.body.len() <= MAX_BODY);
+            }
+        }
+    }
+
     #[test]
     fn refusals() {
         let status = |bytes: &[u8]| parse(bytes).err().map(|r| r.status);

@@ -27,6 +27,9 @@ use routes::Followup;
 /// How long a connection may sit without sending a whole request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A kept-alive connection is closed after the response that ends this: one client at a
+/// time must not mean one client for ever.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// How long the API waits for a client when nothing else is due.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
@@ -124,6 +127,7 @@ impl Server {
             Ok(connection) => connection,
             Err(e) => return log::warn!("API socket: {e}"),
         };
+        let retire_at = Instant::now() + CONNECTION_LIFETIME;
         while !self.stopping {
             let request = match self.next_request(&mut connection) {
                 Ok(request) => request,
@@ -143,10 +147,11 @@ impl Server {
             if let Followup::StopAt(at) = followup {
                 self.stop_at = Some(self.stop_at.map_or(at, |old| old.min(at)));
             }
+            let close = request.close || Instant::now() >= retire_at;
             if connection
-                .write_response(&response, request.close, WRITE_TIMEOUT)
+                .write_response(&response, close, WRITE_TIMEOUT)
                 .is_err()
-                || request.close
+                || close
             {
                 return;
             }
