@@ -201,3 +201,100 @@ impl ApiVm {
         (answer, Followup::None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> ApiVm {
+        ApiVm {
+            control: VmControl::new(Instant::now()).unwrap(),
+            pause: Arc::default(),
+            kick: KickRequest::new().unwrap(),
+            vcpus: 0,
+            config: json!({ "cpus": 1 }),
+            exit_counters: Arc::new(ExitCounters::new(0)),
+            iommu_faults: None,
+            disks: Vec::new(),
+        }
+    }
+
+    fn ask(vm: &ApiVm, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let request = Request {
+            method: method.into(),
+            path: path.into(),
+            accept: None,
+            body: body.as_bytes().to_vec(),
+            close: false,
+        };
+        let (response, _) = vm.route(&request);
+        (
+            response.status,
+            serde_json::from_str(&response.body).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_exited_vm_reports_its_status_and_refuses_changes() {
+        let vm = vm();
+        vm.control.request_exit(VmExitReason::ExitPort(3));
+        let (status, state) = ask(&vm, "GET", "/vm", "");
+        assert_eq!(status, 200);
+        assert_eq!(state["state"], "exited");
+        assert_eq!(state["exit_status"], 3);
+        assert_eq!(state["config"]["cpus"], 1);
+        for path in ["/vm/pause", "/vm/resume", "/vm/stop", "/vm/shutdown"] {
+            assert_eq!(ask(&vm, "PUT", path, "").0, 409, "{path}");
+        }
+    }
+
+    #[test]
+    fn pause_and_resume_each_change_the_state_once() {
+        let vm = vm();
+        assert_eq!(ask(&vm, "PUT", "/vm/resume", "").0, 409);
+        assert_eq!(ask(&vm, "PUT", "/vm/pause", "").1["state"], "paused");
+        assert_eq!(ask(&vm, "PUT", "/vm/pause", "").0, 409);
+        assert_eq!(ask(&vm, "PUT", "/vm/resume", "").1["state"], "running");
+        assert_eq!(ask(&vm, "GET", "/vm", "").1["state"], "running");
+    }
+
+    #[test]
+    fn shutdown_takes_a_deadline_within_bounds() {
+        let vm = vm();
+        let request = |body: &str| Request {
+            method: "PUT".into(),
+            path: "/vm/shutdown".into(),
+            accept: None,
+            body: body.as_bytes().to_vec(),
+            close: false,
+        };
+        let asked = Instant::now();
+        let (response, followup) = vm.route(&request(""));
+        assert_eq!(response.status, 202);
+        let Followup::StopAt(at) = followup else {
+            panic!("no deadline: {followup:?}");
+        };
+        let default = Duration::from_millis(DEFAULT_SHUTDOWN_DEADLINE_MS);
+        assert!(at >= asked + default && at <= Instant::now() + default);
+        let (too_long, none) = vm.route(&request("{\"deadline_ms\": 3600001}"));
+        assert_eq!((too_long.status, none), (400, Followup::None));
+        assert!(!vm.control.is_stopping());
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        let vm = vm();
+        assert_eq!(ask(&vm, "GET", "/vms", "").0, 404);
+        assert_eq!(ask(&vm, "GET", "/", "").0, 404);
+        let request = Request {
+            method: "POST".into(),
+            path: "/vm/pause".into(),
+            accept: None,
+            body: Vec::new(),
+            close: false,
+        };
+        let (response, _) = vm.route(&request);
+        assert_eq!((response.status, response.allow), (405, Some("PUT")));
+        assert_eq!(ask(&vm, "GET", "/metrics?x=1", "").0, 200);
+    }
+}
