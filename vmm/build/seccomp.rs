@@ -17,7 +17,14 @@ use std::path::Path;
 use seccompiler::{sock_filter, TargetArch};
 
 /// Policy file stems, in the order of `vmm::seccomp::ThreadKind`.
-const POLICIES: [&str; 5] = ["vmm", "vcpu", "device-worker", "fault-relay", "host-output"];
+const POLICIES: [&str; 6] = [
+    "vmm",
+    "vcpu",
+    "device-worker",
+    "fault-relay",
+    "host-output",
+    "api",
+];
 
 /// The mismatch action of a policy file as written, used for `--seccomp on`.
 const ENFORCING_ACTION: &str = "kill_process";

@@ -138,10 +138,16 @@ pub struct RunArgs {
     /// legacy container. Repeatable.
     #[arg(long, value_name = "OPTIONS", value_parser = VfioOptions::parse)]
     pub vfio: Vec<VfioOptions>,
+
+    /// Serve the HTTP API (JSON over HTTP/1.1) on a Unix socket at this path, created
+    /// owner-only and removed when nestor exits: state, pause, resume, stop, shutdown,
+    /// metrics (see README, "API").
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 }
 
 /// Every option `--config` stands for.
-const VM_ARGS: [&str; 17] = [
+const VM_ARGS: [&str; 18] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -159,6 +165,7 @@ const VM_ARGS: [&str; 17] = [
     "viommu",
     "vfio",
     "dma_engine",
+    "api_socket",
 ];
 
 /// What `run` does with no options at all: clap's defaults, so a config file's missing

@@ -48,6 +48,8 @@ pub enum ConfigError {
     VfioHost(#[from] VfioHostError),
     #[error(transparent)]
     File(#[from] crate::config_file::ConfigFileError),
+    #[error("--api-socket {path}: {reason}")]
+    ApiSocket { path: PathBuf, reason: String },
     #[error("--vfio {bdf}: {what}")]
     VfioNotSupported { bdf: String, what: &'static str },
 }
@@ -113,6 +115,10 @@ pub struct VmConfig {
     pub nested: bool,
     pub timeout: Option<std::time::Duration>,
     pub devices: VirtioConfig,
+    /// Where the HTTP API listens, if anywhere.
+    pub api_socket: Option<PathBuf>,
+    /// The options this VM was built from, as the API reports them.
+    pub args: RunArgs,
 }
 
 /// The virtio devices asked for on the command line.
@@ -186,6 +192,7 @@ fn check_vfio(
 
 impl VmConfig {
     pub fn from_args(args: RunArgs) -> Result<Self, ConfigError> {
+        let given = args.clone();
         let kernel = match &args.kernel {
             None => KernelSource::Bundled,
             Some(path) => {
@@ -260,6 +267,8 @@ impl VmConfig {
                 viommu: args.viommu,
                 vfio,
             },
+            api_socket: args.api_socket,
+            args: given,
         })
     }
 

@@ -1,5 +1,6 @@
 //! The nestor VMM: configuration, VM construction, vCPU threads, the event loop.
 
+mod api;
 pub mod cli;
 pub mod config;
 pub mod config_file;

@@ -14,8 +14,11 @@ use std::sync::Arc;
 use devices::dma::DeviceDma;
 use devices::host_iommu::{GuestRam, HostIommu, HostIommuError};
 use devices::pci::Bdf;
+use devices::virtio::iommu::state::IommuState;
 use devices::virtio::iommu::viot::{build_viot, endpoint_id};
-use devices::virtio::iommu::{common_iova_ranges, HostEndpoints, Iommu, IommuConfig};
+use devices::virtio::iommu::{
+    common_iova_ranges, FaultCounters, HostEndpoints, Iommu, IommuConfig,
+};
 use devices::virtio::{VirtioDevice, WorkerSpec};
 
 /// What `--viommu` asked for; in a config file `{"bypass": BOOL}`.
@@ -120,6 +123,11 @@ impl ViommuBuilder {
         self.host.add(endpoint_id(bdf), iommu);
     }
 
+    /// Where the device's fault counters can be read while it runs.
+    pub fn fault_counter_source(&self) -> FaultCounterSource {
+        FaultCounterSource(self.iommu.state().clone())
+    }
+
     /// The device for the transport, and the VIOT for `AcpiConfig::extra_tables`.
     pub fn finish(self, iommu_bdf: Bdf) -> (Box<dyn VirtioDevice>, Vec<u8>) {
         if self.host.endpoints().next().is_some() {
@@ -134,6 +142,16 @@ impl ViommuBuilder {
             &self.endpoints,
         );
         (Box::new(self.iommu), viot)
+    }
+}
+
+/// The virtio-iommu's fault record counters, read from outside the device (the API).
+#[derive(Clone)]
+pub struct FaultCounterSource(Arc<IommuState>);
+
+impl FaultCounterSource {
+    pub fn counters(&self) -> FaultCounters {
+        self.0.faults().counters()
     }
 }
 

@@ -62,6 +62,7 @@ fn is_known_thread_name(name: &str) -> bool {
         || name == "fault-relay"
         || name == "out-stdout"
         || name == "out-serial"
+        || name == "api"
         || numbered("vcpu")
         || numbered("dev-")
         || name.starts_with("kvm-")
@@ -111,11 +112,14 @@ fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
     }
     let dir = TempDir::new("seccomp-threads");
     let disk = dir.file("disk.img", &[0u8; 64 << 10]);
+    let api_socket = dir.path().join("api.sock");
     // The probes activate the devices, so their workers exist while the guest holds.
     let child = nestor()
         .args(["run", "--cpus", "2", "--rng", "--timeout", "120"])
         .arg("--disk")
         .arg(format!("path={}", disk.display()))
+        .arg("--api-socket")
+        .arg(&api_socket)
         .args(["--cmdline", "probe=virtio-blk,virtio-rng,hold:3000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,6 +133,7 @@ fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
         "dev-blk0",
         "dev-rng0",
         "out-stdout",
+        "api",
     ];
     let threads = wait_for_filtered_threads(nestor_run.pid(), &expected);
 
@@ -274,6 +279,16 @@ fn hot_path_syscall(kind: ThreadKind) -> Box<dyn Fn()> {
         ThreadKind::DeviceWorker => Box::new(|| unsafe {
             libc::pread(-1, std::ptr::null_mut(), 0, 0);
             libc::fdatasync(-1);
+        }),
+        ThreadKind::Api => Box::new(|| unsafe {
+            libc::poll(std::ptr::null_mut(), 0, 0);
+            libc::accept4(
+                -1,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            );
+            libc::ioctl(-1, libc::FIONBIO, 0);
         }),
         ThreadKind::HostOutput => Box::new(|| unsafe {
             libc::write(-1, std::ptr::null(), 0);

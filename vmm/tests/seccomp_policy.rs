@@ -57,6 +57,7 @@ fn known_ioctls() -> BTreeMap<&'static str, u64> {
         ("IOMMU_IOAS_UNMAP", IOMMU_IOAS_UNMAP()),
         ("TCGETS", libc::TCGETS),
         ("TCSETS", libc::TCSETS),
+        ("FIONBIO", libc::FIONBIO),
     ])
 }
 
@@ -130,6 +131,7 @@ fn hot_path_rules_come_first() {
         assert_eq!(first_rule(kind)["syscall"], "epoll_wait", "{}", kind.name());
     }
     assert_eq!(first_rule(ThreadKind::HostOutput)["syscall"], "write");
+    assert_eq!(first_rule(ThreadKind::Api)["syscall"], "poll");
 }
 
 /// seccompiler drops a rule without conditions from a syscall that also has conditional
@@ -186,4 +188,23 @@ fn device_workers_only_add_and_delete_epoll_entries() {
         .collect();
     ops.sort_unstable();
     assert_eq!(ops, vec![1, 2]);
+}
+
+/// The API thread serves one socket it was handed: it may accept on it and remove its file,
+/// but open, bind or connect nothing.
+#[test]
+fn the_api_thread_opens_no_socket_or_file() {
+    let names: Vec<String> = policy_rules(ThreadKind::Api)
+        .iter()
+        .map(|r| r["syscall"].as_str().unwrap().to_string())
+        .collect();
+    for forbidden in [
+        "socket", "bind", "listen", "connect", "open", "openat", "unlinkat",
+    ] {
+        assert!(
+            !names.iter().any(|n| n == forbidden),
+            "api allows {forbidden}"
+        );
+    }
+    assert!(names.iter().any(|n| n == "accept4"));
 }

@@ -1,6 +1,7 @@
 //! The VMM thread's event loop: host input for the guest console, and the VM's end.
 
 mod stdin;
+mod vcpu_kicker;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use crate::vm::VmmError;
 pub use stdin::StdinForwarder;
+pub use vcpu_kicker::{KickRequest, VcpuKicker};
 
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
@@ -47,6 +49,10 @@ impl EventLoop {
         if let Some(forwarder) = StdinForwarder::for_terminal(serial, self.control.clone()) {
             self.manager.add_subscriber(Arc::new(Mutex::new(forwarder)));
         }
+    }
+
+    pub fn add_vcpu_kicker(&mut self, kicker: VcpuKicker) {
+        self.manager.add_subscriber(Arc::new(Mutex::new(kicker)));
     }
 
     /// Runs until the VM ends or `timeout` passes.

@@ -14,6 +14,7 @@ pub fn program(kind: ThreadKind, mode: SeccompMode) -> Option<&'static [sock_fil
         ThreadKind::DeviceWorker => (DEVICE_WORKER_ON, DEVICE_WORKER_LOG),
         ThreadKind::FaultRelay => (FAULT_RELAY_ON, FAULT_RELAY_LOG),
         ThreadKind::HostOutput => (HOST_OUTPUT_ON, HOST_OUTPUT_LOG),
+        ThreadKind::Api => (API_ON, API_LOG),
     };
     match mode {
         SeccompMode::On => Some(on),

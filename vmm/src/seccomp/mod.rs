@@ -49,15 +49,18 @@ pub enum ThreadKind {
     FaultRelay,
     /// Writes guest output to a host file (`out-stdout`, `out-serial`).
     HostOutput,
+    /// Serves the HTTP API on `--api-socket` (`api`).
+    Api,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 5] = [
+    pub const ALL: [ThreadKind; 6] = [
         ThreadKind::Vmm,
         ThreadKind::Vcpu,
         ThreadKind::DeviceWorker,
         ThreadKind::FaultRelay,
         ThreadKind::HostOutput,
+        ThreadKind::Api,
     ];
 
     /// The policy's name: its file is `resources/seccomp/<name>.json`.
@@ -68,6 +71,7 @@ impl ThreadKind {
             ThreadKind::DeviceWorker => "device-worker",
             ThreadKind::FaultRelay => "fault-relay",
             ThreadKind::HostOutput => "host-output",
+            ThreadKind::Api => "api",
         }
     }
 }

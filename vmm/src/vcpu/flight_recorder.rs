@@ -33,6 +33,25 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
+    pub const ALL: [ExitKind; 11] = [
+        ExitKind::IoIn,
+        ExitKind::IoOut,
+        ExitKind::MmioRead,
+        ExitKind::MmioWrite,
+        ExitKind::Hlt,
+        ExitKind::Shutdown,
+        ExitKind::SystemEvent,
+        ExitKind::FailEntry,
+        ExitKind::InternalError,
+        ExitKind::Intr,
+        ExitKind::Other,
+    ];
+
+    /// This kind's place in [`ExitKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ExitKind::IoIn => "io-in",
@@ -167,6 +186,16 @@ impl FlightRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_at_its_index() {
+        for (i, kind) in ExitKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+        }
+        let mut names: Vec<_> = ExitKind::ALL.iter().map(|k| k.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), ExitKind::ALL.len());
+    }
 
     fn port_write(n: u64) -> ExitRecord {
         ExitRecord::access(Duration::from_micros(n), ExitKind::IoOut, n, &[n as u8])

@@ -13,7 +13,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 /// How long a kicked thread has before it is kicked again.
 const KICK_INTERVAL: Duration = Duration::from_millis(2);
 
-fn kick_signal() -> i32 {
+pub(crate) fn kick_signal() -> i32 {
     SIGRTMIN()
 }
 

@@ -5,8 +5,10 @@
 //! neither the thread's creation nor its filter stands between the built VM and KVM_RUN.
 
 mod crash_report;
+mod exit_counters;
 mod flight_recorder;
 mod kick;
+mod pause;
 
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -17,9 +19,12 @@ use devices::{Bus, VmControl, VmExitReason};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 pub use crash_report::{CrashReports, VcpuReport};
+pub use exit_counters::ExitCounters;
 pub use flight_recorder::RECORDED_EXITS;
 use flight_recorder::{ExitKind, ExitRecord, FlightRecorder};
+pub(crate) use kick::kick_signal;
 pub use kick::{install_kick_handler, kick_until_finished};
+pub use pause::PauseGate;
 
 use crate::seccomp::{self, SeccompMode, ThreadKind};
 use crate::vm::GuestVm;
@@ -35,6 +40,9 @@ pub struct VcpuContext {
     pub times: Arc<VcpuTimes>,
     /// Filled only when the guest has failed.
     pub crash_reports: Arc<CrashReports>,
+    /// Closed while the VM is paused.
+    pub pause: Arc<PauseGate>,
+    pub exit_counters: Arc<ExitCounters>,
 }
 
 /// When the vCPUs entered and left the guest, relative to nestor's start (`--boot-timer`).
@@ -127,18 +135,25 @@ fn run_loop(mut fd: VcpuFd, ctx: &VcpuContext) {
 
 fn run_until_stopped(fd: &mut VcpuFd, ctx: &VcpuContext, recorder: &mut FlightRecorder) {
     while !ctx.control.is_stopping() {
+        ctx.pause.pass(&ctx.control);
+        if ctx.control.is_stopping() {
+            break;
+        }
         let result = fd.run();
         let at = ctx.control.started().elapsed();
         match result {
             Ok(mut exit) => {
                 let failure = handle_exit(&mut exit, ctx);
                 // After the bus has filled a read's data.
-                recorder.record(ExitRecord::of(&exit, at));
+                let record = ExitRecord::of(&exit, at);
+                ctx.exit_counters.count(ctx.index.into(), record.kind);
+                recorder.record(record);
                 if let Some(reason) = failure {
                     ctx.control.request_exit(describe_failure(fd, reason));
                 }
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                ctx.exit_counters.count(ctx.index.into(), ExitKind::Intr);
                 recorder.record(ExitRecord::event(at, ExitKind::Intr, 0));
             }
             Err(e) => {

@@ -11,6 +11,7 @@ mod passthrough;
 mod pci;
 mod trace;
 
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,11 @@ use error::kvm_err;
 pub use error::VmmError;
 pub use guest_vm::GuestVm;
 
+use crate::api::{ApiListener, ApiThread, ApiVm};
 use crate::config::VmConfig;
-use crate::event_loop::EventLoop;
+use crate::event_loop::{EventLoop, KickRequest, VcpuKicker};
 use crate::seccomp::{self, ThreadKind};
-use crate::vcpu::{self, CrashReports, VcpuContext, VcpuTimes};
+use crate::vcpu::{self, CrashReports, ExitCounters, PauseGate, VcpuContext, VcpuTimes};
 use output::GuestOutputs;
 use trace::Trace;
 
@@ -36,6 +38,8 @@ const TSS_ADDRESS: usize = arch::layout::KVM_TSS_START as usize;
 const VCPU_STOP_TIME: Duration = Duration::from_secs(1);
 /// How long a VM's end gives pending guest output to reach the host.
 const OUTPUT_DRAIN_TIME: Duration = Duration::from_secs(2);
+/// How long a VM's end waits for the API thread to close its socket.
+const API_STOP_TIME: Duration = Duration::from_secs(1);
 
 fn check_kvm(kvm: &Kvm) -> Result<(), VmmError> {
     for (cap, name) in [
@@ -79,6 +83,12 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
 pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     let mut trace = Trace::new(started);
     trace.step("config");
+    // Before any thread exists: binding sets the process umask for a moment.
+    let api_listener = config
+        .api_socket
+        .as_deref()
+        .map(ApiListener::bind)
+        .transpose()?;
     let control = VmControl::new(started).map_err(|e| VmmError::Device(e.to_string()))?;
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
     check_kvm(&kvm)?;
@@ -143,6 +153,8 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
 
     let times = Arc::new(VcpuTimes::default());
     let crash_reports = Arc::new(CrashReports::default());
+    let pause = Arc::new(PauseGate::default());
+    let exit_counters = Arc::new(ExitCounters::new(config.cpus.into()));
     let mut threads = Vec::with_capacity(vcpu_fds.len());
     for ((index, fd), thread) in vcpu_fds.into_iter().enumerate().zip(vcpu_threads) {
         let ctx = VcpuContext {
@@ -153,12 +165,37 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
             control: control.clone(),
             times: times.clone(),
             crash_reports: crash_reports.clone(),
+            pause: pause.clone(),
+            exit_counters: exit_counters.clone(),
         };
         threads.push(thread.start(fd, ctx));
     }
     trace.step("vcpus-started");
 
     let mut event_loop = EventLoop::new(control.clone())?;
+    let kick = KickRequest::new().map_err(VmmError::Thread)?;
+    let pthreads = threads.iter().map(JoinHandleExt::as_pthread_t).collect();
+    event_loop.add_vcpu_kicker(VcpuKicker::new(kick.clone(), pthreads));
+    let api = match api_listener {
+        Some(listener) => {
+            let vm = ApiVm {
+                control: control.clone(),
+                pause,
+                kick,
+                vcpus: config.cpus.into(),
+                config: serde_json::from_str(&crate::config_file::to_json(&config.args))
+                    .unwrap_or_default(),
+                exit_counters,
+                iommu_faults: pci.iommu_faults.clone(),
+                disks: pci.disk_counters.clone(),
+            };
+            let thread =
+                ApiThread::start(listener, vm, config.seccomp).map_err(VmmError::Thread)?;
+            trace.step("api");
+            Some(thread)
+        }
+        None => None,
+    };
     if config.serial == crate::config::SerialMode::Stdio && !pci.console_owns_stdin {
         event_loop.add_serial_input(legacy.serial.clone());
     }
@@ -189,6 +226,10 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     }
     outputs.finish(Instant::now() + OUTPUT_DRAIN_TIME);
     trace.step("output-drained");
+    if let Some(api) = api {
+        api.finish(API_STOP_TIME);
+        trace.step("api-closed");
+    }
     std::mem::forget(pci);
 
     trace.step("exit");

@@ -24,7 +24,7 @@ use devices::pci::{
     BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, SharedMsix, LAST_BUS,
 };
 use devices::vfio::{HostVfioDevice, VfioPciFunction};
-use devices::virtio::block::Block;
+use devices::virtio::block::{Block, BlockCounters};
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
@@ -41,7 +41,7 @@ use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
 use crate::vfio_options::{VfioBackend, VfioOptions};
-use crate::viommu::ViommuBuilder;
+use crate::viommu::{FaultCounterSource, ViommuBuilder};
 
 /// What the rest of the VM needs from the PCI setup.
 pub struct PciDevices {
@@ -54,6 +54,10 @@ pub struct PciDevices {
     pub interrupts: KvmInterrupts,
     /// Each virtio function's MSI-X state, named `BDF KIND`, for the failure report.
     pub msix_tables: Vec<(String, SharedMsix)>,
+    /// The virtio-iommu's fault counters, for the API's metrics.
+    pub iommu_faults: Option<FaultCounterSource>,
+    /// Each disk's counters, in `--disk` order, with its BDF.
+    pub disk_counters: Vec<(Bdf, Arc<BlockCounters>)>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
 }
@@ -263,6 +267,7 @@ pub fn add_pci_devices(
         _ => DeviceDma::untranslated(),
     };
 
+    let mut disk_counters = Vec::with_capacity(devices.disks.len());
     for (index, disk) in devices.disks.iter().enumerate() {
         let bdf = builder.reserve()?;
         let mut image = open_locked(&disk.path, disk.read_only)?;
@@ -280,6 +285,7 @@ pub fn add_pci_devices(
             &format!("nestor-disk{index}"),
             builder.spec(format!("dev-blk{index}"))?,
         );
+        disk_counters.push((bdf, block.counters()));
         builder.add(bdf, Box::new(block), endpoint(bdf, disk.iommu))?;
     }
     if let Some(rng) = devices.rng {
@@ -311,6 +317,7 @@ pub fn add_pci_devices(
         builder.add_dma_engine(bdf, dma)?;
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
+    let iommu_faults = viommu.as_ref().map(ViommuBuilder::fault_counter_source);
     if let Some(iommu) = viommu {
         let bdf = builder.reserve()?;
         let (device, viot) = iommu.finish(bdf);
@@ -341,6 +348,8 @@ pub fn add_pci_devices(
         console_owns_stdin,
         interrupts,
         msix_tables: builder.msix_tables,
+        iommu_faults,
+        disk_counters,
         _root: root,
     })
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use virtio_queue::Queue;
 
+use super::counters::BlockCounters;
 use super::request::{Disk, RequestRunner};
 use crate::dma::DmaMemory;
 use crate::virtio::device::VirtioInterrupt;
@@ -33,6 +34,12 @@ impl BlockHandler {
             interrupt,
             runner: RequestRunner::new(),
         }
+    }
+
+    /// Counts what this handler serves in `counters`.
+    pub fn counting(mut self, counters: Arc<BlockCounters>) -> Self {
+        self.runner = RequestRunner::counting(counters);
+        self
     }
 
     /// Runs at most `budget` available requests; returns whether any are left.

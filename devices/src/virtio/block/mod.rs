@@ -1,5 +1,6 @@
 //! virtio-blk over a raw image file (or block device): IN, OUT, FLUSH, GET_ID.
 
+pub mod counters;
 pub mod handler;
 pub mod protocol;
 pub mod request;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 
+pub use counters::{BlockCounters, BlockCounts};
 pub use handler::BlockHandler;
 use protocol::*;
 pub use request::{Disk, RequestRunner};
@@ -26,6 +28,8 @@ pub struct Block {
     features: u64,
     spec: WorkerSpec,
     worker: Option<Worker>,
+    /// Kept across resets: they count for the device's lifetime.
+    counters: Arc<BlockCounters>,
 }
 
 impl Block {
@@ -64,7 +68,13 @@ impl Block {
             features,
             spec,
             worker: None,
+            counters: Arc::default(),
         }
+    }
+
+    /// Requests, bytes and errors so far, readable while the device runs.
+    pub fn counters(&self) -> Arc<BlockCounters> {
+        self.counters.clone()
     }
 
     pub fn capacity_sectors(&self) -> u64 {
@@ -93,7 +103,8 @@ impl VirtioDevice for Block {
 
     fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
         let q = ctx.take_single_queue("virtio-blk")?;
-        let handler = BlockHandler::new(ctx.mem, self.disk.clone(), q.queue, 0, ctx.interrupt);
+        let handler = BlockHandler::new(ctx.mem, self.disk.clone(), q.queue, 0, ctx.interrupt)
+            .counting(self.counters.clone());
         if let Some(old) = self.worker.take() {
             old.stop();
         }

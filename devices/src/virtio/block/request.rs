@@ -6,9 +6,11 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
+use super::counters::BlockCounters;
 use super::protocol::*;
 use crate::virtio::chain::{read_stream, total_len, write_stream, Chain, Segment};
 
@@ -34,6 +36,7 @@ enum Failure {
 /// Runs one request (a chain the chain reader accepted); returns the used length to report.
 pub struct RequestRunner {
     buffer: Vec<u8>,
+    counters: Arc<BlockCounters>,
 }
 
 impl Default for RequestRunner {
@@ -44,21 +47,39 @@ impl Default for RequestRunner {
 
 impl RequestRunner {
     pub fn new() -> Self {
+        Self::counting(Arc::default())
+    }
+
+    /// A runner that counts its requests, bytes and errors in `counters`.
+    pub fn counting(counters: Arc<BlockCounters>) -> Self {
         Self {
             buffer: vec![0; CHUNK],
+            counters,
         }
     }
 
     pub fn run<M: GuestMemory + ?Sized>(&mut self, disk: &Disk, mem: &M, chain: &Chain) -> u32 {
+        let (status, used) = self.answer(disk, mem, chain);
+        self.counters.request(status == Some(STATUS_OK));
+        used
+    }
+
+    /// The status the request got (none if it could not be answered) and the used length.
+    fn answer<M: GuestMemory + ?Sized>(
+        &mut self,
+        disk: &Disk,
+        mem: &M,
+        chain: &Chain,
+    ) -> (Option<u8>, u32) {
         // The status byte is the last writable byte; a chain without one cannot be answered.
         let Some(&last) = chain.writable.last() else {
-            return 0;
+            return (None, 0);
         };
         if last.len == 0 {
-            return 0;
+            return (None, 0);
         }
         let Some(status_addr) = last.addr.0.checked_add(u64::from(last.len) - 1) else {
-            return 0;
+            return (None, 0);
         };
         let data_in_len = total_len(chain.writable) - 1;
         let result = match chain.unreachable {
@@ -72,9 +93,9 @@ impl RequestRunner {
             Err(Failure::Unsupported) => (STATUS_UNSUPP, 0),
         };
         if mem.write_obj(status, GuestAddress(status_addr)).is_err() {
-            return 0;
+            return (None, 0);
         }
-        written.saturating_add(1)
+        (Some(status), written.saturating_add(1))
     }
 
     /// Returns the data bytes written to the driver's buffers.
@@ -96,6 +117,7 @@ impl RequestRunner {
             REQUEST_IN => {
                 let offset = checked_range(disk, header.sector, u64::from(data_in_len))?;
                 self.read_into_guest(disk, mem, chain.writable, data_in_len, offset)?;
+                self.counters.read(data_in_len);
                 Ok(data_in_len)
             }
             REQUEST_OUT => {
@@ -104,6 +126,7 @@ impl RequestRunner {
                 }
                 let offset = checked_range(disk, header.sector, u64::from(data_out_len))?;
                 self.write_from_guest(disk, mem, chain.readable, data_out_len, offset)?;
+                self.counters.written(data_out_len);
                 Ok(0)
             }
             REQUEST_FLUSH => {

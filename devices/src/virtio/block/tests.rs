@@ -32,6 +32,7 @@ struct Rig {
     handler: BlockHandler,
     file: TempFile,
     interrupt: Arc<CountingInterrupt>,
+    counters: Arc<BlockCounters>,
 }
 
 fn rig(read_only: bool) -> Rig {
@@ -47,13 +48,15 @@ fn rig(read_only: bool) -> Rig {
         id: *b"nestor-test-disk\0\0\0\0",
     });
     let interrupt = Arc::new(CountingInterrupt::default());
+    let counters = Arc::new(BlockCounters::default());
     let handler = BlockHandler::new(
         mem.clone(),
         disk,
         driver.device_queue(),
         0,
         interrupt.clone(),
-    );
+    )
+    .counting(counters.clone());
     Rig {
         ram,
         mem,
@@ -61,6 +64,7 @@ fn rig(read_only: bool) -> Rig {
         handler,
         file,
         interrupt,
+        counters,
     }
 }
 
@@ -120,6 +124,30 @@ fn write_then_read_back() {
     assert_eq!(back, pattern);
     assert_eq!(r.request(REQUEST_FLUSH, 0, None), (STATUS_OK, 1));
     assert!(!r.interrupt.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn counters_follow_requests_bytes_and_errors() {
+    let mut r = rig(false);
+    r.request(REQUEST_OUT, 0, Some(Buffer::readable(DATA, 1024)));
+    r.request(REQUEST_IN, 0, Some(Buffer::writable(DATA, 512)));
+    r.request(REQUEST_FLUSH, 0, None);
+    // Past the end of the disk, and a type the device does not know.
+    r.request(
+        REQUEST_IN,
+        DISK_BYTES / 512,
+        Some(Buffer::writable(DATA, 512)),
+    );
+    r.request(0xdead, 0, None);
+    assert_eq!(
+        r.counters.snapshot(),
+        BlockCounts {
+            requests: 5,
+            read_bytes: 512,
+            written_bytes: 1024,
+            errors: 2,
+        }
+    );
 }
 
 #[test]

@@ -1,0 +1,300 @@
+//! What each path does. Handlers run on the API thread and never wait on the guest: pause
+//! waits for the vCPUs to park, bounded; stop and shutdown only ask the VM to end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use devices::pci::Bdf;
+use devices::virtio::block::BlockCounters;
+use devices::{VmControl, VmExitReason};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::http::{Request, Response};
+use super::metrics;
+use crate::event_loop::KickRequest;
+use crate::vcpu::{ExitCounters, PauseGate};
+use crate::viommu::FaultCounterSource;
+
+/// How long a pause waits for every vCPU to leave the guest and park.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A kick can land just before KVM_RUN and be lost: kick again this often.
+const KICK_INTERVAL: Duration = Duration::from_millis(5);
+pub const DEFAULT_SHUTDOWN_DEADLINE_MS: u64 = 5000;
+/// An hour: a larger deadline is more likely a unit mistake than a wish.
+const MAX_SHUTDOWN_DEADLINE_MS: u64 = 3_600_000;
+
+/// The VM as the API sees it.
+pub struct ApiVm {
+    pub control: VmControl,
+    pub pause: Arc<PauseGate>,
+    pub kick: KickRequest,
+    pub vcpus: usize,
+    /// The effective options, as the config file would hold them.
+    pub config: serde_json::Value,
+    pub exit_counters: Arc<ExitCounters>,
+    pub iommu_faults: Option<FaultCounterSource>,
+    /// Each `--disk`'s counters, in order, with its BDF.
+    pub disks: Vec<(Bdf, Arc<BlockCounters>)>,
+}
+
+/// What a handler asks of the server besides its answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Followup {
+    None,
+    /// Stop the VM at this instant unless it ends first.
+    StopAt(Instant),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShutdownBody {
+    deadline_ms: Option<u64>,
+}
+
+impl ApiVm {
+    fn state(&self) -> &'static str {
+        if self.control.is_stopping() {
+            "exited"
+        } else if self.pause.is_closed() {
+            "paused"
+        } else {
+            "running"
+        }
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let mut vm = json!({
+            "state": self.state(),
+            "uptime_ms": self.control.started().elapsed().as_millis() as u64,
+            "config": self.config,
+        });
+        if let Some(reason) = self.control.exit_reason() {
+            vm["exit_status"] = json!(reason.exit_status());
+        }
+        vm
+    }
+
+    fn refuse_if_ended(&self) -> Option<Response> {
+        self.control
+            .is_stopping()
+            .then(|| Response::error(409, "the VM has exited"))
+    }
+
+    fn pause_vm(&self) -> Response {
+        if let Some(refusal) = self.refuse_if_ended() {
+            return refusal;
+        }
+        if !self.pause.close() {
+            return Response::error(409, "the VM is already paused");
+        }
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        loop {
+            self.kick.kick();
+            if self.pause.wait_parked(self.vcpus, KICK_INTERVAL) {
+                log::info!("VM paused through the API");
+                return Response::json(200, &self.describe());
+            }
+            if self.control.is_stopping() {
+                return Response::error(409, "the VM has exited");
+            }
+            if Instant::now() >= deadline {
+                // Left closed: the others stay parked and the late one parks when its
+                // device operation ends.
+                return Response::error(
+                    503,
+                    format!(
+                        "only {} of {} vCPUs stopped within {PAUSE_TIMEOUT:?}; the rest will when they leave their device",
+                        self.pause.parked(),
+                        self.vcpus
+                    ),
+                );
+            }
+        }
+    }
+
+    fn resume_vm(&self) -> Response {
+        if let Some(refusal) = self.refuse_if_ended() {
+            return refusal;
+        }
+        if !self.pause.open() {
+            return Response::error(409, "the VM is not paused");
+        }
+        log::info!("VM resumed through the API");
+        Response::json(200, &self.describe())
+    }
+
+    fn stop_vm(&self) -> Response {
+        if let Some(refusal) = self.refuse_if_ended() {
+            return refusal;
+        }
+        log::warn!("stopping the VM: PUT /vm/stop on the API socket");
+        self.control.request_exit(VmExitReason::HostStop);
+        Response::json(202, &json!({ "state": "stopping" }))
+    }
+
+    fn shutdown_vm(&self, body: &[u8]) -> (Response, Followup) {
+        if let Some(refusal) = self.refuse_if_ended() {
+            return (refusal, Followup::None);
+        }
+        let deadline_ms = if body.iter().all(u8::is_ascii_whitespace) {
+            DEFAULT_SHUTDOWN_DEADLINE_MS
+        } else {
+            match serde_json::from_slice::<ShutdownBody>(body) {
+                Ok(body) => body.deadline_ms.unwrap_or(DEFAULT_SHUTDOWN_DEADLINE_MS),
+                Err(e) => {
+                    return (
+                        Response::error(400, format!("bad JSON body: {e}")),
+                        Followup::None,
+                    )
+                }
+            }
+        };
+        if deadline_ms > MAX_SHUTDOWN_DEADLINE_MS {
+            return (
+                Response::error(
+                    400,
+                    format!("deadline_ms is at most {MAX_SHUTDOWN_DEADLINE_MS}"),
+                ),
+                Followup::None,
+            );
+        }
+        log::warn!("shutdown asked on the API socket: the VM stops in {deadline_ms} ms unless it ends first");
+        // nestor's ACPI is hardware-reduced (no SCI, no PM1 event block), so there is no
+        // power button to press: the guest is not told, only given the deadline.
+        let answer = json!({ "deadline_ms": deadline_ms, "guest_notified": false });
+        let at = Instant::now() + Duration::from_millis(deadline_ms);
+        (Response::json(202, &answer), Followup::StopAt(at))
+    }
+
+    /// Answers `request`.
+    pub fn route(&self, request: &Request) -> (Response, Followup) {
+        let path = request.path.split('?').next().unwrap_or_default();
+        let method = request.method.as_str();
+        let not_allowed = |allow| Response {
+            allow: Some(allow),
+            ..Response::error(405, format!("{method} is not allowed on {path}"))
+        };
+        let answer = match (path, method) {
+            ("/vm", "GET") => Response::json(200, &self.describe()),
+            ("/vm", _) => not_allowed("GET"),
+            ("/vm/pause", "PUT") => self.pause_vm(),
+            ("/vm/resume", "PUT") => self.resume_vm(),
+            ("/vm/stop", "PUT") => self.stop_vm(),
+            ("/vm/shutdown", "PUT") => return self.shutdown_vm(&request.body),
+            ("/vm/pause" | "/vm/resume" | "/vm/stop" | "/vm/shutdown", _) => not_allowed("PUT"),
+            ("/metrics", "GET") => {
+                let snapshot = metrics::Snapshot::take(self);
+                let wants_text = request
+                    .accept
+                    .as_deref()
+                    .is_some_and(|a| a.contains("text/plain"));
+                if wants_text {
+                    Response::text(snapshot.prometheus())
+                } else {
+                    Response::json(200, &snapshot.json())
+                }
+            }
+            ("/metrics", _) => not_allowed("GET"),
+            _ => Response::error(404, format!("no such path: {path}")),
+        };
+        (answer, Followup::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> ApiVm {
+        ApiVm {
+            control: VmControl::new(Instant::now()).unwrap(),
+            pause: Arc::default(),
+            kick: KickRequest::new().unwrap(),
+            vcpus: 0,
+            config: json!({ "cpus": 1 }),
+            exit_counters: Arc::new(ExitCounters::new(0)),
+            iommu_faults: None,
+            disks: Vec::new(),
+        }
+    }
+
+    fn ask(vm: &ApiVm, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let request = Request {
+            method: method.into(),
+            path: path.into(),
+            accept: None,
+            body: body.as_bytes().to_vec(),
+            close: false,
+        };
+        let (response, _) = vm.route(&request);
+        (
+            response.status,
+            serde_json::from_str(&response.body).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_exited_vm_reports_its_status_and_refuses_changes() {
+        let vm = vm();
+        vm.control.request_exit(VmExitReason::ExitPort(3));
+        let (status, state) = ask(&vm, "GET", "/vm", "");
+        assert_eq!(status, 200);
+        assert_eq!(state["state"], "exited");
+        assert_eq!(state["exit_status"], 3);
+        assert_eq!(state["config"]["cpus"], 1);
+        for path in ["/vm/pause", "/vm/resume", "/vm/stop", "/vm/shutdown"] {
+            assert_eq!(ask(&vm, "PUT", path, "").0, 409, "{path}");
+        }
+    }
+
+    #[test]
+    fn pause_and_resume_each_change_the_state_once() {
+        let vm = vm();
+        assert_eq!(ask(&vm, "PUT", "/vm/resume", "").0, 409);
+        assert_eq!(ask(&vm, "PUT", "/vm/pause", "").1["state"], "paused");
+        assert_eq!(ask(&vm, "PUT", "/vm/pause", "").0, 409);
+        assert_eq!(ask(&vm, "PUT", "/vm/resume", "").1["state"], "running");
+        assert_eq!(ask(&vm, "GET", "/vm", "").1["state"], "running");
+    }
+
+    #[test]
+    fn shutdown_takes_a_deadline_within_bounds() {
+        let vm = vm();
+        let request = |body: &str| Request {
+            method: "PUT".into(),
+            path: "/vm/shutdown".into(),
+            accept: None,
+            body: body.as_bytes().to_vec(),
+            close: false,
+        };
+        let asked = Instant::now();
+        let (response, followup) = vm.route(&request(""));
+        assert_eq!(response.status, 202);
+        let Followup::StopAt(at) = followup else {
+            panic!("no deadline: {followup:?}");
+        };
+        let default = Duration::from_millis(DEFAULT_SHUTDOWN_DEADLINE_MS);
+        assert!(at >= asked + default && at <= Instant::now() + default);
+        let (too_long, none) = vm.route(&request("{\"deadline_ms\": 3600001}"));
+        assert_eq!((too_long.status, none), (400, Followup::None));
+        assert!(!vm.control.is_stopping());
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        let vm = vm();
+        assert_eq!(ask(&vm, "GET", "/vms", "").0, 404);
+        assert_eq!(ask(&vm, "GET", "/", "").0, 404);
+        let request = Request {
+            method: "POST".into(),
+            path: "/vm/pause".into(),
+            accept: None,
+            body: Vec::new(),
+            close: false,
+        };
+        let (response, _) = vm.route(&request);
+        assert_eq!((response.status, response.allow), (405, Some("PUT")));
+        assert_eq!(ask(&vm, "GET", "/metrics?x=1", "").0, 200);
+    }
+}
