@@ -50,8 +50,6 @@ pub enum ConfigError {
     File(#[from] crate::config_file::ConfigFileError),
     #[error("--api-socket {path}: {reason}")]
     ApiSocket { path: PathBuf, reason: String },
-    #[error("--vfio {bdf}: {what}")]
-    VfioNotSupported { bdf: String, what: &'static str },
 }
 
 /// What to boot.
@@ -162,13 +160,9 @@ fn host_memory() -> Option<u64> {
 }
 
 /// Checks each `--vfio` device against sysfs and the device nodes under `dev`, and
-/// settles the back-end of those that left it to the host; then refuses what passthrough
-/// cannot do: a guest is not booted without the device it was promised.
-fn check_vfio(
-    vfio: Vec<VfioOptions>,
-    viommu: Option<ViommuOptions>,
-    dev: &Path,
-) -> Result<Vec<VfioOptions>, ConfigError> {
+/// settles the back-end of those that left it to the host: a guest is not booted without
+/// the device it was promised.
+fn check_vfio(vfio: Vec<VfioOptions>, dev: &Path) -> Result<Vec<VfioOptions>, ConfigError> {
     let vfio = vfio
         .into_iter()
         .map(|device| {
@@ -179,14 +173,6 @@ fn check_vfio(
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    let bypass = viommu.is_some_and(|v| v.bypass);
-    if let Some(device) = vfio.iter().find(|d| d.iommu && bypass) {
-        // Unattached, a host device reaches nothing; bypass would need all of RAM mapped.
-        return Err(ConfigError::VfioNotSupported {
-            bdf: device.bdf(),
-            what: "iommu=on with --viommu bypass=on (a passthrough device cannot bypass the virtio-iommu); drop bypass=on",
-        });
-    }
     Ok(vfio)
 }
 
@@ -241,7 +227,7 @@ impl VmConfig {
         if args.timeout == Some(0) {
             return Err(ConfigError::Timeout);
         }
-        let vfio = check_vfio(args.vfio, args.viommu, Path::new("/dev"))?;
+        let vfio = check_vfio(args.vfio, Path::new("/dev"))?;
         let cmdline = match (&kernel, args.cmdline) {
             (_, Some(cmdline)) => cmdline,
             (KernelSource::Bundled, None) => String::new(),
@@ -302,7 +288,7 @@ mod tests {
     #[test]
     fn vfio_devices_leave_with_a_back_end_and_host_mistakes_come_first() {
         use crate::vfio_host_checks::tests::FakeHost;
-        assert!(check_vfio(vec![], None, Path::new("/nonexistent"))
+        assert!(check_vfio(vec![], Path::new("/nonexistent"))
             .unwrap()
             .is_empty());
         let host = FakeHost::ready();
@@ -311,44 +297,22 @@ mod tests {
             iommu: true,
             backend: None,
         };
-        let checked = check_vfio(vec![device.clone()], None, &host.dev()).unwrap();
+        let checked = check_vfio(vec![device.clone()], &host.dev()).unwrap();
         assert_eq!(checked[0].backend, Some(VfioBackend::Iommufd));
         let container = VfioOptions {
             backend: Some(VfioBackend::Container),
             ..device.clone()
         };
-        let checked = check_vfio(vec![container.clone()], None, &host.dev()).unwrap();
+        let checked = check_vfio(vec![container.clone()], &host.dev()).unwrap();
         assert_eq!(checked, vec![container]);
         let missing = VfioOptions {
             path: host.root.join("sys/devices/0000:09:00.0"),
             ..device.clone()
         };
         assert!(matches!(
-            check_vfio(vec![device, missing], None, &host.dev()),
+            check_vfio(vec![device, missing], &host.dev()),
             Err(ConfigError::VfioHost(VfioHostError::NoDevice { .. }))
         ));
-    }
-
-    #[test]
-    fn a_device_behind_a_bypassing_viommu_is_refused() {
-        use crate::vfio_host_checks::tests::FakeHost;
-        let host = FakeHost::ready();
-        let device = VfioOptions {
-            path: host.device(),
-            iommu: true,
-            backend: None,
-        };
-        let bypass = Some(ViommuOptions { bypass: true });
-        let message = check_vfio(vec![device.clone()], bypass, &host.dev())
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("bypass=on"), "{message}");
-        assert_eq!(message.lines().count(), 1);
-        let plain = VfioOptions {
-            iommu: false,
-            ..device
-        };
-        assert!(check_vfio(vec![plain], bypass, &host.dev()).is_ok());
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub unsafe trait GuestRam: Debug + Send + Sync {
     /// The host address of `[gpa, gpa + len)`, if all of it is RAM in one contiguous host
     /// mapping (a MAP straddling two memory regions, or of MMIO, has none).
     fn host_address(&self, gpa: u64, len: u64) -> Option<u64>;
+
+    /// Guest RAM as (guest-physical start, length) pieces, each with one host mapping: what
+    /// a host device in bypass reaches.
+    fn ram_regions(&self) -> Vec<(u64, u64)>;
 }
 
 // SAFETY: guest memory regions are mapped for the VM's lifetime, and vm-memory reaches
@@ -25,6 +29,10 @@ unsafe impl GuestRam for GuestMemoryMmap {
             return None;
         }
         region.get_host_address(offset).ok().map(|p| p as u64)
+    }
+
+    fn ram_regions(&self) -> Vec<(u64, u64)> {
+        self.iter().map(|r| (r.start_addr().0, r.len())).collect()
     }
 }
 

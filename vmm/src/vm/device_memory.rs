@@ -136,6 +136,11 @@ unsafe impl GuestRam for DmaTargets {
             .host_address(gpa, len)
             .or_else(|| self.bars.host_address(gpa, len))
     }
+
+    /// RAM only: bypass gives a device guest memory, not the other devices' BARs.
+    fn ram_regions(&self) -> Vec<(u64, u64)> {
+        self.ram.ram_regions()
+    }
 }
 
 #[cfg(test)]

@@ -10,13 +10,18 @@
 //!
 //! A back-end is one address space. Endpoints sharing it (say, one IOMMU group) are mapped
 //! once, and can only be in one domain at a time: an ATTACH that would split them is INVAL.
+//!
+//! An endpoint in bypass (attached to a bypass domain, or unattached while the config
+//! `bypass` byte is set) reaches guest RAM at IOVA = GPA: its back-end then holds all of RAM
+//! that way, the identity map, and only then. It is taken down before a domain's mappings
+//! go up, since they may overlap it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, warn};
 
-use super::domains::{Domains, Mapping};
+use super::domains::{Domains, Mapping, Route};
 use super::protocol::{Map, Status, MAP_F_READ, MAP_F_WRITE};
 use super::state::{IommuState, Stale};
 use crate::host_iommu::{DmaAccess, GuestRam, HostIommu, HostIommuError, IovaRange};
@@ -28,6 +33,8 @@ const UNMAP_CHUNK: usize = 1024;
 pub struct HostEndpoints {
     backends: HashMap<u32, Arc<dyn HostIommu>>,
     ram: Arc<dyn GuestRam>,
+    /// The back-ends holding the identity map now.
+    identity: Mutex<Vec<Arc<dyn HostIommu>>>,
 }
 
 fn same(a: &Arc<dyn HostIommu>, b: &Arc<dyn HostIommu>) -> bool {
@@ -65,6 +72,7 @@ impl HostEndpoints {
         Self {
             backends: HashMap::new(),
             ram,
+            identity: Mutex::new(Vec::new()),
         }
     }
 
@@ -137,6 +145,90 @@ impl HostEndpoints {
         })
     }
 
+    fn identity(&self) -> MutexGuard<'_, Vec<Arc<dyn HostIommu>>> {
+        self.identity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn holds_identity(&self, backend: &Arc<dyn HostIommu>) -> bool {
+        self.identity().iter().any(|b| same(b, backend))
+    }
+
+    /// Puts the identity map on `backend` (all of it, or nothing on failure) or takes it
+    /// off.
+    fn set_identity(&self, backend: &Arc<dyn HostIommu>, on: bool) -> Result<(), Status> {
+        let mut held = self.identity();
+        if held.iter().any(|b| same(b, backend)) == on {
+            return Ok(());
+        }
+        let regions = self.ram.ram_regions();
+        if on {
+            for (i, &(gpa, len)) in regions.iter().enumerate() {
+                let mapped = match self.ram.host_address(gpa, len) {
+                    // SAFETY: `GuestRam` hands out guest RAM only, as `HostIommu::map`
+                    // requires.
+                    Some(host) => unsafe { backend.map(gpa, host, len, DmaAccess::READ_WRITE) }
+                        .map_err(|e| {
+                            warn!("virtio-iommu: bypass: {e}");
+                            status_of(&e)
+                        }),
+                    None => Err(Status::DevErr),
+                };
+                if let Err(status) = mapped {
+                    for &(gpa, len) in &regions[..i] {
+                        let _ = backend.unmap(gpa, len);
+                    }
+                    return Err(status);
+                }
+            }
+            held.push(backend.clone());
+        } else {
+            let mut outcome = Ok(());
+            for &(gpa, len) in &regions {
+                if let Err(e) = backend.unmap(gpa, len) {
+                    error!("virtio-iommu: leaving bypass: {e}");
+                    outcome = Err(status_of(&e));
+                }
+            }
+            held.retain(|b| !same(b, backend));
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// Whether every endpoint on `backend` is in bypass, with the config byte at `bypass`.
+    fn wants_identity(
+        &self,
+        domains: &Domains,
+        backend: &Arc<dyn HostIommu>,
+        bypass: bool,
+    ) -> bool {
+        self.backends
+            .iter()
+            .filter(|(_, b)| same(b, backend))
+            .all(|(&e, _)| match domains.route(e) {
+                Route::Bypass => true,
+                Route::Unattached => bypass,
+                _ => false,
+            })
+    }
+
+    /// Brings every back-end's identity map in line with its endpoints' state; a back-end
+    /// that cannot take it stays blocked, which is said.
+    pub fn sync_identity(&self, domains: &Domains, bypass: bool) {
+        let mut backends: Vec<&Arc<dyn HostIommu>> = Vec::new();
+        for b in self.backends.values() {
+            if !backends.iter().any(|f| same(f, b)) {
+                backends.push(b);
+            }
+        }
+        for backend in backends {
+            let want = self.wants_identity(domains, backend, bypass);
+            if self.set_identity(backend, want).is_err() {
+                error!("virtio-iommu: a host device could not be put in bypass; it stays blocked");
+            }
+        }
+    }
+
     /// Maps all of `mappings` on `backend`, or none of them.
     fn replay(&self, backend: &dyn HostIommu, mappings: &[(u64, Mapping)]) -> Result<(), Status> {
         for (i, (start, m)) in mappings.iter().enumerate() {
@@ -161,8 +253,9 @@ impl HostEndpoints {
         first
     }
 
-    /// ATTACH of host endpoint `endpoint`: its back-end drops the old domain's mappings and
-    /// takes the new one's. On failure the endpoint stays where it was, mappings and all.
+    /// ATTACH of host endpoint `endpoint`: its back-end drops the old domain's mappings (or
+    /// the identity map) and takes the new one's (or the identity map, for a bypass
+    /// domain). On failure the endpoint stays where it was, mappings and all.
     pub fn attach(
         &self,
         shared: &IommuState,
@@ -171,10 +264,6 @@ impl HostEndpoints {
         bypass: bool,
     ) -> Result<Stale, Status> {
         let backend = self.backends.get(&endpoint).ok_or(Status::NoEnt)?;
-        if bypass {
-            // Bypass would mean mapping all guest RAM on the host; not offered yet.
-            return Err(Status::Unsupp);
-        }
         let mut domains = shared.domains_mut();
         if !domains.check_attach(domain, endpoint, bypass)? {
             return Ok(Stale::Endpoints(vec![endpoint]));
@@ -187,14 +276,26 @@ impl HostEndpoints {
             .domain_of(endpoint)
             .map_or_else(Vec::new, |old| domains.mappings(old));
         // Siblings already in the domain have put its mappings on the shared back-end.
-        let joining = if siblings.is_empty() {
+        let joining = if siblings.is_empty() && !bypass {
             domains.mappings(domain)
         } else {
             Vec::new()
         };
+        let had_identity = self.holds_identity(backend);
         self.unmap_all(backend.as_ref(), &leaving)?;
-        if let Err(status) = self.replay(backend.as_ref(), &joining) {
-            if self.replay(backend.as_ref(), &leaving).is_err() {
+        if !bypass {
+            self.set_identity(backend, false)?;
+        }
+        let joined = if bypass {
+            self.set_identity(backend, true)
+        } else {
+            self.replay(backend.as_ref(), &joining)
+        };
+        if let Err(status) = joined {
+            let restored = self
+                .replay(backend.as_ref(), &leaving)
+                .and_then(|()| self.set_identity(backend, had_identity));
+            if restored.is_err() {
                 error!("virtio-iommu: endpoint {endpoint:#x} lost host mappings of its domain");
             }
             return Err(status);
@@ -216,8 +317,10 @@ impl HostEndpoints {
             Vec::new()
         };
         domains.detach(domain, endpoint)?;
-        drop(domains);
-        self.unmap_all(backend.as_ref(), &leaving)?;
+        let unmapped = self.unmap_all(backend.as_ref(), &leaving);
+        // Unattached now: in bypass if the config byte says so.
+        self.sync_identity(&domains, shared.bypass());
+        unmapped?;
         Ok(Stale::Endpoints(vec![endpoint]))
     }
 

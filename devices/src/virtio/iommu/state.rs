@@ -93,6 +93,9 @@ impl IommuState {
         self.host.set(host)?;
         let mut domains = self.domains_mut();
         endpoints.into_iter().for_each(|e| domains.add_endpoint(e));
+        if let Some(host) = self.host.get() {
+            host.sync_identity(&domains, self.bypass());
+        }
         Ok(())
     }
 
@@ -133,6 +136,11 @@ impl IommuState {
             host.forget_all(&domains);
         }
         domains.reset();
+        if let Some(host) = self.host.get() {
+            // Every endpoint is unattached now: in bypass as the config byte, kept across
+            // the reset, says.
+            host.sync_identity(&domains, self.bypass());
+        }
         drop(domains);
         self.invalidate_every_endpoint();
         self.faults().clear();
@@ -144,7 +152,13 @@ impl IommuState {
 
     /// The driver wrote the `bypass` byte: unattached endpoints change what they reach.
     pub fn set_bypass(&self, on: bool) {
+        // Under the domains lock, so no ATTACH or DETACH of a host endpoint interleaves.
+        let domains = self.domains_mut();
         if self.bypass.swap(on, Ordering::AcqRel) != on {
+            if let Some(host) = self.host.get() {
+                host.sync_identity(&domains, on);
+            }
+            drop(domains);
             self.invalidate_every_endpoint();
         }
     }

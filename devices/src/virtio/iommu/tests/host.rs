@@ -28,6 +28,11 @@ unsafe impl GuestRam for FlatRam {
     fn host_address(&self, gpa: u64, len: u64) -> Option<u64> {
         (gpa.checked_add(len)? <= RAM_SIZE).then_some(RAM_BASE + gpa)
     }
+
+    /// Two pieces, as below and above a PCI hole.
+    fn ram_regions(&self) -> Vec<(u64, u64)> {
+        vec![(0, RAM_SIZE / 2), (RAM_SIZE / 2, RAM_SIZE / 2)]
+    }
 }
 
 fn host_map(iova: u64, gpa: u64, len: u64, access: DmaAccess) -> HostCall {
@@ -211,12 +216,105 @@ fn endpoints_sharing_a_back_end_map_once_and_stay_together() {
     assert!(shared.mapped().is_empty());
 }
 
+/// The identity map on the fake: all of FlatRam's RAM at IOVA = GPA.
+fn identity() -> Vec<(u64, u64)> {
+    vec![(0, RAM_SIZE / 2), (RAM_SIZE / 2, RAM_SIZE / 2)]
+}
+
+fn bypassing(default_bypass: bool) -> (Rig, Arc<FakeHostIommu>) {
+    let fake = Arc::new(FakeHostIommu::new());
+    let config = IommuConfig {
+        default_bypass,
+        ..IommuConfig::default()
+    };
+    (rig_with(config, &[(HOST_A, &fake)]), fake)
+}
+
 #[test]
-fn bypass_domains_are_not_offered_to_host_endpoints() {
-    let (rig, fake) = one_host(FakeHostIommu::new());
+fn an_unattached_host_endpoint_bypasses_exactly_while_the_config_says_so() {
+    let (rig, fake) = bypassing(true);
+    assert_eq!(fake.mapped(), identity(), "bypass from the start");
+    assert_eq!(
+        fake.calls()[0],
+        host_map(0, 0, RAM_SIZE / 2, DmaAccess::READ_WRITE)
+    );
+    rig.state.set_bypass(false);
+    assert!(fake.mapped().is_empty());
+    rig.state.set_bypass(true);
+    assert_eq!(fake.mapped(), identity());
+    let (_, blocked) = bypassing(false);
+    assert!(blocked.calls().is_empty());
+}
+
+#[test]
+fn attaching_takes_the_identity_map_down_before_the_domain_goes_up() {
+    let (rig, fake) = bypassing(true);
+    assert_eq!(rig.attach(1, DISK), OK);
+    assert_eq!(rig.map(1, 0x1000, 0x1fff, 0x5000, RW), OK);
+    let before = fake.calls().len();
+    assert_eq!(rig.attach(1, HOST_A), OK);
+    assert_eq!(
+        fake.calls()[before..],
+        [
+            unmap_call(0, RAM_SIZE / 2),
+            unmap_call(RAM_SIZE / 2, RAM_SIZE / 2),
+            host_map(0x1000, 0x5000, 0x1000, DmaAccess::READ_WRITE),
+        ]
+    );
+    // Back to bypass when it leaves; blocked instead once the config byte is off.
+    assert_eq!(detach(&rig, 1, HOST_A), OK);
+    assert_eq!(fake.mapped(), identity());
+    assert_eq!(rig.attach(1, HOST_A), OK);
+    rig.state.set_bypass(false);
+    assert_eq!(
+        fake.mapped(),
+        vec![(0x1000, 0x1000)],
+        "attached: the byte changes nothing"
+    );
+    assert_eq!(detach(&rig, 1, HOST_A), OK);
+    assert!(fake.mapped().is_empty());
+}
+
+#[test]
+fn a_bypass_domain_holds_the_identity_map() {
+    let (rig, fake) = bypassing(false);
     let reply = rig.send(&attach(1, HOST_A, ATTACH_F_BYPASS, 0), 4);
-    assert_eq!(reply.status(), Some(Status::Unsupp));
-    assert!(fake.calls().is_empty());
+    assert_eq!(reply.status(), OK);
+    assert_eq!(fake.mapped(), identity());
+    assert_eq!(rig.attach(2, HOST_A), OK);
+    assert!(fake.mapped().is_empty(), "moved to an empty domain");
+    let reply = rig.send(&attach(1, HOST_A, ATTACH_F_BYPASS, 0), 4);
+    assert_eq!(reply.status(), OK);
+    assert_eq!(detach(&rig, 1, HOST_A), OK);
+    assert!(
+        fake.mapped().is_empty(),
+        "unattached with the byte off: blocked"
+    );
+}
+
+#[test]
+fn a_reset_leaves_host_endpoints_as_the_kept_config_byte_says() {
+    let (rig, fake) = bypassing(true);
+    assert_eq!(rig.attach(1, HOST_A), OK);
+    assert_eq!(rig.map(1, 0x1000, 0x1fff, 0x5000, RW), OK);
+    rig.state.reset();
+    assert_eq!(fake.mapped(), identity());
+    rig.state.set_bypass(false);
+    rig.state.reset();
+    assert!(fake.mapped().is_empty());
+}
+
+#[test]
+fn a_bypass_the_host_refuses_leaves_the_endpoint_where_it_was() {
+    // The second identity piece fails: the first is taken back, the domain stays.
+    let fake = Arc::new(FakeHostIommu::new().failing_map(3));
+    let rig = rig_with(IommuConfig::default(), &[(HOST_A, &fake)]);
+    assert_eq!(rig.attach(1, HOST_A), OK);
+    assert_eq!(rig.map(1, 0x1000, 0x1fff, 0x5000, RW), OK);
+    let reply = rig.send(&attach(2, HOST_A, ATTACH_F_BYPASS, 0), 4);
+    assert_eq!(reply.status(), Some(Status::NoMem));
+    assert_eq!(rig.state.domains().domain_of(HOST_A), Some(1));
+    assert_eq!(fake.mapped(), vec![(0x1000, 0x1000)]);
 }
 
 #[test]
