@@ -181,6 +181,8 @@ impl HostEndpoints {
                 }
             }
             held.push(backend.clone());
+            // Mapping all of RAM takes a while on some hosts; say why.
+            log::info!("virtio-iommu: a passthrough device bypasses: all guest RAM mapped for it");
         } else {
             let mut outcome = Ok(());
             for &(gpa, len) in &regions {
@@ -190,6 +192,7 @@ impl HostEndpoints {
                 }
             }
             held.retain(|b| !same(b, backend));
+            log::info!("virtio-iommu: a passthrough device leaves bypass");
             outcome?;
         }
         Ok(())

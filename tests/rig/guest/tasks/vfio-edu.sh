@@ -32,4 +32,12 @@ liveness=$(devmem $((bar0 + 4)) 32 | lower)
 devmem $((bar0 + 4)) 32 0x0000ffff
 liveness2=$(devmem $((bar0 + 4)) 32 | lower)
 
-echo "GUEST edu dev=${dev##*/} bar0=$bar0 command=$command command_after=$command_after id=$id liveness=$liveness liveness2=$liveness2"
+# Behind the virtio-iommu, Linux 6.12 gives the device an IOMMU group (and a
+# domain) only when a driver binds: vfio-pci, as a userspace driver would.
+group_type=none
+if [ -d /sys/class/iommu ] && [ -n "$(ls /sys/class/iommu)" ]; then
+    echo vfio-pci > "$dev/driver_override"
+    echo "${dev##*/}" > /sys/bus/pci/drivers_probe
+fi
+[ -e "$dev/iommu_group/type" ] && group_type=$(cat "$dev/iommu_group/type")
+echo "GUEST edu dev=${dev##*/} group_type=$group_type bar0=$bar0 command=$command command_after=$command_after id=$id liveness=$liveness liveness2=$liveness2"
