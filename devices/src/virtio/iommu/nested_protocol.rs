@@ -9,6 +9,7 @@
 use std::mem::size_of;
 
 use super::protocol::{ProbePropertyHead, RequestError, Status, HEAD_SIZE};
+use crate::host_iommu::nested::{check_vste, VSTE0_ALLOWED, VSTE1_ALLOWED};
 
 /// Feature bits of the extension (section 2).
 pub mod features {
@@ -102,12 +103,6 @@ const _: () = assert!(SMMUV3_PROPERTY_SIZE == 56);
 pub const ATTACH_FORMAT_ARM_SMMUV3: u8 = 1;
 pub const PROBE_T_NESTOR_SMMUV3: u16 = 0x800;
 
-/// STE dword 0 bits the kernel accepts in a nested HWPT: V, Config, S1Fmt, S1ContextPtr,
-/// S1CDMax.
-pub const STE0_ALLOWED: u64 = 0xf80f_ffff_ffff_ffff;
-/// STE dword 1 bits likewise: S1DSS, S1CIR, S1COR, S1CSH, S1STALLD, EATS.
-pub const STE1_ALLOWED: u64 = 0x3800_00ff;
-
 /// Fault reasons beyond the standard's, for table-mode domains (section 4).
 pub mod fault_reason {
     pub const BAD_CONFIG: u8 = 3;
@@ -147,27 +142,19 @@ pub enum SteMode {
     },
 }
 
-const STE_CONFIG_ABORT: u64 = 0b000;
 const STE_CONFIG_BYPASS: u64 = 0b100;
 const STE_CONFIG_S1_TRANSLATE: u64 = 0b101;
 
 impl VirtualSte {
-    /// Checks the words: only allowed bits, a Config the kernel takes, EATS 0 or 1.
+    /// Checks the words as the kernel checks a nested HWPT's (a Config it takes, EATS 0 or
+    /// 1), and more strictly where the extension says so: the guest-owned fields only,
+    /// even with V clear, and no reserved S1Fmt.
     pub fn new(ste0: u64, ste1: u64) -> Result<Self, Status> {
-        if ste0 & !STE0_ALLOWED != 0 || ste1 & !STE1_ALLOWED != 0 {
+        if ste0 & !VSTE0_ALLOWED != 0 || ste1 & !VSTE1_ALLOWED != 0 {
             return Err(Status::Inval);
         }
+        check_vste(0, [ste0, ste1]).map_err(|_| Status::Inval)?;
         let ste = Self { ste0, ste1 };
-        let valid = ste0 & 1 != 0;
-        let config = (ste0 >> 1) & 0b111;
-        if valid
-            && ![STE_CONFIG_ABORT, STE_CONFIG_BYPASS, STE_CONFIG_S1_TRANSLATE].contains(&config)
-        {
-            return Err(Status::Inval);
-        }
-        if (ste1 >> 28) & 0b11 > 1 {
-            return Err(Status::Inval);
-        }
         if matches!(ste.mode(), SteMode::Translate { s1fmt: 3, .. }) {
             return Err(Status::Inval);
         }
