@@ -12,6 +12,7 @@
 mod boot;
 mod dma_engine;
 mod edu;
+mod exit_cost;
 mod hold;
 mod pci;
 mod pio_loop;
@@ -58,7 +59,11 @@ const PROBES: &[Probe] = &[
 ];
 
 /// Scenarios `probe=all` leaves out: they never return, or only measure.
-const ON_REQUEST_ONLY: &[Probe] = &[triple_fault::PROBE, viommu_map_bench::PROBE];
+const ON_REQUEST_ONLY: &[Probe] = &[
+    triple_fault::PROBE,
+    viommu_map_bench::PROBE,
+    exit_cost::PROBE,
+];
 
 #[derive(Default)]
 struct Tally {
