@@ -10,10 +10,16 @@
 //! Both work on any file descriptor, so tests drive them through a pipe carrying records in
 //! the uAPI layout.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
 
-use super::nested::PageResponseCode;
+use iommufd_bindings::iommufd::{iommu_fault_alloc, IOMMUFD_CMD_FAULT_QUEUE_ALLOC, IOMMUFD_TYPE};
+use iommufd_ioctls::IommuFd;
+
+use super::nested::{PagePermissions, PageRequest, PageResponseCode};
 
 /// `sizeof(struct iommu_hwpt_pgfault)`.
 pub const PGFAULT_SIZE: usize = 40;
@@ -217,6 +223,32 @@ impl<F: AsFd> FaultQueue<F> {
     }
 }
 
+/// `IOMMU_FAULT_QUEUE_ALLOC`, which iommufd-ioctls does not wrap: a fault object and the fd
+/// its page requests are read from. Returns the object's id (for a HWPT's `fault_id`) and
+/// the fd.
+pub fn alloc_fault_queue(iommufd: &IommuFd) -> io::Result<(u32, File)> {
+    let mut alloc = iommu_fault_alloc {
+        size: std::mem::size_of::<iommu_fault_alloc>() as u32,
+        flags: 0,
+        out_fault_id: 0,
+        out_fault_fd: 0,
+    };
+    let request = iommufd_ioctl(IOMMUFD_CMD_FAULT_QUEUE_ALLOC);
+    // SAFETY: the kernel reads and writes `alloc`, a struct of the size it is told.
+    let ret = unsafe { libc::ioctl(iommufd.as_raw_fd(), request as _, &mut alloc) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just installed this fd for us; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(alloc.out_fault_fd as i32) };
+    Ok((alloc.out_fault_id, File::from(fd)))
+}
+
+/// `_IO(IOMMUFD_TYPE, nr)`: iommufd's ioctls carry their size in the struct, not the number.
+pub(crate) fn iommufd_ioctl(nr: u32) -> u64 {
+    (u64::from(IOMMUFD_TYPE) << 8) | u64::from(nr)
+}
+
 /// One item of a vEVENTQ.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vevent {
@@ -313,6 +345,81 @@ impl<F: AsFd> VeventQueue<F> {
     }
 }
 
+/// The fault side of an iommufd nested back-end: the fault queue, with each iommufd device
+/// id known by its guest StreamID, so records become [`PageRequest`]s the relay routes.
+#[derive(Debug)]
+pub struct IommufdPageRequests {
+    queue: Mutex<FaultQueue<File>>,
+    streams: Mutex<HashMap<u32, u32>>,
+}
+
+impl IommufdPageRequests {
+    pub fn new(fault_fd: File) -> Self {
+        Self {
+            queue: Mutex::new(FaultQueue::new(fault_fd)),
+            streams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, FaultQueue<File>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<u32, u32>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Page requests of iommufd device `dev_id` are the guest's StreamID `stream`.
+    pub fn route(&self, dev_id: u32, stream: u32) {
+        self.streams().insert(dev_id, stream);
+    }
+
+    pub fn unroute(&self, dev_id: u32) {
+        self.streams().remove(&dev_id);
+    }
+
+    /// Polls readable while a group is queued.
+    pub fn notifier(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd lives as long as `self`; the queue never replaces it.
+        unsafe { BorrowedFd::borrow_raw(self.queue().fd().as_raw_fd()) }
+    }
+
+    /// The waiting groups, whole. A record of a device with no guest StreamID cannot be
+    /// answered by the guest: its group is answered INVALID here.
+    pub fn read(&self) -> Result<Vec<PageRequest>, FaultQueueError> {
+        let records = self.queue().read(true)?;
+        let streams = self.streams().clone();
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let Some(&stream) = streams.get(&record.dev_id) else {
+                if record.is_last() {
+                    let _ = self.respond(record.cookie, PageResponseCode::Invalid);
+                }
+                continue;
+            };
+            out.push(PageRequest {
+                stream,
+                pasid: record.pasid(),
+                group: record.grpid,
+                permissions: PagePermissions {
+                    read: record.perm & pgfault_perm::READ != 0,
+                    write: record.perm & pgfault_perm::WRITE != 0,
+                    execute: record.perm & pgfault_perm::EXEC != 0,
+                    privileged: record.perm & pgfault_perm::PRIV != 0,
+                },
+                address: record.addr,
+                last: record.is_last(),
+                cookie: record.cookie,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn respond(&self, cookie: u32, code: PageResponseCode) -> Result<(), FaultQueueError> {
+        self.queue().respond(cookie, code)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +441,12 @@ mod tests {
                 File::from(OwnedFd::from_raw_fd(fds[1])),
             )
         }
+    }
+
+    #[test]
+    fn fault_queue_alloc_is_iommufd_ioctl_0x8e() {
+        assert_eq!(iommufd_ioctl(IOMMUFD_CMD_FAULT_QUEUE_ALLOC), 0x3b8e);
+        assert_eq!(std::mem::size_of::<iommu_fault_alloc>(), 16);
     }
 
     #[test]
@@ -408,6 +521,44 @@ mod tests {
         let mut got = [0u8; PAGE_RESPONSE_SIZE];
         answers.read_exact(&mut got).unwrap();
         assert_eq!(got, page_response_bytes(12, PageResponseCode::Success));
+    }
+
+    #[test]
+    fn page_requests_carry_the_guest_stream_and_unroutable_groups_are_refused() {
+        let (rx, mut tx) = pipe();
+        let source = IommufdPageRequests::new(rx);
+        source.route(7, 0x42);
+        let routed = PgFault {
+            flags: pgfault_flags::LAST_PAGE | pgfault_flags::PASID_VALID,
+            dev_id: 7,
+            pasid: 3,
+            grpid: 9,
+            perm: pgfault_perm::WRITE,
+            addr: 0x5000,
+            cookie: 1,
+            ..Default::default()
+        };
+        let unrouted = PgFault {
+            dev_id: 8,
+            cookie: 2,
+            ..routed
+        };
+        tx.write_all(&routed.to_le_bytes()).unwrap();
+        tx.write_all(&unrouted.to_le_bytes()).unwrap();
+        // The read end of a pipe cannot be written: answering the unrouted group fails
+        // quietly here, as a kernel refusal would.
+        let got = source.read().unwrap();
+        assert_eq!(got.len(), 1);
+        let r = got[0];
+        assert_eq!(
+            (r.stream, r.pasid, r.group, r.cookie),
+            (0x42, Some(3), 9, 1)
+        );
+        assert!(r.last && r.permissions.write && !r.permissions.read);
+        assert_eq!(r.address, 0x5000);
+        source.unroute(7);
+        tx.write_all(&routed.to_le_bytes()).unwrap();
+        assert!(source.read().unwrap().is_empty());
     }
 
     #[test]
