@@ -130,12 +130,15 @@ pub struct RunArgs {
     pub viommu: Option<ViommuOptions>,
 
     /// A host PCI device passed through over VFIO:
-    /// path=/sys/bus/pci/devices/BDF[,iommu=on][,backend=container|iommufd].
+    /// path=/sys/bus/pci/devices/BDF[,iommu=on][,backend=container|iommufd]
+    /// [,nested=require|prefer].
     /// It, and every other device in its IOMMU group, must be bound to vfio-pci.
     /// Without iommu=on all guest RAM is mapped for the device's DMA; with it, the device
     /// sits behind the virtio-iommu and reaches only what the guest maps. The back-end
     /// defaults to iommufd when /dev/iommu and the device's VFIO cdev exist, else the
-    /// legacy container. Repeatable.
+    /// legacy container. nested= asks for the guest to own the device's stage 1 (iommufd,
+    /// an ARM SMMUv3 host that nests): require stops if the host cannot, prefer falls back
+    /// to MAP and UNMAP with a warning. Repeatable.
     #[arg(long, value_name = "OPTIONS", value_parser = VfioOptions::parse)]
     pub vfio: Vec<VfioOptions>,
 

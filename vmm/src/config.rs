@@ -296,6 +296,7 @@ mod tests {
             path: host.device(),
             iommu: true,
             backend: None,
+            nested: None,
         };
         let checked = check_vfio(vec![device.clone()], &host.dev()).unwrap();
         assert_eq!(checked[0].backend, Some(VfioBackend::Iommufd));

@@ -39,6 +39,10 @@ pub enum VfioHostError {
     PermissionDenied { bdf: String, node: PathBuf },
     #[error("--vfio {bdf}: {node} is busy; another process (another VM?) holds the device")]
     Busy { bdf: String, node: PathBuf },
+    #[error("--vfio {bdf}: nested= hands the guest the device's stage 1 behind the virtio-iommu; add iommu=on")]
+    NestedNeedsIommu { bdf: String },
+    #[error("--vfio {bdf}: nested translation goes through iommufd; {fix}")]
+    NestedNeedsIommufd { bdf: String, fix: &'static str },
     #[error("--vfio {bdf}: cannot open {node}: {reason}")]
     Open {
         bdf: String,
@@ -82,6 +86,19 @@ pub fn check_host(options: &VfioOptions, dev: &Path) -> Result<VfioBackend, Vfio
     let backend = options
         .backend
         .unwrap_or_else(|| default_backend(device, dev));
+    if options.nested.is_some() {
+        if !options.iommu {
+            return Err(VfioHostError::NestedNeedsIommu { bdf });
+        }
+        if backend != VfioBackend::Iommufd {
+            let fix = if options.backend.is_some() {
+                "drop backend=container"
+            } else {
+                "this host has no /dev/iommu or the device no VFIO cdev (CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV)"
+            };
+            return Err(VfioHostError::NestedNeedsIommufd { bdf, fix });
+        }
+    }
     for node in device_nodes(backend, device, dev, &bdf, &group)? {
         check_opens(&bdf, &node)?;
     }
@@ -282,6 +299,7 @@ pub(crate) mod tests {
                 path: self.device(),
                 iommu: true,
                 backend: Some(backend),
+                nested: None,
             };
             check_host(&options, &self.dev()).map(|chosen| assert_eq!(chosen, backend))
         }
@@ -307,6 +325,7 @@ pub(crate) mod tests {
             path: host.device(),
             iommu: false,
             backend: None,
+            nested: None,
         };
         assert_eq!(check_host(&auto, &host.dev()), Ok(VfioBackend::Iommufd));
         fs::remove_file(host.root.join("dev/iommu")).unwrap();
@@ -317,12 +336,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn nested_needs_the_virtio_iommu_and_iommufd() {
+        let host = FakeHost::ready();
+        let nested = |iommu, backend| VfioOptions {
+            path: host.device(),
+            iommu,
+            backend,
+            nested: Some(crate::vfio_options::NestedPolicy::Require),
+        };
+        assert_eq!(
+            check_host(&nested(true, None), &host.dev()),
+            Ok(VfioBackend::Iommufd)
+        );
+        let err = check_host(&nested(false, None), &host.dev()).unwrap_err();
+        assert!(matches!(err, VfioHostError::NestedNeedsIommu { .. }));
+        assert!(err.to_string().contains("iommu=on"), "{err}");
+        let err = check_host(&nested(true, Some(VfioBackend::Container)), &host.dev()).unwrap_err();
+        assert!(err.to_string().contains("drop backend=container"), "{err}");
+        fs::remove_file(host.root.join("dev/iommu")).unwrap();
+        let err = check_host(&nested(true, None), &host.dev()).unwrap_err();
+        assert!(err.to_string().contains("no /dev/iommu"), "{err}");
+    }
+
+    #[test]
     fn a_missing_path_is_named() {
         let host = FakeHost::ready();
         let options = VfioOptions {
             path: host.root.join("sys/devices/0000:09:00.0"),
             iommu: false,
             backend: Some(VfioBackend::Container),
+            nested: None,
         };
         let err = check_host(&options, &host.dev()).unwrap_err();
         assert!(matches!(err, VfioHostError::NoDevice { .. }));

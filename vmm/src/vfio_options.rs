@@ -17,8 +17,20 @@ pub enum VfioBackend {
     Iommufd,
 }
 
-/// `--vfio path=/sys/bus/pci/devices/BDF[,iommu=on|off][,backend=container|iommufd]`; in a
-/// config file `{"path": DIR, "iommu": BOOL, "backend": "container" | "iommufd"}`.
+/// Whether the guest should own the device's stage 1 (nested translation: guest stage 1,
+/// host stage 2) rather than map through the virtio-iommu's MAP and UNMAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NestedPolicy {
+    /// Nested or nothing: a host IOMMU that cannot nest stops nestor.
+    Require,
+    /// Nested where the host IOMMU can; otherwise MAP and UNMAP, with a warning.
+    Prefer,
+}
+
+/// `--vfio path=/sys/bus/pci/devices/BDF[,iommu=on|off][,backend=container|iommufd]
+/// [,nested=require|prefer]`; in a config file `{"path": DIR, "iommu": BOOL, "backend":
+/// "container" | "iommufd", "nested": "require" | "prefer"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VfioOptions {
@@ -31,6 +43,9 @@ pub struct VfioOptions {
     /// `vfio_host_checks::default_backend`), which the VM config does before anything opens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<VfioBackend>,
+    /// Nested translation through iommufd (needs `iommu` and the iommufd back-end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested: Option<NestedPolicy>,
 }
 
 impl VfioOptions {
@@ -38,6 +53,7 @@ impl VfioOptions {
         let mut path = None;
         let mut iommu = false;
         let mut backend = None;
+        let mut nested = None;
         for item in value.split(',') {
             match item.split_once('=') {
                 Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
@@ -49,10 +65,17 @@ impl VfioOptions {
                         "unknown --vfio backend '{other}' (want container or iommufd)"
                     ))
                 }
+                Some(("nested", "require")) => nested = Some(NestedPolicy::Require),
+                Some(("nested", "prefer")) => nested = Some(NestedPolicy::Prefer),
+                Some(("nested", other)) => {
+                    return Err(format!(
+                        "unknown --vfio nested '{other}' (want require or prefer)"
+                    ))
+                }
                 _ => {
                     return Err(format!(
                         "unknown --vfio option '{item}' (want path=/sys/bus/pci/devices/BDF, \
-                         iommu=on|off, backend=container|iommufd)"
+                         iommu=on|off, backend=container|iommufd, nested=require|prefer)"
                     ))
                 }
             }
@@ -62,6 +85,7 @@ impl VfioOptions {
             path,
             iommu,
             backend,
+            nested,
         })
     }
 
@@ -86,6 +110,7 @@ mod tests {
                 path: "/sys/bus/pci/devices/0000:01:00.0".into(),
                 iommu: false,
                 backend: None,
+                nested: None,
             })
         );
     }
@@ -96,6 +121,10 @@ mod tests {
         assert!(v.iommu);
         assert_eq!(v.backend, Some(VfioBackend::Iommufd));
         assert_eq!(v.bdf(), "x");
+        let v = VfioOptions::parse("nested=prefer,path=p,iommu=on").unwrap();
+        assert_eq!(v.nested, Some(NestedPolicy::Prefer));
+        let v = VfioOptions::parse("path=p,nested=require").unwrap();
+        assert_eq!(v.nested, Some(NestedPolicy::Require));
         let v = VfioOptions::parse("path=p,backend=container,iommu=off").unwrap();
         assert_eq!(v.backend, Some(VfioBackend::Container));
         assert!(!v.iommu);
@@ -109,6 +138,8 @@ mod tests {
         assert!(VfioOptions::parse("path=").is_err());
         assert!(VfioOptions::parse("").is_err());
         assert!(VfioOptions::parse("path=p,iommu=yes").is_err());
+        let e = VfioOptions::parse("path=p,nested=maybe").unwrap_err();
+        assert!(e.contains("require or prefer"), "{e}");
         let e = VfioOptions::parse("path=p,backend=type1").unwrap_err();
         assert!(e.contains("container or iommufd"), "{e}");
         assert!(VfioOptions::parse("path=p,rombar=off").is_err());

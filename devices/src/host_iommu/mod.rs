@@ -5,6 +5,7 @@
 //! - [`vfio_container`]: the VFIO type1 container (`/dev/vfio/vfio`),
 //! - [`iommufd_ioas`]: an iommufd I/O address space (`/dev/iommu`),
 //! - [`iommufd_faults`]: iommufd's fault queue and vEVENTQ records, read and answered,
+//! - [`iommufd_nesting`]: whether a device's host IOMMU can take a guest's SMMUv3 stage 1,
 //! - [`iommufd_selftest`]: the kernel's iommufd test driver, to run iommufd code without an
 //!   IOMMU that nests,
 //! - [`fake`]: a back-end that records calls and fails on request, for tests,
@@ -17,6 +18,7 @@ pub mod guest_ram;
 pub mod iommufd_faults;
 pub mod iommufd_ioas;
 mod iommufd_iova_ranges;
+pub mod iommufd_nesting;
 pub mod iommufd_selftest;
 pub mod nested;
 pub mod smmuv3;

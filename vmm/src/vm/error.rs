@@ -38,6 +38,10 @@ pub enum VmmError {
     DiskImage(#[from] crate::disk_image::DiskImageError),
     #[error("{0}")]
     Device(String),
+    /// The host cannot do what the user asked of a device (e.g. nested=require on an IOMMU
+    /// that cannot nest).
+    #[error("{0}")]
+    HostRefuses(String),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("seccomp: {0}")]
@@ -53,7 +57,8 @@ impl VmmError {
             VmmError::Config(_)
             | VmmError::Boot(_)
             | VmmError::File { .. }
-            | VmmError::DiskImage(_) => 2,
+            | VmmError::DiskImage(_)
+            | VmmError::HostRefuses(_) => 2,
             _ => 1,
         }
     }

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use devices::host_iommu::iommufd_nesting;
 use devices::host_iommu::{HostIommu, IommufdIoasIommu, VfioContainerIommu};
 use devices::vfio::{map_guest_ram, GuestMemorySlots, HostVfioDevice};
 use iommufd_ioctls::{IommuFd, IommufdIoas};
@@ -27,7 +28,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use super::device_memory::{DmaTargets, KvmDeviceMemory};
 use super::error::VmmError;
 use super::GuestVm;
-use crate::vfio_options::{VfioBackend, VfioOptions};
+use crate::vfio_options::{NestedPolicy, VfioBackend, VfioOptions};
 
 fn passthrough_err(path: &Path, what: impl std::fmt::Display) -> VmmError {
     VmmError::Device(format!("--vfio {}: {what}", path.display()))
@@ -39,6 +40,8 @@ struct AddressSpace {
     ops: Arc<dyn VfioOps>,
     /// The same address space, for mapping.
     iommu: Arc<dyn HostIommu>,
+    /// The IOAS, on the iommufd back-end.
+    ioas_id: Option<u32>,
 }
 
 /// Which address space a device joins: the shared one of its back-end, or the one of its
@@ -116,6 +119,9 @@ impl Passthrough {
         let space = &self.spaces[&key];
         let device = VfioDevice::new(path, space.ops.clone(), true)
             .map_err(|e| passthrough_err(path, format!("cannot open the device: {e}")))?;
+        if let Some(policy) = options.nested {
+            self.check_nesting(&device, space.ioas_id, policy, options)?;
+        }
         if created && !options.iommu {
             let started = Instant::now();
             map_guest_ram(space.iommu.as_ref(), mem)
@@ -130,6 +136,42 @@ impl Passthrough {
             device: HostVfioDevice::new(device),
             behind_iommu: options.iommu.then(|| space.iommu.clone()),
         })
+    }
+
+    /// `nested=`: asks the kernel whether the device's host IOMMU can take a guest's SMMUv3
+    /// stage 1. nestor's nested mode serves emulated devices; a passthrough device stays
+    /// behind the virtio-iommu's MAP and UNMAP, so `require` stops here either way and
+    /// `prefer` goes on with a warning that says why.
+    fn check_nesting(
+        &self,
+        device: &VfioDevice,
+        ioas_id: Option<u32>,
+        policy: NestedPolicy,
+        options: &VfioOptions,
+    ) -> Result<(), VmmError> {
+        let bdf = options.bdf();
+        let (Some(iommufd), Some(dev_id), Some(ioas_id)) =
+            (&self.iommufd, device.iommufd_dev_id(), ioas_id)
+        else {
+            return Err(VmmError::HostRefuses(format!(
+                "--vfio {bdf}: nested= needs the device bound to iommufd (backend=iommufd)"
+            )));
+        };
+        let why = match iommufd_nesting::probe(iommufd, dev_id, ioas_id) {
+            Err(refused) => format!("the host IOMMU cannot nest: {refused}"),
+            Ok(_) => "the host IOMMU can nest, but this nestor hands guest stage-1 tables only to emulated devices (--dma-engine iommu=nested), not yet to passthrough devices".into(),
+        };
+        match policy {
+            NestedPolicy::Require => Err(VmmError::HostRefuses(format!(
+                "--vfio {bdf}: nested=require: {why}; use nested=prefer to map through the virtio-iommu instead"
+            ))),
+            NestedPolicy::Prefer => {
+                log::warn!(
+                    "--vfio {bdf}: nested=prefer: {why}; the device maps through the virtio-iommu's MAP and UNMAP"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// A group is in one address space only: the host cannot give part of it guest RAM
@@ -190,6 +232,7 @@ impl Passthrough {
                 Ok(AddressSpace {
                     iommu: Arc::new(VfioContainerIommu::new(container.clone())),
                     ops: container,
+                    ioas_id: None,
                 })
             }
             VfioBackend::Iommufd => {
@@ -209,6 +252,7 @@ impl Passthrough {
                 let ops = VfioIommufd::new(iommufd.clone(), Some(ioas.clone()), Some(kvm_vfio))
                     .map_err(|e| passthrough_err(path, format!("iommufd: {e}")))?;
                 Ok(AddressSpace {
+                    ioas_id: Some(ioas.id()),
                     iommu: Arc::new(IommufdIoasIommu::with_ioas(iommufd, ioas)),
                     ops: Arc::new(ops),
                 })
