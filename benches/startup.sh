@@ -12,11 +12,21 @@
 # virtio-iommu; and the floor and nestor with --pit, the PIT nestor no longer creates by
 # default. With NESTOR_BASELINE=PATH, another nestor binary runs in the same rounds, with
 # and without the disk (to compare two builds side by side).
-# Usage: benches/startup.sh [RUNS]. Needs /dev/kvm and bash 5.
+# With --rt, every program runs at real-time priority (SCHED_FIFO, through chrt; needs root):
+# on a host whose CPUs other work keeps busy, the scheduler's delays otherwise swamp what is
+# measured, and this is the nearest such a host comes to one with a CPU to spare.
+# Usage: benches/startup.sh [--rt] [RUNS]. Needs /dev/kvm and bash 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage() { echo "usage: benches/startup.sh [--rt] [RUNS]" >&2; exit 2; }
+priority=()
+if [[ ${1:-} == --rt ]]; then
+    command -v chrt >/dev/null || { echo "benches/startup.sh --rt needs chrt" >&2; exit 2; }
+    priority=(chrt --fifo 10)
+    shift
+fi
 runs=${1:-21}
-[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "usage: benches/startup.sh [RUNS]" >&2; exit 2; }
+[[ $runs =~ ^[1-9][0-9]*$ && $# -le 1 ]] || usage
 [[ -n ${EPOCHREALTIME:-} ]] || { echo "benches/startup.sh needs bash 5 (EPOCHREALTIME)" >&2; exit 2; }
 cargo build --release --quiet --bin nestor --bin nestor-floor
 nestor=target/release/nestor
@@ -53,7 +63,7 @@ for _ in $(seq "$runs"); do
     for label in "${labels[@]}"; do
         read -ra argv <<<"${cmd[$label]}"
         start=$EPOCHREALTIME
-        if ! "${argv[@]}" >/dev/null 2>"$work/err"; then
+        if ! "${priority[@]}" "${argv[@]}" >/dev/null 2>"$work/err"; then
             echo "$label failed: ${cmd[$label]}" >&2
             cat "$work/err" >&2
             exit 1
@@ -77,7 +87,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 # The floor a row is compared with: the floor with the same PIT.
 floor_of() { case $1 in *pit) echo floor+pit ;; *) echo floor ;; esac; }
 
-echo "startup: $runs interleaved runs, medians in us; ratios to the floor with the same PIT"
+echo "startup: $runs interleaved runs${priority[*]:+ at real-time priority}, medians in us; ratios to the floor with the same PIT"
 printf '%-16s %22s %22s %22s\n' "" "start->first KVM_RUN" "start->first insn" "start->exit"
 for label in "${labels[@]}"; do
     base=$(floor_of "$label")
