@@ -70,7 +70,9 @@ impl log::Log for StderrLogger {
             return;
         }
         if suppressed > 0 {
-            eprintln!("nestor: warning: {suppressed} log lines suppressed");
+            stderr_line(format_args!(
+                "nestor: warning: {suppressed} log lines suppressed"
+            ));
         }
         let level = match effective_level(record.metadata()) {
             Level::Error => "error",
@@ -79,10 +81,18 @@ impl log::Log for StderrLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        eprintln!("nestor: {level}: {}", record.args());
+        stderr_line(format_args!("nestor: {level}: {}", record.args()));
     }
 
     fn flush(&self) {}
+}
+
+/// Writes one line to stderr. A closed or full stderr (`nestor ... 2>&1 | head`) loses the
+/// line instead of panicking, as `eprintln!` would: nestor's messages are never worth
+/// its life.
+pub fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 static LOGGER: StderrLogger = StderrLogger {

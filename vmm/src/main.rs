@@ -1,5 +1,6 @@
 //! nestor: a small KVM virtual machine monitor with a paravirtual IOMMU.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("nestor: error: {e}");
+            vmm::logging::stderr_line(format_args!("nestor: error: {e}"));
             ExitCode::from(e.exit_status())
         }
     }
@@ -39,7 +40,12 @@ fn print_config(args: vmm::cli::RunArgs) -> Result<u8, VmmError> {
             .map_err(|e| VmmError::from(vmm::config::ConfigError::from(e)))?,
         None => args,
     };
-    println!("{}", vmm::config_file::to_json(&args));
+    // A closed stdout (`nestor config ... | head -c0`) is not worth a panic.
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        vmm::config_file::to_json(&args)
+    );
     Ok(0)
 }
 
@@ -61,7 +67,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            eprintln!("nestor: error: {first} (see nestor --help)");
+            vmm::logging::stderr_line(format_args!("nestor: error: {first} (see nestor --help)"));
             ExitCode::from(2)
         }
     }

@@ -207,3 +207,31 @@ fn console_and_serial_output_reach_stdout_in_the_order_written() {
     );
     assert!(out.contains("PROBE done passed=1 failed=0"), "{out}");
 }
+
+/// A pipe whose read end is already closed: every write to it fails with EPIPE.
+fn closed_pipe() -> File {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for both ends.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds were just created and are owned here only.
+    let (read_end, write_end) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    drop(read_end);
+    write_end
+}
+
+#[test]
+fn closed_stdout_and_stderr_cost_nestor_its_messages_not_its_life() {
+    if !kvm_available("closed_stdout_and_stderr_cost_nestor_its_messages_not_its_life") {
+        return;
+    }
+    // As `nestor run --boot-timer 2>&1 | head -1` does once head has exited: a message
+    // written with eprintln! would panic, and the panic handler dies under seccomp.
+    let status = nestor()
+        .args(["run", "--boot-timer", "-v", "--cmdline", "probe=boot"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(closed_pipe()))
+        .stderr(Stdio::from(closed_pipe()))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

@@ -72,7 +72,9 @@ impl MutEventSubscriber for StdinForwarder {
             Ok(n) => {
                 let mut bytes = Vec::with_capacity(n);
                 if !self.filter(&buf[..n], &mut bytes) {
-                    eprintln!("\r\nnestor: stopped from the console (Ctrl-A x)\r");
+                    crate::logging::stderr_line(format_args!(
+                        "\r\nnestor: stopped from the console (Ctrl-A x)\r"
+                    ));
                     self.control.request_exit(VmExitReason::HostStop);
                     return;
                 }

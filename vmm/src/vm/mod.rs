@@ -236,7 +236,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     if config.boot_timer {
         let marks = legacy.boot_marks.lock().unwrap();
         for line in trace::lines(&trace, times.first_run(), &marks, &times.left_guest()) {
-            eprintln!("{line}");
+            crate::logging::stderr_line(format_args!("{line}"));
         }
     }
     let reason = control.exit_reason().unwrap_or(VmExitReason::VmmFailure(
@@ -247,7 +247,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     if matches!(reason, VmExitReason::GuestFailure(_)) {
         let vcpus = crash_reports.take();
         for line in failure_report::lines(&vcpus, verbose, interrupt_tables.as_ref()) {
-            eprintln!("{line}");
+            crate::logging::stderr_line(format_args!("{line}"));
         }
     }
     Ok(status)
@@ -256,8 +256,12 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
 /// Says why the VM ended when it was not a clean exit, and returns the exit status.
 fn report_exit(reason: &VmExitReason) -> u8 {
     match reason {
-        VmExitReason::GuestFailure(why) => eprintln!("nestor: guest failed: {why}"),
-        VmExitReason::VmmFailure(why) => eprintln!("nestor: error: {why}"),
+        VmExitReason::GuestFailure(why) => {
+            crate::logging::stderr_line(format_args!("nestor: guest failed: {why}"))
+        }
+        VmExitReason::VmmFailure(why) => {
+            crate::logging::stderr_line(format_args!("nestor: error: {why}"))
+        }
         _ => log::info!("VM ended: {reason:?}"),
     }
     reason.exit_status() as u8
