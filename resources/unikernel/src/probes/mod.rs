@@ -15,6 +15,7 @@ mod edu;
 mod hold;
 mod pci;
 mod pio_loop;
+mod power_button;
 mod triple_fault;
 mod viommu;
 mod viommu_map_bench;
@@ -58,7 +59,11 @@ const PROBES: &[Probe] = &[
 ];
 
 /// Scenarios `probe=all` leaves out: they never return, or only measure.
-const ON_REQUEST_ONLY: &[Probe] = &[triple_fault::PROBE, viommu_map_bench::PROBE];
+const ON_REQUEST_ONLY: &[Probe] = &[
+    triple_fault::PROBE,
+    power_button::PROBE,
+    viommu_map_bench::PROBE,
+];
 
 #[derive(Default)]
 struct Tally {
