@@ -10,6 +10,7 @@ pub mod dma_engine;
 pub mod host_iommu;
 pub mod host_output;
 pub mod interrupt;
+pub mod io_counters;
 pub mod legacy;
 pub mod pci;
 pub mod vfio;

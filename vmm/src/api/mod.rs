@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use devices::VmExitReason;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+pub use metrics::CountedDevice;
 pub use routes::ApiVm;
 pub use socket_file::ApiListener;
 

@@ -6,17 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use devices::legacy::PowerButton;
-use devices::pci::Bdf;
-use devices::virtio::block::BlockCounters;
 use devices::{VmControl, VmExitReason};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{Request, Response};
-use super::metrics;
+use super::metrics::{self, CountedDevice};
 use crate::event_loop::KickRequest;
 use crate::vcpu::{ExitCounters, PauseGate};
-use crate::viommu::FaultCounterSource;
+use crate::viommu::IommuCounterSource;
 
 /// How long a pause waits for every vCPU to leave the guest and park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,9 +33,10 @@ pub struct ApiVm {
     /// The effective options, as the config file would hold them.
     pub config: serde_json::Value,
     pub exit_counters: Arc<ExitCounters>,
-    pub iommu_faults: Option<FaultCounterSource>,
-    /// Each `--disk`'s counters, in order, with its BDF.
-    pub disks: Vec<(Bdf, Arc<BlockCounters>)>,
+    /// The virtio-iommu's counters, when there is one.
+    pub iommu: Option<IommuCounterSource>,
+    /// Every other device's counters, in BDF order.
+    pub devices: Vec<CountedDevice>,
     /// Pressed by `PUT /vm/shutdown`.
     pub power_button: PowerButton,
 }
@@ -236,8 +235,8 @@ mod tests {
             vcpus: 0,
             config: json!({ "cpus": 1 }),
             exit_counters: Arc::new(ExitCounters::new(0)),
-            iommu_faults: None,
-            disks: Vec::new(),
+            iommu: None,
+            devices: Vec::new(),
             power_button,
         };
         (vm, ged)

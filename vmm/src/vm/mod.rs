@@ -190,8 +190,8 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
                 config: serde_json::from_str(&crate::config_file::to_json(&config.args))
                     .unwrap_or_default(),
                 exit_counters,
-                iommu_faults: pci.iommu_faults.clone(),
-                disks: pci.disk_counters.clone(),
+                iommu: pci.iommu_counters.clone(),
+                devices: pci.device_counters.clone(),
                 power_button: legacy.power_button.clone(),
             };
             let thread =
