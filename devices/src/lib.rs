@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod dma;
 pub mod dma_engine;
+pub mod fault_relay;
 pub mod host_iommu;
 pub mod host_output;
 pub mod interrupt;

@@ -31,6 +31,31 @@ fn probe_boot_sees_every_cpu_and_the_memory_asked_for() {
 }
 
 #[test]
+fn probe_exit_cost_times_both_kinds_of_exit() {
+    if !kvm_available("probe_exit_cost_times_both_kinds_of_exit") {
+        return;
+    }
+    let output = run(&["--cmdline", "probe=exit-cost:20"]);
+    assert_status(&output, 0);
+    let out = stdout(&output);
+    for kind in ["pio", "mmio"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("exit-cost: kind={kind} rounds=20 ")))
+            .unwrap_or_else(|| panic!("no {kind} timing in {out}"));
+        let median: u64 = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix("median_ns="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no median in {line}"));
+        // An exit is a round trip through KVM and nestor: never free, and on this
+        // machine's slowest /dev/kvm well under a second.
+        assert!((1..1_000_000_000).contains(&median), "{line}");
+    }
+    assert!(out.contains("PROBE done passed=1 failed=0"), "{out}");
+}
+
+#[test]
 fn a_failing_probe_makes_nestor_exit_non_zero() {
     if !kvm_available("a_failing_probe_makes_nestor_exit_non_zero") {
         return;

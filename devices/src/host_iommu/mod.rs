@@ -4,6 +4,9 @@
 //!
 //! - [`vfio_container`]: the VFIO type1 container (`/dev/vfio/vfio`),
 //! - [`iommufd_ioas`]: an iommufd I/O address space (`/dev/iommu`),
+//! - [`iommufd_faults`]: iommufd's fault queue and vEVENTQ records, read and answered,
+//! - [`iommufd_selftest`]: the kernel's iommufd test driver, to run iommufd code without an
+//!   IOMMU that nests,
 //! - [`fake`]: a back-end that records calls and fails on request, for tests,
 //! - [`guest_ram`]: from guest-physical addresses to the host addresses a back-end maps,
 //! - [`nested`]: nested translation (guest stage 1, host stage 2) behind [`nested::NestedHostIommu`],
@@ -11,8 +14,10 @@
 
 pub mod fake;
 pub mod guest_ram;
+pub mod iommufd_faults;
 pub mod iommufd_ioas;
 mod iommufd_iova_ranges;
+pub mod iommufd_selftest;
 pub mod nested;
 pub mod smmuv3;
 pub mod vfio_container;

@@ -1,7 +1,9 @@
 # shellcheck shell=bash disable=SC2154
 # Builds a static nestor for the rig host (L2 has no libc). Sourced by run.sh.
 
-# Prints the path of the static nestor binary; returns non-zero if it cannot be built.
+# Prints the path of the static nestor binary (nestor-iommufd-selftest, the
+# iommufd test driver check, is built beside it); returns non-zero if they
+# cannot be built.
 build_static_nestor() {
     local target=x86_64-unknown-linux-gnu
     local target_dir="$repo_dir/target/rig"
@@ -11,7 +13,8 @@ build_static_nestor() {
     if ! (cd "$repo_dir" &&
           CARGO_TARGET_DIR="$target_dir" \
           RUSTFLAGS='-C target-feature=+crt-static' \
-          cargo build --release --target "$target" --bin nestor) >&2; then
+          cargo build --release --target "$target" --bin nestor \
+              --bin nestor-iommufd-selftest) >&2; then
         log "static nestor build failed"
         return 1
     fi

@@ -72,7 +72,8 @@ run_scenario() {
             echo "RIG $name FAIL nestor could not be built (see the cargo output above)"
             return 1
         fi
-        entries+=("file:rig/nestor:$nestor_bin:755")
+        entries+=("file:rig/nestor:$nestor_bin:755"
+                  "file:rig/nestor-iommufd-selftest:${nestor_bin%/*}/nestor-iommufd-selftest:755")
     fi
     # RIG_L2_FILES="HOST_PATH:IMAGE_PATH ...": more files for the rig host's
     # image, e.g. another VMM to compare nestor with (see README.md).

@@ -21,6 +21,7 @@ use crate::virtio::WorkerSpec;
 const BAR: u64 = 0xc000_0000;
 const VERSION_1: u64 = 1 << 32;
 const ACCESS_PLATFORM: u64 = 1 << 33;
+const RING_INDIRECT_DESC: u64 = 1 << 28;
 const HEADER: u64 = 0x10_0000;
 const DATA: u64 = 0x11_0000;
 const STATUS: u64 = 0x12_0000;
@@ -275,6 +276,13 @@ fn features_need_version_1_and_nothing_unoffered() {
     let mut r = rig(plain());
     r.write(cc::DEVICE_STATUS, 1, u64::from(status::DRIVER_OK));
     assert_eq!(r.status() & status::DRIVER_OK, 0);
+}
+
+#[test]
+fn indirect_descriptors_are_offered_only_where_they_cost_no_iommu_round_trips() {
+    assert_ne!(rig(plain()).offered() & RING_INDIRECT_DESC, 0);
+    assert_eq!(rig(bypassed()).offered() & RING_INDIRECT_DESC, 0);
+    assert_eq!(rig(unattached()).offered() & RING_INDIRECT_DESC, 0);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 mod boot;
 mod dma_engine;
 mod edu;
+mod exit_cost;
 mod hold;
 mod pci;
 mod pio_loop;
@@ -63,6 +64,7 @@ const ON_REQUEST_ONLY: &[Probe] = &[
     triple_fault::PROBE,
     power_button::PROBE,
     viommu_map_bench::PROBE,
+    exit_cost::PROBE,
 ];
 
 #[derive(Default)]
