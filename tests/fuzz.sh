@@ -4,6 +4,7 @@
 #
 #   tests/fuzz.sh 30      # the test suite's short run: about 30 s a target
 #   tests/fuzz.sh 3600    # a nightly run: an hour a target
+#   tests/fuzz.sh 60 api_http_request    # only the targets named
 #
 # The targets link libFuzzer (libfuzzer-sys) and are built with the same coverage
 # instrumentation cargo-fuzz uses with `--sanitizer none`, by plain cargo on the stable
@@ -35,7 +36,17 @@ seconds="${1:-30}"
 jobs="${FUZZ_JOBS:-1}"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 targets=(virtio_iommu_request virtio_chains virtio_pci_transport pci_config_space vfio_pci_function
-    kernel_loader dma_engine_ring smmuv3_tables)
+    kernel_loader dma_engine_ring smmuv3_tables api_http_request)
+if [ "$#" -gt 1 ]; then
+    shift
+    for wanted in "$@"; do
+        if [[ " ${targets[*]} " != *" $wanted "* ]]; then
+            echo "fuzz: no target '$wanted' (targets: ${targets[*]})" >&2
+            exit 2
+        fi
+    done
+    targets=("$@")
+fi
 
 if ! command -v c++ >/dev/null; then
     echo "fuzz: libFuzzer needs a C++ compiler (c++)" >&2
@@ -56,7 +67,7 @@ export RUSTFLAGS="-Cpasses=sancov-module \
 
 echo "fuzz: building ${#targets[@]} targets"
 # --target keeps the flags off build scripts and proc macros.
-cargo build --release --locked --target "$triple" --bins
+cargo build --release --locked --target "$triple" "${targets[@]/#/--bin=}"
 
 bin="$target_dir/$triple/release"
 logs="$target_dir/fuzz-logs"

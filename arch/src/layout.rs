@@ -44,6 +44,9 @@ pub const IOAPIC_START: u64 = 0xfec0_0000;
 pub const IOAPIC_SIZE: u64 = 0x1000;
 pub const LAPIC_START: u64 = 0xfee0_0000;
 pub const LAPIC_SIZE: u64 = 0x1000;
+/// The ACPI Generic Event Device's event register (the DSDT's GED describes it).
+pub const GED_START: u64 = 0xfef0_0000;
+pub const GED_SIZE: u64 = 0x1000;
 /// KVM's identity-map page and, above it, the three-page TSS that Intel VMX needs: memory
 /// KVM keeps for itself, below 4 GiB, out of RAM and the MMIO hole's devices.
 pub const KVM_IDENTITY_MAP_START: u64 = 0xfffb_c000;
@@ -80,6 +83,7 @@ pub fn bar_exclusions(memory_size: u64) -> Vec<(u64, u64, &'static str)> {
         (PCI_ECAM_START, PCI_ECAM_SIZE, "the ECAM window"),
         (IOAPIC_START, IOAPIC_SIZE, "the IOAPIC"),
         (LAPIC_START, LAPIC_SIZE, "the local APIC"),
+        (GED_START, GED_SIZE, "the ACPI event device"),
         (
             KVM_IDENTITY_MAP_START,
             KVM_PRIVATE_END - KVM_IDENTITY_MAP_START,
@@ -112,7 +116,13 @@ mod tests {
         for address in [0, MMIO_HOLE_START - 1, RAM_ABOVE_4G_START, (6 << 30) - 1] {
             assert!(covered(address), "{address:#x}");
         }
-        for address in [PCI_ECAM_START, IOAPIC_START, LAPIC_START, KVM_TSS_START] {
+        for address in [
+            PCI_ECAM_START,
+            IOAPIC_START,
+            LAPIC_START,
+            GED_START,
+            KVM_TSS_START,
+        ] {
             assert!(covered(address), "{address:#x}");
         }
         for address in [PCI_MMIO32_START, PCI_ECAM_START - 1, 6 << 30] {

@@ -11,6 +11,7 @@ pub mod fault_relay;
 pub mod host_iommu;
 pub mod host_output;
 pub mod interrupt;
+pub mod io_counters;
 pub mod legacy;
 pub mod pci;
 pub mod vfio;

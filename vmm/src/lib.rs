@@ -18,3 +18,8 @@ pub mod viommu;
 mod vm;
 
 pub use vm::{run_vm, VmmError};
+
+/// The API socket's HTTP request parser, public for its fuzz target.
+pub mod api_http {
+    pub use crate::api::http::{parse_request, Request, Response, MAX_BODY, MAX_HEAD};
+}

@@ -17,7 +17,7 @@ use devices::pci::Bdf;
 use devices::virtio::iommu::state::IommuState;
 use devices::virtio::iommu::viot::{build_viot, endpoint_id};
 use devices::virtio::iommu::{
-    common_iova_ranges, FaultCounters, HostEndpoints, Iommu, IommuConfig,
+    common_iova_ranges, FaultCounters, HostEndpoints, Iommu, IommuConfig, RequestCounts,
 };
 use devices::virtio::{VirtioDevice, WorkerSpec};
 
@@ -124,8 +124,8 @@ impl ViommuBuilder {
     }
 
     /// Where the device's fault counters can be read while it runs.
-    pub fn fault_counter_source(&self) -> FaultCounterSource {
-        FaultCounterSource(self.iommu.state().clone())
+    pub fn counter_source(&self) -> IommuCounterSource {
+        IommuCounterSource(self.iommu.state().clone())
     }
 
     /// The device for the transport, and the VIOT for `AcpiConfig::extra_tables`.
@@ -145,13 +145,25 @@ impl ViommuBuilder {
     }
 }
 
-/// The virtio-iommu's fault record counters, read from outside the device (the API).
+/// The virtio-iommu's counters, read from outside the device (the API).
 #[derive(Clone)]
-pub struct FaultCounterSource(Arc<IommuState>);
+pub struct IommuCounterSource(Arc<IommuState>);
 
-impl FaultCounterSource {
-    pub fn counters(&self) -> FaultCounters {
+impl IommuCounterSource {
+    /// Fault records reported, delivered, rate-limited and overflowed.
+    pub fn faults(&self) -> FaultCounters {
         self.0.faults().counters()
+    }
+
+    /// Requests by type and status.
+    pub fn requests(&self) -> RequestCounts {
+        self.0.request_counters.snapshot()
+    }
+
+    /// Each domain and its mappings. Takes the domain locks for reading, which a huge
+    /// UNMAP releases between chunks, so this waits at most for one chunk.
+    pub fn mappings(&self) -> Vec<(u32, usize)> {
+        self.0.domains().mapping_counts()
     }
 }
 

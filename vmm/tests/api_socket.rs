@@ -1,5 +1,5 @@
 //! `--api-socket`: every route against a running guest, pause and resume of a guest that
-//! holds, stop and shutdown, metrics that move, the requests the API must refuse, the
+//! holds, stop, shutdown through the guest's power button and at its deadline, metrics that move, the requests the API must refuse, the
 //! socket file's life, and curl as a user would drive it.
 
 mod common;
@@ -209,9 +209,64 @@ fn stop_ends_the_vm_cleanly_and_removes_the_socket() {
     assert!(!socket.exists(), "the socket file outlived nestor");
 }
 
+/// Waits until the text file at `path` contains `text`, and returns it.
+fn wait_for_text(path: &Path, text: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let contents = std::fs::read_to_string(path).unwrap_or_default();
+        if contents.contains(text) {
+            return contents;
+        }
+        assert!(Instant::now() < deadline, "no {text:?} in {contents:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn shutdown_stops_the_vm_at_its_deadline() {
-    if !kvm_available("shutdown_stops_the_vm_at_its_deadline") {
+fn shutdown_presses_the_power_button_and_the_guest_powers_off() {
+    if !kvm_available("shutdown_presses_the_power_button_and_the_guest_powers_off") {
+        return;
+    }
+    let dir = TempDir::new("api-power-button-serial");
+    let serial = dir.path().join("serial.txt");
+    let serial_arg = format!("file={}", serial.display());
+    let vm = ApiVm::start(
+        "power-button",
+        &[
+            "-v",
+            "--serial",
+            &serial_arg,
+            "--cmdline",
+            "probe=power-button",
+        ],
+    );
+    // Pressed only once the guest polls, so what powers it off is the press.
+    wait_for_text(&serial, "power-button: waiting", Duration::from_secs(60));
+    let asked = Instant::now();
+    let (status, body) = vm.put("/vm/shutdown", "{\"deadline_ms\": 60000}");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["guest_notified"], true, "{body}");
+    let output = vm.finish();
+    let took = asked.elapsed();
+    assert_status(&output, 0);
+    let guest = std::fs::read_to_string(&serial).unwrap();
+    assert!(
+        guest.contains("power-button: pressed after") && guest.contains("through S5"),
+        "{guest}"
+    );
+    assert!(
+        !guest.contains("PROBE"),
+        "the probe did not power off: {guest}"
+    );
+    let log = stderr(&output);
+    assert!(log.contains("VM ended: PowerOff"), "{log}");
+    assert!(!log.contains("deadline passed"), "{log}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn shutdown_stops_a_guest_that_ignores_the_button_at_its_deadline() {
+    if !kvm_available("shutdown_stops_a_guest_that_ignores_the_button_at_its_deadline") {
         return;
     }
     let mut vm = ApiVm::start("shutdown", &["--cmdline", "probe=hold:60000"]);
@@ -225,7 +280,8 @@ fn shutdown_stops_the_vm_at_its_deadline() {
     let (status, body) = vm.put("/vm/shutdown", "{\"deadline_ms\": 1500}");
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["deadline_ms"], 1500);
-    assert_eq!(body["guest_notified"], false);
+    // Told, but a holding guest never reads the event register.
+    assert_eq!(body["guest_notified"], true);
     std::thread::sleep(Duration::from_millis(500));
     assert!(vm.is_running(), "stopped before the deadline");
     let output = vm.finish();
@@ -270,11 +326,12 @@ fn metrics_move_when_the_guest_does_io() {
         0,
         "the disk was driven before the first hold ended: {early}"
     );
-    assert_eq!(early["iommu_faults"]["reported"], 0, "{early}");
-    assert_eq!(early["disks"][0]["requests"], 0, "{early}");
+    assert_eq!(early["iommu"]["faults"]["reported"], 0, "{early}");
+    assert_eq!(early["devices"][0]["kind"], "virtio-blk", "{early}");
+    assert_eq!(early["devices"][0]["requests"], 0, "{early}");
     // The probe writes one sector, reads it back and flushes.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let done = |m: &Value| m["disks"][0]["requests"].as_u64().unwrap() >= 3;
+    let done = |m: &Value| m["devices"][0]["requests"].as_u64().unwrap() >= 3;
     let late = loop {
         let (_, now) = vm.get("/metrics");
         if done(&now) || Instant::now() > deadline {
@@ -283,7 +340,7 @@ fn metrics_move_when_the_guest_does_io() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(mmio(&late) > 0, "{early}\n{late}");
-    let disk = &late["disks"][0];
+    let disk = &late["devices"][0];
     assert!(disk["requests"].as_u64().unwrap() >= 3, "{late}");
     assert!(disk["written_bytes"].as_u64().unwrap() >= 512, "{late}");
     assert!(disk["read_bytes"].as_u64().unwrap() >= 512, "{late}");
@@ -301,6 +358,157 @@ fn metrics_move_when_the_guest_does_io() {
     assert!(count > 0, "{line}");
     assert!(
         text.contains("nestor_iommu_faults_total{outcome=\"reported\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nestor_device_errors_total{kind=\"virtio-blk\",bdf=\"00:01.0\"} 0"),
+        "{text}"
+    );
+    assert_eq!(vm.put("/vm/stop", "").0, 202);
+}
+
+/// Every device's counters and the virtio-iommu's start at zero and move when the guest
+/// drives each device: the probes' own traffic, nothing made up.
+#[test]
+fn metrics_count_every_device_and_the_iommu() {
+    if !kvm_available("metrics_count_every_device_and_the_iommu") {
+        return;
+    }
+    let dir = TempDir::new("api-metrics-all-files");
+    let disk = dir.file("disk.img", &[0u8; 64 << 10]);
+    let disk_arg = format!("path={},iommu=on", disk.display());
+    let serial = dir.path().join("serial.txt");
+    let serial_arg = format!("file={}", serial.display());
+    let vm = ApiVm::start(
+        "metrics-all",
+        &[
+            "--disk",
+            &disk_arg,
+            "--rng",
+            "--console",
+            "--dma-engine",
+            "iommu=on",
+            "--serial",
+            &serial_arg,
+            "--cmdline",
+            "probe=hold:2000,viommu,virtio-rng,virtio-console,dma-engine,hold:60000",
+        ],
+    );
+    let (status, early) = vm.get("/metrics");
+    assert_eq!(status, 200);
+    let kinds: Vec<_> = early["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["virtio-blk", "virtio-rng", "virtio-console", "dma-engine"],
+        "{early}"
+    );
+    for device in early["devices"].as_array().unwrap() {
+        assert_eq!(
+            device["requests"], 0,
+            "driven before the hold ended: {early}"
+        );
+    }
+    let iommu = &early["iommu"];
+    assert!(
+        iommu["requests"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == 0),
+        "{early}"
+    );
+    assert_eq!(iommu["domains"], serde_json::json!([]), "{early}");
+
+    // Sampled while the probes run: a domain holds mappings only while a probe uses them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most_mappings = 0;
+    let guest = loop {
+        let (_, now) = vm.get("/metrics");
+        for domain in now["iommu"]["domains"].as_array().unwrap() {
+            most_mappings = most_mappings.max(domain["mappings"].as_u64().unwrap());
+        }
+        let guest = std::fs::read_to_string(&serial).unwrap_or_default();
+        if guest.contains("PROBE dma-engine") {
+            break guest;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the probes did not finish: {guest}"
+        );
+    };
+    assert!(!guest.contains("FAIL"), "{guest}");
+    assert!(most_mappings > 0, "no domain was seen with a mapping");
+    let (_, late) = vm.get("/metrics");
+    let device = |kind: &str| {
+        late["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {late}"))
+            .clone()
+    };
+    let count = |value: &Value| value.as_u64().unwrap();
+    let blk = device("virtio-blk");
+    // The viommu probe's read and write through its mapping, then the one that faults.
+    assert!(count(&blk["requests"]) >= 3, "{late}");
+    assert!(count(&blk["errors"]) >= 1, "{late}");
+    let rng = device("virtio-rng");
+    assert!(
+        count(&rng["requests"]) >= 1 && count(&rng["read_bytes"]) > 0,
+        "{late}"
+    );
+    let console = device("virtio-console");
+    let line = "virtio-console: hello from hvc0\n".len() as u64;
+    assert!(count(&console["written_bytes"]) >= line, "{late}");
+    let engine = device("dma-engine");
+    // A copy and a fill that pass, a PASID job refused, a job to a stale IOVA.
+    assert!(count(&engine["requests"]) >= 4, "{late}");
+    assert!(count(&engine["errors"]) >= 2, "{late}");
+    assert!(count(&engine["written_bytes"]) > 0, "{late}");
+
+    let iommu = &late["iommu"];
+    for kind in ["attach", "map", "unmap", "probe"] {
+        assert!(count(&iommu["requests"][kind]) >= 1, "{kind}: {late}");
+    }
+    let requests: u64 = iommu["requests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(count)
+        .sum();
+    let statuses: u64 = iommu["statuses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(count)
+        .sum();
+    assert_eq!(requests, statuses, "{late}");
+    assert!(count(&iommu["statuses"]["ok"]) >= 4, "{late}");
+    assert!(count(&iommu["faults"]["reported"]) >= 2, "{late}");
+
+    let (status, text) =
+        vm.request("GET /metrics HTTP/1.1\r\nAccept: text/plain\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    let sample = |prefix: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+    };
+    assert_eq!(
+        sample("nestor_iommu_requests_total{type=\"map\"}"),
+        count(&iommu["requests"]["map"])
+    );
+    assert!(sample("nestor_device_requests_total{kind=\"dma-engine\"") >= 4);
+    assert!(
+        text.contains("# TYPE nestor_iommu_domain_mappings gauge"),
         "{text}"
     );
     assert_eq!(vm.put("/vm/stop", "").0, 202);

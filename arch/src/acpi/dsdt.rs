@@ -1,5 +1,5 @@
-//! DSDT: the PCI root and its ECAM reservation (when there is PCI), COM1, and the S5 sleep
-//! state.
+//! DSDT: the PCI root and its ECAM reservation (when there is PCI), COM1, the power button
+//! and its event device, and the S5 sleep state.
 
 use acpi_tables::aml::{
     self, AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name,
@@ -7,7 +7,9 @@ use acpi_tables::aml::{
 };
 use acpi_tables::sdt::Sdt;
 
-use super::{to_bytes, AcpiConfig, PciRootDescription, OEM_ID, OEM_REVISION, OEM_TABLE_ID};
+use super::{
+    power_button, to_bytes, AcpiConfig, PciRootDescription, OEM_ID, OEM_REVISION, OEM_TABLE_ID,
+};
 
 /// Matches devices::legacy::ports::ACPI_S5_SLEEP_TYPE.
 const S5_SLEEP_TYPE: u8 = 5;
@@ -84,6 +86,9 @@ pub(super) fn build(config: &AcpiConfig) -> Vec<u8> {
     if let Some(pci) = &config.pci {
         body.extend(pci_root(pci));
         body.extend(ecam_reservation(pci));
+    }
+    if let Some(ged) = &config.ged {
+        body.extend(power_button::build(ged));
     }
     body.extend(to_bytes(&Name::new(
         "_S5_".into(),

@@ -7,6 +7,7 @@ mod dsdt;
 mod fadt;
 mod madt;
 mod mcfg;
+mod power_button;
 
 pub use mcfg::build_mcfg;
 
@@ -28,11 +29,20 @@ pub struct PciRootDescription {
     pub mmio32_size: u32,
 }
 
+/// The Generic Event Device as the DSDT describes it: its event register and interrupt.
+#[derive(Debug, Clone)]
+pub struct GedDescription {
+    pub register: u64,
+    pub gsi: u32,
+}
+
 /// What the tables describe.
 #[derive(Default)]
 pub struct AcpiConfig {
     pub cpus: u8,
     pub pci: Option<PciRootDescription>,
+    /// A power button behind a Generic Event Device.
+    pub ged: Option<GedDescription>,
     /// Further tables (MCFG, VIOT, ...), complete with header and checksum.
     pub extra_tables: Vec<Vec<u8>>,
 }
@@ -125,6 +135,7 @@ mod tests {
                 mmio32_base: 0xc000_0000,
                 mmio32_size: 0x2000_0000,
             }),
+            ged: None,
             extra_tables: vec![],
         };
         let rsdp = create_acpi_tables(&mem, &config).unwrap();

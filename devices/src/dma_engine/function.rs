@@ -22,6 +22,7 @@ use super::registers::*;
 use super::ring::{Progress, RingRunner};
 use crate::dma::DeviceDma;
 use crate::interrupt::MsiInterruptGroup;
+use crate::io_counters::IoCounters;
 use crate::pci::config::{BarMove, BarRegionKind, ConfigError, PciConfiguration, PciIdentity};
 use crate::pci::device::{PciBar, PciDevice};
 use crate::pci::msix::{MsixLayout, MsixState};
@@ -61,6 +62,8 @@ pub struct DmaEngine {
     /// The current (or last) enabling's head, tail and halt reason.
     progress: Arc<Progress>,
     worker: Option<Worker>,
+    /// Jobs completed (`errors`: not with status OK), bytes read and written by them.
+    counters: Arc<IoCounters>,
 }
 
 impl DmaEngine {
@@ -118,7 +121,13 @@ impl DmaEngine {
             enabled: false,
             progress: Arc::default(),
             worker: None,
+            counters: Arc::default(),
         })
+    }
+
+    /// What the engine's jobs have done, across enablings.
+    pub fn counters(&self) -> Arc<IoCounters> {
+        self.counters.clone()
     }
 
     pub fn bdf(&self) -> Bdf {
@@ -216,7 +225,8 @@ impl DmaEngine {
             self.dma.memory(self.ram.clone()),
             self.progress.clone(),
             self.msix.clone(),
-        );
+        )
+        .counting(self.counters.clone());
         match Worker::spawn(&self.spec, vec![self.doorbell.clone()], vec![], runner) {
             Ok(worker) => self.worker = Some(worker),
             Err(e) => {

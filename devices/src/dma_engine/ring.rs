@@ -12,10 +12,13 @@ use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::descriptor::{Completion, JobDescriptor, COMPLETION_OFFSET, JOB_DESCRIPTOR_SIZE};
+use super::descriptor::{
+    Completion, Job, JobDescriptor, JobStatus, COMPLETION_OFFSET, JOB_DESCRIPTOR_SIZE,
+};
 use super::job::{run_job, JobBuffers};
 use super::registers::{HaltReason, RingConfig, COMPLETION_VECTOR};
 use crate::dma::DmaMemory;
+use crate::io_counters::IoCounters;
 use crate::pci::SharedMsix;
 use crate::virtio::worker::QueueHandler;
 
@@ -52,6 +55,20 @@ pub struct RingRunner {
     buffers: JobBuffers,
     /// The head as the worker knows it; published to `progress` after each completion.
     head: u32,
+    counters: Arc<IoCounters>,
+}
+
+/// Counts a completed job: the bytes it read from and wrote to guest memory.
+fn count(counters: &IoCounters, job: Option<&Job>, completion: &Completion) {
+    counters.request(completion.status == JobStatus::Ok as u32);
+    match job {
+        Some(Job::Copy { .. }) => {
+            counters.read(completion.bytes_done);
+            counters.written(completion.bytes_done);
+        }
+        Some(Job::Fill { .. }) => counters.written(completion.bytes_done),
+        None => {}
+    }
 }
 
 impl RingRunner {
@@ -70,7 +87,14 @@ impl RingRunner {
             msix,
             buffers: JobBuffers::default(),
             head,
+            counters: Arc::default(),
         }
+    }
+
+    /// Counts the jobs this runner completes in `counters`.
+    pub fn counting(mut self, counters: Arc<IoCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Runs the job in the next slot and writes its completion; `Ok(interrupt wanted)`.
@@ -81,9 +105,10 @@ impl RingRunner {
             .read_slice(&mut bytes, GuestAddress(slot))
             .map_err(|_| HaltReason::RingFault)?;
         let descriptor = JobDescriptor::from_le_bytes(&bytes);
-        let completion = match descriptor.validate() {
-            Ok(job) => run_job(&self.mem, &job, &mut self.buffers),
-            Err(status) => Completion::refused(status),
+        let job = descriptor.validate();
+        let completion = match &job {
+            Ok(job) => run_job(&self.mem, job, &mut self.buffers),
+            Err(status) => Completion::refused(*status),
         };
         self.mem
             .write_slice(
@@ -91,6 +116,7 @@ impl RingRunner {
                 GuestAddress(slot + COMPLETION_OFFSET),
             )
             .map_err(|_| HaltReason::RingFault)?;
+        count(&self.counters, job.as_ref().ok(), &completion);
         self.head = self.head.wrapping_add(1);
         // Published only while the enabling is live: once a disable or reset returns, the
         // head the driver reads no longer moves.

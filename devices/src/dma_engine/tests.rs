@@ -263,6 +263,12 @@ fn copy_and_fill_run_complete_and_interrupt() {
     );
     assert!(h.fired() >= 1);
     assert_eq!(h.read(STATUS), STATUS_ENABLED | STATUS_IDLE);
+    let counts = h.engine.counters().snapshot();
+    assert_eq!((counts.requests, counts.errors), (2, 0));
+    assert_eq!(
+        (counts.read_bytes, counts.written_bytes),
+        (0x3000, 0x3000 + 13)
+    );
 }
 
 #[test]
@@ -323,6 +329,9 @@ fn bad_descriptors_are_answered_and_the_ring_goes_on() {
     assert_eq!((fault.fault_flags, fault.fault_address), (0, 0x4000_0000));
     assert_eq!(h.completion(6).fault_flags, FAULT_WRITE);
     assert_eq!(h.read(ERROR), 0);
+    let counts = h.engine.counters().snapshot();
+    assert_eq!((counts.requests, counts.errors), (8, 7));
+    assert_eq!((counts.read_bytes, counts.written_bytes), (0, 8));
 }
 
 #[test]

@@ -3,6 +3,10 @@
 pub const COM1_BASE: u64 = 0x3f8;
 pub const COM1_LEN: u64 = 8;
 pub const COM1_GSI: u32 = 4;
+/// The Generic Event Device's interrupt (its register is in MMIO: arch::layout::GED_START).
+/// Past the ISA range, so it reaches the IOAPIC only: a guest that never set up the legacy
+/// PIC (whose vectors start at 0) does not take it as an exception.
+pub const GED_GSI: u32 = 16;
 
 pub const I8042_DATA: u64 = 0x60;
 /// 0x60-0x64 as one range; only the data and command ports are meaningful.

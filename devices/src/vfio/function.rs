@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::interrupt::MsiInterruptManager;
+use crate::io_counters::IoCounters;
 use crate::pci::msix::MSIX_CAPABILITY_LEN;
 use crate::pci::{BarMove, PciBar, PciDevice, CONFIG_SPACE_SIZE};
 
@@ -29,6 +30,9 @@ pub struct VfioPciFunction {
     config: VfioConfigSpace,
     interrupts: InterruptCapabilities,
     mappings: Option<BarMappings>,
+    /// BAR accesses trapped and forwarded to the host device (those through mapped BARs
+    /// never reach nestor); `errors`: to a BAR the host does not let nestor read or write.
+    counters: Arc<IoCounters>,
 }
 
 impl VfioPciFunction {
@@ -115,7 +119,12 @@ impl VfioPciFunction {
             config,
             interrupts: interrupts_caps,
             mappings,
+            counters: Arc::default(),
         })
+    }
+
+    pub fn counters(&self) -> Arc<IoCounters> {
+        self.counters.clone()
     }
 
     fn msix_table_offset(&self, bar: usize, offset: u64, len: usize) -> Option<u64> {
@@ -166,7 +175,14 @@ impl PciDevice for VfioPciFunction {
         ) {
             (Some(within), _, Some(msix)) => msix.read_table(within, data),
             (_, Some(within), Some(msix)) => msix.read_pba(within, data),
-            _ => self.device.region_read(bar as u32, offset, data),
+            _ => {
+                self.device.region_read(bar as u32, offset, data);
+                let readable = self.device.region(bar as u32).readable;
+                self.counters.request(readable);
+                if readable {
+                    self.counters.read(len as u64);
+                }
+            }
         }
     }
 
@@ -180,7 +196,14 @@ impl PciDevice for VfioPciFunction {
         ) {
             (Some(within), _, Some(msix)) => msix.write_table(within, data),
             (_, Some(_), Some(_)) => {}
-            _ => self.device.region_write(bar as u32, offset, data),
+            _ => {
+                self.device.region_write(bar as u32, offset, data);
+                let writable = self.device.region(bar as u32).writable;
+                self.counters.request(writable);
+                if writable {
+                    self.counters.written(len as u64);
+                }
+            }
         }
     }
 }

@@ -350,6 +350,12 @@ fn bar_accesses_outside_the_msix_table_reach_the_device() {
             DeviceCall::RegionRead(2, 0x1008, 4),
         ]
     );
+    let counts = rig.function.counters().snapshot();
+    assert_eq!((counts.requests, counts.errors), (3, 0));
+    assert_eq!((counts.read_bytes, counts.written_bytes), (8, 4));
+    // The MSI-X table is nestor's: not forwarded, not counted.
+    rig.function.read_bar(2, 0, &mut data);
+    assert_eq!(rig.function.counters().snapshot().requests, 3);
 }
 
 #[test]

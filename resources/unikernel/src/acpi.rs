@@ -1,4 +1,5 @@
-//! Just enough ACPI: RSDP -> XSDT (or RSDT) -> MADT for the CPUs, FADT for the sleep port.
+//! Just enough ACPI: RSDP -> XSDT (or RSDT) -> MADT for the CPUs, FADT for the sleep port
+//! and the DSDT.
 
 /// Most CPUs the MADT walk records.
 pub const MAX_CPUS: usize = 64;
@@ -119,6 +120,20 @@ impl Acpi {
             at += len;
         }
         Some(cpus)
+    }
+
+    /// The DSDT's AML (after its header), from the FADT's X_DSDT or else its DSDT field.
+    pub fn dsdt_aml(&self) -> Option<&'static [u8]> {
+        const DSDT: usize = 40;
+        const X_DSDT: usize = 140;
+        let fadt = self.table(b"FACP")?;
+        let x_dsdt = fadt.get(X_DSDT..X_DSDT + 8).map(|f| read_u64(f, 0));
+        let address = match x_dsdt {
+            Some(address) if address != 0 => address,
+            _ => read_u32(fadt.get(DSDT..DSDT + 4)?, 0) as u64,
+        };
+        let dsdt = table_at(address).filter(|t| &t[..4] == b"DSDT")?;
+        Some(&dsdt[HEADER_LEN..])
     }
 
     /// The FADT's X_SLEEP_CONTROL_REG when it is a system I/O port.

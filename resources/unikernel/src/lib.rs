@@ -5,6 +5,7 @@
 
 #![cfg_attr(not(test), no_std)]
 
+pub mod aml;
 pub mod cmdline;
 pub mod le;
 pub mod memmap;

@@ -19,8 +19,13 @@ pub fn exit(status: u8) -> ! {
     halt_forever()
 }
 
+/// Asks for S5 through the ACPI sleep control register; returns if the VM goes on.
+pub fn enter_s5(sleep_control_port: u16) {
+    outb(sleep_control_port, SLEEP_S5);
+}
+
 /// Powers off through the ACPI sleep control register; falls back to the exit port.
 pub fn power_off(sleep_control_port: u16) -> ! {
-    outb(sleep_control_port, SLEEP_S5);
+    enter_s5(sleep_control_port);
     exit(EXIT_OK)
 }

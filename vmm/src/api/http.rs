@@ -162,8 +162,9 @@ fn header_value(headers: &[httparse::Header<'_>], name: &str) -> Option<String> 
         .map(|h| String::from_utf8_lossy(h.value).into_owned())
 }
 
-/// What the buffer holds: a whole request and its length, or not yet.
-fn parse(buffer: &[u8]) -> Result<Option<(Request, usize)>, Response> {
+/// What the buffer holds: a whole request and the bytes it took, or not yet (`Ok(None)`),
+/// or an answer refusing it.
+pub fn parse_request(buffer: &[u8]) -> Result<Option<(Request, usize)>, Response> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let head = match request.parse(buffer) {
@@ -226,7 +227,7 @@ impl Connection {
     pub fn read_request(&mut self, deadline: Instant) -> Result<Request, ReadError> {
         let mut chunk = [0u8; 2048];
         loop {
-            if let Some((request, used)) = parse(&self.buffer).map_err(ReadError::Refuse)? {
+            if let Some((request, used)) = parse_request(&self.buffer).map_err(ReadError::Refuse)? {
                 self.buffer.drain(..used);
                 return Ok(request);
             }
@@ -297,13 +298,13 @@ mod tests {
     use super::*;
 
     fn parsed(bytes: &[u8]) -> Request {
-        parse(bytes).unwrap().unwrap().0
+        parse_request(bytes).unwrap().unwrap().0
     }
 
     #[test]
     fn a_request_with_a_body() {
         let raw = b"PUT /vm/shutdown HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n{}\r\nGET";
-        let (request, used) = parse(raw).unwrap().unwrap();
+        let (request, used) = parse_request(raw).unwrap().unwrap();
         assert_eq!(used, raw.len() - 3);
         assert_eq!(request.method, "PUT");
         assert_eq!(request.path, "/vm/shutdown");
@@ -313,10 +314,12 @@ mod tests {
 
     #[test]
     fn partial_until_the_body_is_there() {
-        assert!(parse(b"GET /vm HTTP/1.1\r\n").unwrap().is_none());
-        assert!(parse(b"PUT /vm HTTP/1.1\r\nContent-Length: 3\r\n\r\n{}")
-            .unwrap()
-            .is_none());
+        assert!(parse_request(b"GET /vm HTTP/1.1\r\n").unwrap().is_none());
+        assert!(
+            parse_request(b"PUT /vm HTTP/1.1\r\nContent-Length: 3\r\n\r\n{}")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -352,7 +355,7 @@ mod tests {
                     break;
                 }
             }
-            if let Ok(Some((request, used))) = parse(&bytes) {
+            if let Ok(Some((request, used))) = parse_request(&bytes) {
                 assert!(used <= bytes.len());
                 assert!(request.body.len() <= MAX_BODY);
             }
@@ -361,7 +364,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let status = |bytes: &[u8]| parse(bytes).err().map(|r| r.status);
+        let status = |bytes: &[u8]| parse_request(bytes).err().map(|r| r.status);
         assert_eq!(status(b"GET\x01/vm HTTP/1.1\r\n\r\n"), Some(400));
         assert_eq!(
             status(b"GET /vm HTTP/1.1\r\nContent-Length: x\r\n\r\n"),

@@ -5,7 +5,7 @@
 //! bounded calls (see `routes`): a slow or silent client costs only the API itself a few
 //! seconds, after which its connection is closed and the next client served.
 
-mod http;
+pub(crate) mod http;
 mod metrics;
 mod routes;
 mod socket_file;
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use devices::VmExitReason;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+pub use metrics::CountedDevice;
 pub use routes::ApiVm;
 pub use socket_file::ApiListener;
 

@@ -1,20 +1,20 @@
 //! What each path does. Handlers run on the API thread and never wait on the guest: pause
-//! waits for the vCPUs to park, bounded; stop and shutdown only ask the VM to end.
+//! waits for the vCPUs to park, bounded; stop asks the VM to end, shutdown presses the
+//! power button and leaves the deadline to the server.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devices::pci::Bdf;
-use devices::virtio::block::BlockCounters;
+use devices::legacy::PowerButton;
 use devices::{VmControl, VmExitReason};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{Request, Response};
-use super::metrics;
+use super::metrics::{self, CountedDevice};
 use crate::event_loop::KickRequest;
 use crate::vcpu::{ExitCounters, PauseGate};
-use crate::viommu::FaultCounterSource;
+use crate::viommu::IommuCounterSource;
 
 /// How long a pause waits for every vCPU to leave the guest and park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,9 +33,12 @@ pub struct ApiVm {
     /// The effective options, as the config file would hold them.
     pub config: serde_json::Value,
     pub exit_counters: Arc<ExitCounters>,
-    pub iommu_faults: Option<FaultCounterSource>,
-    /// Each `--disk`'s counters, in order, with its BDF.
-    pub disks: Vec<(Bdf, Arc<BlockCounters>)>,
+    /// The virtio-iommu's counters, when there is one.
+    pub iommu: Option<IommuCounterSource>,
+    /// Every other device's counters, in BDF order.
+    pub devices: Vec<CountedDevice>,
+    /// Pressed by `PUT /vm/shutdown`.
+    pub power_button: PowerButton,
 }
 
 /// What a handler asks of the server besides its answer.
@@ -159,10 +162,17 @@ impl ApiVm {
                 Followup::None,
             );
         }
-        log::warn!("shutdown asked on the API socket: the VM stops in {deadline_ms} ms unless it ends first");
-        // nestor's ACPI is hardware-reduced (no SCI, no PM1 event block), so there is no
-        // power button to press: the guest is not told, only given the deadline.
-        let answer = json!({ "deadline_ms": deadline_ms, "guest_notified": false });
+        // The guest learns of it as an ACPI power-button press; one that ignores it is
+        // stopped at the deadline all the same.
+        let guest_notified = match self.power_button.press() {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("could not interrupt the guest for the power button: {e}");
+                false
+            }
+        };
+        log::warn!("shutdown asked on the API socket: power button pressed, the VM stops in {deadline_ms} ms unless it ends first");
+        let answer = json!({ "deadline_ms": deadline_ms, "guest_notified": guest_notified });
         let at = Instant::now() + Duration::from_millis(deadline_ms);
         (Response::json(202, &answer), Followup::StopAt(at))
     }
@@ -206,17 +216,30 @@ impl ApiVm {
 mod tests {
     use super::*;
 
+    use devices::bus::ConcurrentBusDevice;
+    use devices::legacy::ged::GED_POWER_BUTTON;
+    use devices::legacy::{generic_event_device, GenericEventDevice};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
     fn vm() -> ApiVm {
-        ApiVm {
+        vm_with_event_device().0
+    }
+
+    /// A VM and its event device, whose register the guest would read.
+    fn vm_with_event_device() -> (ApiVm, GenericEventDevice) {
+        let (ged, power_button) = generic_event_device(EventFd::new(EFD_NONBLOCK).unwrap());
+        let vm = ApiVm {
             control: VmControl::new(Instant::now()).unwrap(),
             pause: Arc::default(),
             kick: KickRequest::new().unwrap(),
             vcpus: 0,
             config: json!({ "cpus": 1 }),
             exit_counters: Arc::new(ExitCounters::new(0)),
-            iommu_faults: None,
-            disks: Vec::new(),
-        }
+            iommu: None,
+            devices: Vec::new(),
+            power_button,
+        };
+        (vm, ged)
     }
 
     fn ask(vm: &ApiVm, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
@@ -259,8 +282,8 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_takes_a_deadline_within_bounds() {
-        let vm = vm();
+    fn shutdown_takes_a_deadline_within_bounds_and_presses_the_power_button() {
+        let (vm, ged) = vm_with_event_device();
         let request = |body: &str| Request {
             method: "PUT".into(),
             path: "/vm/shutdown".into(),
@@ -271,6 +294,14 @@ mod tests {
         let asked = Instant::now();
         let (response, followup) = vm.route(&request(""));
         assert_eq!(response.status, 202);
+        assert!(
+            response.body.contains("\"guest_notified\":true"),
+            "{}",
+            response.body
+        );
+        let mut register = [0u8; 4];
+        ged.read(0, &mut register);
+        assert_eq!(u32::from_le_bytes(register), GED_POWER_BUTTON);
         let Followup::StopAt(at) = followup else {
             panic!("no deadline: {followup:?}");
         };
@@ -278,6 +309,8 @@ mod tests {
         assert!(at >= asked + default && at <= Instant::now() + default);
         let (too_long, none) = vm.route(&request("{\"deadline_ms\": 3600001}"));
         assert_eq!((too_long.status, none), (400, Followup::None));
+        ged.read(0, &mut register);
+        assert_eq!(register, [0; 4], "a refused shutdown presses nothing");
         assert!(!vm.control.is_stopping());
     }
 

@@ -1,11 +1,14 @@
-//! The fixed PC devices on the PIO bus: COM1, exit and boot-timer ports, power and reset.
+//! The fixed PC devices on the PIO bus (COM1, exit and boot-timer ports, power and reset)
+//! and the ACPI event device with the power button, in MMIO.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use devices::legacy::ged::{generic_event_device, GED_REGISTER_LEN};
 use devices::legacy::ports::*;
 use devices::legacy::{
-    boot_timer::BootMark, AcpiPowerControl, BootTimer, ExitPort, ResetControl, SerialDevice, I8042,
+    boot_timer::BootMark, AcpiPowerControl, BootTimer, ExitPort, PowerButton, ResetControl,
+    SerialDevice, I8042,
 };
 use devices::{Bus, VmControl};
 use kvm_ioctls::VmFd;
@@ -16,6 +19,7 @@ use super::error::{kvm_err, VmmError};
 pub struct LegacyDevices {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub boot_marks: Arc<Mutex<Vec<BootMark>>>,
+    pub power_button: PowerButton,
 }
 
 fn bus_err(e: devices::BusError) -> VmmError {
@@ -25,6 +29,7 @@ fn bus_err(e: devices::BusError) -> VmmError {
 pub fn add_legacy_devices(
     vm: &VmFd,
     pio: &Bus,
+    mmio: &Bus,
     control: &VmControl,
     serial_output: Box<dyn Write + Send>,
 ) -> Result<LegacyDevices, VmmError> {
@@ -63,5 +68,21 @@ pub fn add_legacy_devices(
         I8042_LEN,
     )
     .map_err(bus_err)?;
-    Ok(LegacyDevices { serial, boot_marks })
+    let power_button = add_event_device(vm, mmio)?;
+    Ok(LegacyDevices {
+        serial,
+        boot_marks,
+        power_button,
+    })
+}
+
+/// The Generic Event Device at `GED_START`, interrupting on `GED_GSI`.
+fn add_event_device(vm: &VmFd, mmio: &Bus) -> Result<PowerButton, VmmError> {
+    let irq = EventFd::new(0).map_err(|e| VmmError::Device(e.to_string()))?;
+    vm.register_irqfd(&irq, GED_GSI)
+        .map_err(kvm_err("KVM_IRQFD for the ACPI event device"))?;
+    let (ged, power_button) = generic_event_device(irq);
+    mmio.insert_concurrent(Arc::new(ged), arch::layout::GED_START, GED_REGISTER_LEN)
+        .map_err(bus_err)?;
+    Ok(power_button)
 }

@@ -15,7 +15,7 @@ use std::os::unix::thread::JoinHandleExt;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use arch::acpi::{create_acpi_tables, AcpiConfig};
+use arch::acpi::{create_acpi_tables, AcpiConfig, GedDescription};
 use devices::{Bus, VmControl, VmExitReason};
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -120,7 +120,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         seccomp::filtered_thread_setup(ThreadKind::HostOutput, config.seccomp, control.clone());
     let outputs = GuestOutputs::open(&config, &output_setup)?;
     trace.step("outputs");
-    let legacy = legacy::add_legacy_devices(&vm, &pio, &control, outputs.serial())?;
+    let legacy = legacy::add_legacy_devices(&vm, &pio, &mmio, &control, outputs.serial())?;
     trace.step("legacy-devices");
     let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
     trace.step("pci-devices");
@@ -128,6 +128,10 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     let acpi = AcpiConfig {
         cpus: config.cpus,
         pci: Some(pci.description.clone()),
+        ged: Some(GedDescription {
+            register: arch::layout::GED_START,
+            gsi: devices::legacy::ports::GED_GSI,
+        }),
         extra_tables: pci.acpi_tables.clone(),
     };
     let rsdp = create_acpi_tables(&mem, &acpi)?;
@@ -186,8 +190,9 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
                 config: serde_json::from_str(&crate::config_file::to_json(&config.args))
                     .unwrap_or_default(),
                 exit_counters,
-                iommu_faults: pci.iommu_faults.clone(),
-                disks: pci.disk_counters.clone(),
+                iommu: pci.iommu_counters.clone(),
+                devices: pci.device_counters.clone(),
+                power_button: legacy.power_button.clone(),
             };
             let thread =
                 ApiThread::start(listener, vm, config.seccomp).map_err(VmmError::Thread)?;

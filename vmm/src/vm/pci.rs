@@ -18,13 +18,14 @@ use devices::dma_engine::registers::{BAR_SIZE as DMA_ENGINE_BAR_SIZE, MSIX_VECTO
 use devices::dma_engine::DmaEngine;
 use devices::host_iommu::HostIommu;
 use devices::interrupt::MsiInterruptManager;
+use devices::io_counters::IoCounters;
 use devices::pci::config_io::{CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT};
 use devices::pci::ecam::ECAM_SIZE;
 use devices::pci::{
     BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, SharedMsix, LAST_BUS,
 };
 use devices::vfio::{HostVfioDevice, VfioPciFunction};
-use devices::virtio::block::{Block, BlockCounters};
+use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
@@ -36,12 +37,13 @@ use super::error::VmmError;
 use super::output::GuestOutputs;
 use super::passthrough::Passthrough;
 use super::GuestVm;
+use crate::api::CountedDevice;
 use crate::config::VmConfig;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
 use crate::vfio_options::{VfioBackend, VfioOptions};
-use crate::viommu::{FaultCounterSource, ViommuBuilder};
+use crate::viommu::{IommuCounterSource, ViommuBuilder};
 
 /// What the rest of the VM needs from the PCI setup.
 pub struct PciDevices {
@@ -54,10 +56,10 @@ pub struct PciDevices {
     pub interrupts: KvmInterrupts,
     /// Each virtio function's MSI-X state, named `BDF KIND`, for the failure report.
     pub msix_tables: Vec<(String, SharedMsix)>,
-    /// The virtio-iommu's fault counters, for the API's metrics.
-    pub iommu_faults: Option<FaultCounterSource>,
-    /// Each disk's counters, in `--disk` order, with its BDF.
-    pub disk_counters: Vec<(Bdf, Arc<BlockCounters>)>,
+    /// The virtio-iommu's counters, for the API's metrics.
+    pub iommu_counters: Option<IommuCounterSource>,
+    /// Each device's counters, in BDF order (the virtio-iommu's are above).
+    pub device_counters: Vec<CountedDevice>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
 }
@@ -126,7 +128,7 @@ impl Builder<'_> {
 
 impl Builder<'_> {
     /// The DMA engine at `bdf`, reaching memory through `dma`.
-    fn add_dma_engine(&mut self, bdf: Bdf, dma: DeviceDma) -> Result<(), VmmError> {
+    fn add_dma_engine(&mut self, bdf: Bdf, dma: DeviceDma) -> Result<Arc<IoCounters>, VmmError> {
         let bar = self
             .bars
             .allocate(DMA_ENGINE_BAR_SIZE)
@@ -152,9 +154,11 @@ impl Builder<'_> {
         log::info!("PCI {bdf}: DMA engine, BAR at {bar:#x}, {behind}");
         self.msix_tables
             .push((format!("{bdf} dma-engine"), engine.msix()));
+        let counters = engine.counters();
         self.root
             .add_device(bdf, Arc::new(Mutex::new(engine)))
-            .map_err(device_err)
+            .map_err(device_err)?;
+        Ok(counters)
     }
 
     /// Passes the host device `options` names through at `bdf`, its BARs in the PCI
@@ -165,7 +169,7 @@ impl Builder<'_> {
         device: HostVfioDevice,
         passthrough: &Passthrough,
         options: &VfioOptions,
-    ) -> Result<(), VmmError> {
+    ) -> Result<Arc<IoCounters>, VmmError> {
         let bars = &mut self.bars;
         // The allocator hands out whole pages; a smaller BAR sits at the start of one.
         let mut place =
@@ -190,9 +194,11 @@ impl Builder<'_> {
             "PCI {bdf}: passthrough of host device {} over {backend}, {dma}",
             options.bdf()
         );
+        let counters = function.counters();
         self.root
             .add_device(bdf, Arc::new(Mutex::new(function)))
-            .map_err(device_err)
+            .map_err(device_err)?;
+        Ok(counters)
     }
 }
 
@@ -267,7 +273,14 @@ pub fn add_pci_devices(
         _ => DeviceDma::untranslated(),
     };
 
-    let mut disk_counters = Vec::with_capacity(devices.disks.len());
+    let mut device_counters = Vec::new();
+    let mut counted = |kind, bdf, counters| {
+        device_counters.push(CountedDevice {
+            kind,
+            bdf,
+            counters,
+        })
+    };
     for (index, disk) in devices.disks.iter().enumerate() {
         let bdf = builder.reserve()?;
         let mut image = open_locked(&disk.path, disk.read_only)?;
@@ -285,12 +298,13 @@ pub fn add_pci_devices(
             &format!("nestor-disk{index}"),
             builder.spec(format!("dev-blk{index}"))?,
         );
-        disk_counters.push((bdf, block.counters()));
+        counted("virtio-blk", bdf, block.counters());
         builder.add(bdf, Box::new(block), endpoint(bdf, disk.iommu))?;
     }
     if let Some(rng) = devices.rng {
         let bdf = builder.reserve()?;
         let device = Rng::new(builder.spec("dev-rng0".into())?);
+        counted("virtio-rng", bdf, device.counters());
         builder.add(bdf, Box::new(device), endpoint(bdf, rng.iommu))?;
     }
     let mut console_owns_stdin = false;
@@ -299,11 +313,13 @@ pub fn add_pci_devices(
         let input = terminal_stdin();
         console_owns_stdin = input.is_some();
         let device = Console::new(outputs.console(), input, builder.spec("dev-con0".into())?);
+        counted("virtio-console", bdf, device.counters());
         builder.add(bdf, Box::new(device), DeviceDma::untranslated())?;
     }
     for (options, opened) in devices.vfio.iter().zip(opened) {
         let bdf = builder.reserve()?;
-        builder.add_passthrough(bdf, opened.device, &passthrough, options)?;
+        let counters = builder.add_passthrough(bdf, opened.device, &passthrough, options)?;
+        counted("vfio", bdf, counters);
         if let (Some(iommu), Some(behind)) = (&mut viommu, opened.behind_iommu) {
             iommu.add_host_endpoint(bdf, behind);
         }
@@ -314,10 +330,10 @@ pub fn add_pci_devices(
             (Some(iommu), true) => iommu.add_endpoint(bdf),
             _ => DeviceDma::untranslated(),
         };
-        builder.add_dma_engine(bdf, dma)?;
+        counted("dma-engine", bdf, builder.add_dma_engine(bdf, dma)?);
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
-    let iommu_faults = viommu.as_ref().map(ViommuBuilder::fault_counter_source);
+    let iommu_counters = viommu.as_ref().map(ViommuBuilder::counter_source);
     if let Some(iommu) = viommu {
         let bdf = builder.reserve()?;
         let (device, viot) = iommu.finish(bdf);
@@ -348,8 +364,8 @@ pub fn add_pci_devices(
         console_owns_stdin,
         interrupts,
         msix_tables: builder.msix_tables,
-        iommu_faults,
-        disk_counters,
+        iommu_counters,
+        device_counters,
         _root: root,
     })
 }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use virtio_queue::Queue;
 
-use super::counters::BlockCounters;
 use super::request::{Disk, RequestRunner};
 use crate::dma::DmaMemory;
+use crate::io_counters::IoCounters;
 use crate::virtio::device::VirtioInterrupt;
 use crate::virtio::queue_server::{QueueServer, Served};
 use crate::virtio::worker::{QueueHandler, BUDGET};
@@ -37,7 +37,7 @@ impl BlockHandler {
     }
 
     /// Counts what this handler serves in `counters`.
-    pub fn counting(mut self, counters: Arc<BlockCounters>) -> Self {
+    pub fn counting(mut self, counters: Arc<IoCounters>) -> Self {
         self.runner = RequestRunner::counting(counters);
         self
     }

@@ -1,6 +1,5 @@
 //! virtio-blk over a raw image file (or block device): IN, OUT, FLUSH, GET_ID.
 
-pub mod counters;
 pub mod handler;
 pub mod protocol;
 pub mod request;
@@ -12,7 +11,7 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 
-pub use counters::{BlockCounters, BlockCounts};
+use crate::io_counters::IoCounters;
 pub use handler::BlockHandler;
 use protocol::*;
 pub use request::{Disk, RequestRunner};
@@ -29,7 +28,7 @@ pub struct Block {
     spec: WorkerSpec,
     worker: Option<Worker>,
     /// Kept across resets: they count for the device's lifetime.
-    counters: Arc<BlockCounters>,
+    counters: Arc<IoCounters>,
 }
 
 impl Block {
@@ -73,7 +72,7 @@ impl Block {
     }
 
     /// Requests, bytes and errors so far, readable while the device runs.
-    pub fn counters(&self) -> Arc<BlockCounters> {
+    pub fn counters(&self) -> Arc<IoCounters> {
         self.counters.clone()
     }
 

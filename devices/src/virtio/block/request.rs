@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use super::counters::BlockCounters;
 use super::protocol::*;
+use crate::io_counters::IoCounters;
 use crate::virtio::chain::{read_stream, total_len, write_stream, Chain, Segment};
 
 /// Data moves between the file and guest memory in pieces of at most this size.
@@ -36,7 +36,7 @@ enum Failure {
 /// Runs one request (a chain the chain reader accepted); returns the used length to report.
 pub struct RequestRunner {
     buffer: Vec<u8>,
-    counters: Arc<BlockCounters>,
+    counters: Arc<IoCounters>,
 }
 
 impl Default for RequestRunner {
@@ -51,7 +51,7 @@ impl RequestRunner {
     }
 
     /// A runner that counts its requests, bytes and errors in `counters`.
-    pub fn counting(counters: Arc<BlockCounters>) -> Self {
+    pub fn counting(counters: Arc<IoCounters>) -> Self {
         Self {
             buffer: vec![0; CHUNK],
             counters,
@@ -117,7 +117,7 @@ impl RequestRunner {
             REQUEST_IN => {
                 let offset = checked_range(disk, header.sector, u64::from(data_in_len))?;
                 self.read_into_guest(disk, mem, chain.writable, data_in_len, offset)?;
-                self.counters.read(data_in_len);
+                self.counters.read(data_in_len.into());
                 Ok(data_in_len)
             }
             REQUEST_OUT => {
@@ -126,7 +126,7 @@ impl RequestRunner {
                 }
                 let offset = checked_range(disk, header.sector, u64::from(data_out_len))?;
                 self.write_from_guest(disk, mem, chain.readable, data_out_len, offset)?;
-                self.counters.written(data_out_len);
+                self.counters.written(data_out_len.into());
                 Ok(0)
             }
             REQUEST_FLUSH => {

@@ -6,6 +6,7 @@ use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
 use crate::dma::{guest_physical_memory, DmaMemory};
+use crate::io_counters::IoCounts;
 use crate::virtio::device::VirtioInterrupt;
 use crate::virtio::testing::{Buffer, DriverQueue, RawDesc, DESC_F_NEXT, DESC_F_WRITE};
 
@@ -32,7 +33,7 @@ struct Rig {
     handler: BlockHandler,
     file: TempFile,
     interrupt: Arc<CountingInterrupt>,
-    counters: Arc<BlockCounters>,
+    counters: Arc<IoCounters>,
 }
 
 fn rig(read_only: bool) -> Rig {
@@ -48,7 +49,7 @@ fn rig(read_only: bool) -> Rig {
         id: *b"nestor-test-disk\0\0\0\0",
     });
     let interrupt = Arc::new(CountingInterrupt::default());
-    let counters = Arc::new(BlockCounters::default());
+    let counters = Arc::new(IoCounters::default());
     let handler = BlockHandler::new(
         mem.clone(),
         disk,
@@ -141,7 +142,7 @@ fn counters_follow_requests_bytes_and_errors() {
     r.request(0xdead, 0, None);
     assert_eq!(
         r.counters.snapshot(),
-        BlockCounts {
+        IoCounts {
             requests: 5,
             read_bytes: 512,
             written_bytes: 1024,

@@ -16,6 +16,7 @@ use super::device::{
 use super::queue_server::{QueueServer, Served};
 use super::worker::{QueueHandler, Worker, BUDGET};
 use crate::dma::DmaMemory;
+use crate::io_counters::IoCounters;
 
 pub const QUEUE_SIZE: u16 = 64;
 const RECEIVE_QUEUE: usize = 0;
@@ -37,6 +38,7 @@ pub struct Console {
     input: Option<Arc<File>>,
     spec: WorkerSpec,
     worker: Option<Worker>,
+    counters: Arc<IoCounters>,
 }
 
 impl Console {
@@ -49,7 +51,14 @@ impl Console {
             input: input.map(Arc::new),
             spec,
             worker: None,
+            counters: Arc::default(),
         }
+    }
+
+    /// Buffer chains served on both queues, bytes the guest sent (`written_bytes`) and was
+    /// given (`read_bytes`), and chains that were malformed or unreachable (`errors`).
+    pub fn counters(&self) -> Arc<IoCounters> {
+        self.counters.clone()
     }
 }
 
@@ -64,6 +73,7 @@ pub struct ConsoleHandler {
     input: Option<Arc<File>>,
     pending: VecDeque<u8>,
     buffer: Vec<u8>,
+    counters: Arc<IoCounters>,
 }
 
 impl ConsoleHandler {
@@ -93,7 +103,14 @@ impl ConsoleHandler {
             input,
             pending: VecDeque::new(),
             buffer: vec![0; MAX_OUTPUT_PER_CHAIN],
+            counters: Arc::default(),
         }
+    }
+
+    /// Counts what this handler serves in `counters`.
+    pub fn counting(mut self, counters: Arc<IoCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     fn transmit(&mut self, budget: usize) -> bool {
@@ -101,14 +118,19 @@ impl ConsoleHandler {
             return false;
         };
         let mut output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let counters = &self.counters;
         let left = server.serve(&self.mem, self.interrupt.as_ref(), budget, |chain| {
+            let mut sent = false;
             if let Some(chain) = chain.ok().filter(|c| c.unreachable.is_none()) {
                 let n = (total_len(chain.readable) as usize).min(MAX_OUTPUT_PER_CHAIN);
                 let buf = &mut self.buffer[..n];
                 if read_stream(&self.mem, chain.readable, 0, buf).is_ok() {
                     let _ = output.write_all(buf);
+                    counters.written(n as u64);
+                    sent = true;
                 }
             }
+            counters.request(sent);
             Served::Used(0)
         });
         let _ = output.flush();
@@ -121,19 +143,24 @@ impl ConsoleHandler {
         };
         let pending = &mut self.pending;
         let mem = &self.mem;
+        let counters = &self.counters;
         server.serve(mem, self.interrupt.as_ref(), budget, |chain| {
             if pending.is_empty() {
                 return Served::Declined;
             }
             let Some(chain) = chain.ok().filter(|c| c.unreachable.is_none()) else {
+                counters.request(false);
                 return Served::Used(0);
             };
             let n = (total_len(chain.writable) as usize).min(pending.len());
             let bytes: Vec<u8> = pending.iter().take(n).copied().collect();
             if write_stream(mem, chain.writable, 0, &bytes).is_err() {
+                counters.request(false);
                 return Served::Used(0);
             }
             pending.drain(..n);
+            counters.request(true);
+            counters.read(n as u64);
             Served::Used(n as u32)
         })
     }
@@ -214,7 +241,8 @@ impl VirtioDevice for Console {
             ctx.interrupt,
             self.output.clone(),
             self.input.clone(),
-        );
+        )
+        .counting(self.counters.clone());
         self.worker = Some(Worker::spawn(&self.spec, fds, input_fds, handler)?);
         Ok(())
     }
@@ -267,6 +295,7 @@ mod tests {
             input: None,
             pending: VecDeque::new(),
             buffer: vec![0; MAX_OUTPUT_PER_CHAIN],
+            counters: Arc::default(),
         };
         ram.write_slice(b"hello ", GuestAddress(0x10000)).unwrap();
         ram.write_slice(b"hvc0\n", GuestAddress(0x10100)).unwrap();
@@ -290,5 +319,8 @@ mod tests {
         assert_eq!(rx.used_elem(&ram, 0).1, 2);
         assert_eq!(rx.used_elem(&ram, 1).1, 1);
         assert_eq!(ram.read_obj::<u8>(GuestAddress(0x20100)).unwrap(), b'c');
+        let counts = handler.counters.snapshot();
+        assert_eq!((counts.requests, counts.errors), (5, 1));
+        assert_eq!((counts.written_bytes, counts.read_bytes), (11, 3));
     }
 }

@@ -122,6 +122,17 @@ impl Domains {
         self.total_mappings.load(Ordering::Relaxed)
     }
 
+    /// Each domain and how many mappings it holds, by domain id.
+    pub fn mapping_counts(&self) -> Vec<(u32, usize)> {
+        let mut counts: Vec<_> = self
+            .domains
+            .iter()
+            .map(|(&id, d)| (id, read(&d.mappings).len()))
+            .collect();
+        counts.sort_unstable();
+        counts
+    }
+
     pub fn mapping_count(&self, domain: u32) -> Option<usize> {
         self.domains.get(&domain).map(|d| read(&d.mappings).len())
     }
@@ -425,6 +436,21 @@ mod tests {
             Route::Mapped(m) => m.keys().copied().collect(),
             other => panic!("not mapped: {other:?}"),
         }
+    }
+
+    #[test]
+    fn mapping_counts_follow_maps_unmaps_and_the_domains_end() {
+        let mut d = attached();
+        d.attach(7, 2, false).unwrap();
+        assert_eq!(d.mapping_counts(), [(1, 0), (7, 0)]);
+        map(&mut d, 0, 9);
+        map(&mut d, 10, 19);
+        d.map(&map_req(7, 0, 9, RW)).unwrap();
+        assert_eq!(d.mapping_counts(), [(1, 2), (7, 1)]);
+        d.unmap(1, 0, 9).unwrap();
+        assert_eq!(d.mapping_counts(), [(1, 1), (7, 1)]);
+        d.detach(7, 2).unwrap();
+        assert_eq!(d.mapping_counts(), [(1, 1)]);
     }
 
     // The seven UNMAP examples of the spec, with its literal addresses (the domain layer

@@ -13,7 +13,7 @@
 //! - [`faults`]: rate-limited fault records for the eventq,
 //! - [`host_endpoints`]: endpoints that are host devices, whose host IOMMU mirrors their
 //!   domain,
-//! - [`queues`], [`request`]: serving the virtqueues,
+//! - [`queues`], [`request`]: serving the virtqueues, [`request_counters`]: what they served,
 //! - [`device`], [`worker`]: the `VirtioDevice` and its thread,
 //! - [`viot`]: the ACPI VIOT table describing the IOMMU and its endpoints.
 
@@ -27,6 +27,7 @@ pub mod nested_protocol;
 pub mod protocol;
 pub mod queues;
 pub mod request;
+pub mod request_counters;
 pub mod state;
 pub mod viot;
 pub mod worker;
@@ -39,3 +40,4 @@ pub use device::{Iommu, OFFERED_FEATURES};
 pub use endpoint::IommuEndpoint;
 pub use faults::{FaultCounters, FaultRateLimit};
 pub use host_endpoints::{common_iova_ranges, HostEndpoints};
+pub use request_counters::{RequestCounters, RequestCounts};

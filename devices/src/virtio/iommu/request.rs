@@ -42,6 +42,14 @@ const UNMAP_CHUNK: usize = 1024;
 /// the request made stale is invalidated before this returns: once the driver sees the
 /// answer, no DMA translated under the old state can still land.
 pub fn execute(shared: &IommuState, negotiated: u64, readable: &[u8], writable_len: u32) -> Answer {
+    let answer = answer(shared, negotiated, readable, writable_len);
+    shared
+        .request_counters
+        .count(readable.first().copied(), &answer);
+    answer
+}
+
+fn answer(shared: &IommuState, negotiated: u64, readable: &[u8], writable_len: u32) -> Answer {
     if (writable_len as usize) < TAIL_SIZE {
         return Answer::Nothing;
     }

@@ -18,6 +18,7 @@ use super::protocol::{
     FaultRecord, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING,
     FAULT_R_UNKNOWN,
 };
+use super::request_counters::RequestCounters;
 use crate::dma::{DeviceTlb, DmaFault, TlbEntries};
 
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct IommuState {
     /// Endpoints that are host devices, set once when the VM is built; unset, requests
     /// touch no host IOMMU at all.
     host: OnceLock<HostEndpoints>,
+    /// Requests served, by type and status.
+    pub request_counters: RequestCounters,
 }
 
 /// Whose cached translations a request made stale.
@@ -59,6 +62,7 @@ impl IommuState {
             fault_event: EventFd::new(libc::EFD_NONBLOCK)?,
             tlbs: RwLock::new(HashMap::new()),
             host: OnceLock::new(),
+            request_counters: RequestCounters::default(),
             config,
         })
     }

@@ -10,6 +10,7 @@ use super::device::{ActivateContext, ActivateError, VirtioDevice, VirtioInterrup
 use super::queue_server::{QueueServer, Served};
 use super::worker::{QueueHandler, Worker};
 use crate::dma::DmaMemory;
+use crate::io_counters::IoCounters;
 
 pub const QUEUE_SIZE: u16 = 64;
 /// Entropy handed out per request at most, however large the driver's buffers.
@@ -18,11 +19,22 @@ const MAX_PER_REQUEST: usize = 4096;
 pub struct Rng {
     spec: WorkerSpec,
     worker: Option<Worker>,
+    counters: Arc<IoCounters>,
 }
 
 impl Rng {
     pub fn new(spec: WorkerSpec) -> Self {
-        Self { spec, worker: None }
+        Self {
+            spec,
+            worker: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Requests answered, entropy bytes given (`read_bytes`), and chains answered empty
+    /// because they were malformed or could not be filled (`errors`).
+    pub fn counters(&self) -> Arc<IoCounters> {
+        self.counters.clone()
     }
 }
 
@@ -48,6 +60,7 @@ pub struct RngHandler {
     server: QueueServer,
     interrupt: Arc<dyn VirtioInterrupt>,
     buffer: Vec<u8>,
+    counters: Arc<IoCounters>,
 }
 
 impl RngHandler {
@@ -57,7 +70,14 @@ impl RngHandler {
             server: QueueServer::new(queue, 0),
             interrupt,
             buffer: vec![0; MAX_PER_REQUEST],
+            counters: Arc::default(),
         }
+    }
+
+    /// Counts what this handler serves in `counters`.
+    pub fn counting(mut self, counters: Arc<IoCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Answers at most `budget` requests; returns whether any are left.
@@ -67,16 +87,21 @@ impl RngHandler {
             server,
             interrupt,
             buffer,
+            counters,
         } = self;
         server.serve(mem, interrupt.as_ref(), budget, |chain| {
             let Some(chain) = chain.ok().filter(|c| c.unreachable.is_none()) else {
+                counters.request(false);
                 return Served::Used(0);
             };
             let n = (total_len(chain.writable) as usize).min(MAX_PER_REQUEST);
             let buf = &mut buffer[..n];
             if !getrandom(buf) || write_stream(mem, chain.writable, 0, buf).is_err() {
+                counters.request(false);
                 return Served::Used(0);
             }
+            counters.request(true);
+            counters.read(n as u64);
             Served::Used(n as u32)
         })
     }
@@ -109,7 +134,8 @@ impl VirtioDevice for Rng {
 
     fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
         let q = ctx.take_single_queue("virtio-rng")?;
-        let handler = RngHandler::new(ctx.mem, q.queue, ctx.interrupt);
+        let handler =
+            RngHandler::new(ctx.mem, q.queue, ctx.interrupt).counting(self.counters.clone());
         self.worker = Some(Worker::spawn(
             &self.spec,
             vec![q.notifier],
@@ -143,11 +169,13 @@ mod tests {
     fn fills_writable_buffers_up_to_the_cap() {
         let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40000)]).unwrap();
         let mut driver = DriverQueue::new(0x1000, 8);
+        let counters = Arc::new(IoCounters::default());
         let mut handler = RngHandler::new(
             guest_physical_memory(ram.clone()),
             driver.device_queue(),
             Arc::new(NoInterrupt),
-        );
+        )
+        .counting(counters.clone());
         driver.add_chain(&ram, &[Buffer::writable(0x10000, 64)]);
         driver.add_chain(&ram, &[Buffer::readable(0x11000, 64)]);
         driver.add_chain(&ram, &[Buffer::writable(0x20000, 0x10000)]);
@@ -158,6 +186,10 @@ mod tests {
         assert_eq!(driver.used_elem(&ram, 1).1, 0);
         assert_eq!(driver.used_elem(&ram, 2).1, MAX_PER_REQUEST as u32);
         assert_eq!(driver.used_elem(&ram, 3).1, 0);
+        let counts = counters.snapshot();
+        assert_eq!(counts.requests, 4);
+        assert_eq!(counts.read_bytes, 64 + MAX_PER_REQUEST as u64);
+        assert_eq!((counts.written_bytes, counts.errors), (0, 1));
         let mut bytes = [0u8; 64];
         ram.read_slice(&mut bytes, GuestAddress(0x10000)).unwrap();
         assert!(bytes.iter().any(|&b| b != bytes[0]));

@@ -16,6 +16,7 @@ mod exit_cost;
 mod hold;
 mod pci;
 mod pio_loop;
+mod power_button;
 mod triple_fault;
 mod viommu;
 mod viommu_map_bench;
@@ -61,6 +62,7 @@ const PROBES: &[Probe] = &[
 /// Scenarios `probe=all` leaves out: they never return, or only measure.
 const ON_REQUEST_ONLY: &[Probe] = &[
     triple_fault::PROBE,
+    power_button::PROBE,
     viommu_map_bench::PROBE,
     exit_cost::PROBE,
 ];
