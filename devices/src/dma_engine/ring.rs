@@ -50,6 +50,8 @@ pub struct RingRunner {
     progress: Arc<Progress>,
     msix: SharedMsix,
     buffers: JobBuffers,
+    /// Jobs may carry a PASID, and their accesses are tagged with it.
+    serves_pasids: bool,
     /// The head as the worker knows it; published to `progress` after each completion.
     head: u32,
 }
@@ -69,8 +71,15 @@ impl RingRunner {
             progress,
             msix,
             buffers: JobBuffers::default(),
+            serves_pasids: false,
             head,
         }
+    }
+
+    /// Serve jobs that carry a PASID (nested translation, PASID Enable set).
+    pub fn with_pasids(mut self, serves_pasids: bool) -> Self {
+        self.serves_pasids = serves_pasids;
+        self
     }
 
     /// Runs the job in the next slot and writes its completion; `Ok(interrupt wanted)`.
@@ -81,8 +90,11 @@ impl RingRunner {
             .read_slice(&mut bytes, GuestAddress(slot))
             .map_err(|_| HaltReason::RingFault)?;
         let descriptor = JobDescriptor::from_le_bytes(&bytes);
-        let completion = match descriptor.validate() {
-            Ok(job) => run_job(&self.mem, &job, &mut self.buffers),
+        let completion = match descriptor.validate_for(self.serves_pasids) {
+            Ok(job) => match descriptor.pasid_tag() {
+                None => run_job(&self.mem, &job, &mut self.buffers),
+                pasid => run_job(&self.mem.with_pasid(pasid), &job, &mut self.buffers),
+            },
             Err(status) => Completion::refused(status),
         };
         self.mem

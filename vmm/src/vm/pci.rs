@@ -37,6 +37,7 @@ use super::output::GuestOutputs;
 use super::passthrough::Passthrough;
 use super::GuestVm;
 use crate::config::VmConfig;
+use crate::device_options::DmaEngineIommu;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
@@ -125,8 +126,9 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
-    /// The DMA engine at `bdf`, reaching memory through `dma`.
-    fn add_dma_engine(&mut self, bdf: Bdf, dma: DeviceDma) -> Result<(), VmmError> {
+    /// The DMA engine at `bdf`, reaching memory through `dma`; `nested`: its jobs may
+    /// carry PASIDs, translated by the virtio-iommu in nested mode.
+    fn add_dma_engine(&mut self, bdf: Bdf, dma: DeviceDma, nested: bool) -> Result<(), VmmError> {
         let bar = self
             .bars
             .allocate(DMA_ENGINE_BAR_SIZE)
@@ -135,12 +137,12 @@ impl Builder<'_> {
             .interrupts
             .create_group(MSIX_VECTORS)
             .map_err(|e| device_err(format!("MSI vectors for {bdf}: {e}")))?;
-        let behind = if dma.is_translated() {
-            "behind the virtio-iommu"
-        } else {
-            "guest-physical addresses"
+        let behind = match (dma.is_translated(), nested) {
+            (true, true) => "behind the virtio-iommu in nested mode",
+            (true, false) => "behind the virtio-iommu",
+            _ => "guest-physical addresses",
         };
-        let engine = DmaEngine::new(
+        let mut engine = DmaEngine::new(
             bdf,
             self.mem.clone(),
             msi,
@@ -149,6 +151,9 @@ impl Builder<'_> {
             self.spec("dev-dma0".into())?,
         )
         .map_err(|e| device_err(format!("{bdf}: {e}")))?;
+        if nested {
+            engine = engine.with_nested_translation();
+        }
         log::info!("PCI {bdf}: DMA engine, BAR at {bar:#x}, {behind}");
         self.msix_tables
             .push((format!("{bdf} dma-engine"), engine.msix()));
@@ -243,7 +248,7 @@ pub fn add_pci_devices(
     let wants_iommu = devices.viommu.is_some()
         || devices.disks.iter().any(|d| d.iommu)
         || devices.rng.is_some_and(|r| r.iommu)
-        || devices.dma_engine.is_some_and(|d| d.iommu)
+        || devices.dma_engine.is_some_and(|d| d.iommu.is_translated())
         || !host_iommus.is_empty();
     let mut viommu = if wants_iommu {
         let spec = builder.spec("dev-iommu0".into())?;
@@ -310,11 +315,17 @@ pub fn add_pci_devices(
     }
     if let Some(engine) = devices.dma_engine {
         let bdf = builder.reserve()?;
-        let dma = match (&mut viommu, engine.iommu) {
-            (Some(iommu), true) => iommu.add_endpoint(bdf),
+        let nested = engine.iommu == DmaEngineIommu::Nested;
+        let dma = match (&mut viommu, engine.iommu.is_translated()) {
+            (Some(iommu), true) => {
+                if nested {
+                    iommu.enable_nested(mem.clone()).map_err(device_err)?;
+                }
+                iommu.add_endpoint(bdf)
+            }
             _ => DeviceDma::untranslated(),
         };
-        builder.add_dma_engine(bdf, dma)?;
+        builder.add_dma_engine(bdf, dma, nested)?;
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     let iommu_faults = viommu.as_ref().map(ViommuBuilder::fault_counter_source);
