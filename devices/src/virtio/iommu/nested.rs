@@ -99,6 +99,16 @@ impl NestedBackend {
     }
 }
 
+/// What an endpoint leaving table mode (DETACH, reset) invalidates besides its STE: its
+/// context descriptors, and the TLB entries of every ASID, since the guest may give the
+/// ASIDs it used to other tables without an INVALIDATE of its own.
+pub fn forget_stream_commands(sid: u32) -> [Command; 2] {
+    [
+        Command([u64::from(opcode::CFGI_CD_ALL) | u64::from(sid) << 32, 0]),
+        Command([u64::from(opcode::TLBI_NH_ALL), 0]),
+    ]
+}
+
 /// The SMMUv3 commands one decoded INVALIDATE command is for the guest StreamID `sid`
 /// (VMIDs are the host's to fill in).
 pub fn smmu_commands(command: &InvalidateCommand, sid: u32) -> Vec<Command> {

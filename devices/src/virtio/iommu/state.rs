@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::domains::{covering_mappings, Domains, Mapping, Route};
 use super::faults::{FaultQueue, FaultRateLimit};
 use super::host_endpoints::HostEndpoints;
-use super::nested::NestedBackend;
+use super::nested::{forget_stream_commands, NestedBackend};
 use super::nested_protocol::SMMUV3_PROPERTY_SIZE;
 use super::protocol::{
     FaultRecord, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING,
@@ -165,6 +165,7 @@ impl IommuState {
             for endpoint in domains.table_endpoints() {
                 // Removing a configuration cannot fail in a way the reset could answer.
                 let _ = nested.host().remove_ste(endpoint);
+                let _ = nested.host().invalidate(&forget_stream_commands(endpoint));
             }
         }
         domains.reset();

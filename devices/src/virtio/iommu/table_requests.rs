@@ -4,7 +4,7 @@
 //! domain stopped doing so; the caller then invalidates the seam's IOTLBs, so no access
 //! translated under the old configuration lands after the answer.
 
-use super::nested::{smmu_commands, NestedBackend};
+use super::nested::{forget_stream_commands, smmu_commands, NestedBackend};
 use super::nested_protocol::{
     is_negotiated, parse_nested_request, readable_size, AttachTable, Invalidate, InvalidateCommand,
     NestedRequest,
@@ -166,5 +166,6 @@ pub fn left_table(shared: &IommuState, nested: &NestedBackend, endpoint: u32, wa
         // The model's removal cannot fail; a hardware back-end's failure leaves the
         // endpoint unreachable by the domain routing, which is what matters here.
         let _ = nested.host().remove_ste(endpoint);
+        let _ = nested.host().invalidate(&forget_stream_commands(endpoint));
     }
 }

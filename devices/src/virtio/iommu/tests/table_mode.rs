@@ -291,6 +291,26 @@ fn detach_and_reset_take_the_configuration_away() {
 }
 
 #[test]
+fn detach_and_reset_forget_what_the_smmu_cached() {
+    let n = Nested::new();
+    let [_, _, l3] = n.levels(1);
+    for (round, moved) in [(0, 0x70_0000u64), (1, 0x71_0000)] {
+        assert_eq!(n.attach_table(3, DISK, STE0), OK);
+        assert!(n.write(DISK, Some(1), IOVA, b"warm"), "round {round}");
+        // The guest reuses ASID 1 for new tables without an INVALIDATE of its own.
+        n.put(l3, moved | PAGE_RW);
+        if round == 0 {
+            assert_eq!(n.send(&detach(3, DISK, 0)), OK);
+        } else {
+            n.rig.state.reset();
+        }
+        assert_eq!(n.attach_table(3, DISK, STE0), OK);
+        assert!(n.write(DISK, Some(1), IOVA, b"new!"));
+        assert_eq!(&n.read_at(moved), b"new!", "round {round}");
+    }
+}
+
+#[test]
 fn plain_attach_joins_a_table_domain_and_leaving_removes_the_ste() {
     let n = Nested::new();
     assert_eq!(n.attach_table(3, DISK, STE0), OK);
