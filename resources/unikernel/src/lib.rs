@@ -8,5 +8,6 @@
 pub mod cmdline;
 pub mod le;
 pub mod memmap;
+pub mod smmu_tables;
 pub mod stats;
 pub mod text;

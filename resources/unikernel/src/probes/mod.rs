@@ -13,6 +13,7 @@ mod boot;
 mod dma_engine;
 mod edu;
 mod hold;
+mod nested;
 mod pci;
 mod pio_loop;
 mod triple_fault;
@@ -50,6 +51,10 @@ const PROBES: &[Probe] = &[
     pio_loop::PROBE,
     viommu::PROBE,
     dma_engine::PROBE,
+    nested::s1::PROBE,
+    nested::invalidate::PROBE,
+    nested::fault::PROBE,
+    nested::hostile::PROBE,
     pci::PROBE,
     virtio_blk::PROBE,
     virtio_rng::PROBE,
