@@ -7,7 +7,7 @@
 use super::nested::{forget_stream_commands, smmu_commands, NestedBackend};
 use super::nested_protocol::{
     is_negotiated, parse_nested_request, readable_size, AttachTable, Invalidate, InvalidateCommand,
-    NestedRequest,
+    NestedRequest, VirtualSte,
 };
 use super::protocol::{Attach, RequestError, Status};
 use super::state::{IommuState, Stale};
@@ -141,7 +141,7 @@ fn attach_to_table_with(
     shared: &IommuState,
     nested: &NestedBackend,
     a: &Attach,
-    ste: super::nested_protocol::VirtualSte,
+    ste: VirtualSte,
 ) -> Result<Stale, Status> {
     shared.config.check_domain(a.domain)?;
     let mut domains = shared.domains_mut();
