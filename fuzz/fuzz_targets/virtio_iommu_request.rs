@@ -7,23 +7,35 @@
 //! - an endpoint's DMA reaches exactly what the model's mappings allow, at the addresses
 //!   they give, right after any request that changed them (a stale IOTLB entry fails this);
 //! - fault records reach the eventq in order, once each, as the model queues them.
+//!
+//! In nested mode (the extension offered, the software SMMUv3 behind it) requests also
+//! include ATTACH_TABLE, INVALIDATE and PAGE_RESP, checked the same way, and the fuzzer
+//! writes bytes where its CD tables point. The model does not walk those tables: the DMA
+//! of an endpoint in a table-mode domain (reads, at any PASID) must only not fail the
+//! harness, and the fault records it raises are counted, not compared.
 #![no_main]
 
 use std::sync::Arc;
 
 use devices::dma::{guest_physical_memory, DeviceDma, DeviceTlb, DmaMemory};
+use devices::host_iommu::smmuv3::{Smmuv3, Smmuv3Caps};
 use devices::virtio::iommu::config::{IommuConfig, Limits, ReservedRegion};
 use devices::virtio::iommu::queues::{deliver_faults, serve_requests};
 use devices::virtio::iommu::state::IommuState;
+use devices::virtio::iommu::NestedBackend;
 use devices::virtio::iommu::{FaultRateLimit, IommuEndpoint};
 use devices::virtio::queue_server::QueueServer;
 use libfuzzer_sys::fuzz_target;
 use nestor_fuzz::chain_model::{read_stream, write_stream, ModelServed, QueueModel};
 use nestor_fuzz::driver_queue::{DriverQueue, RawDesc, Rings, DESC_F_NEXT, DESC_F_WRITE};
 use nestor_fuzz::guest::{ram, reachable, Shadow};
+use nestor_fuzz::guest::{HIGH_START, LOW_END, RAM_END};
 use nestor_fuzz::input::Input;
 use nestor_fuzz::interrupts::CountingInterrupt;
 use nestor_fuzz::iommu_model::*;
+use nestor_fuzz::iommu_nested_model::{
+    NestedModel, ATTACH_TABLE, FEATURE_ATTACH_TABLE, INVALIDATE, PAGE_RESP,
+};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 /// Endpoints of the IOMMU; `UNKNOWN` is a device id it does not translate.
@@ -39,6 +51,9 @@ const WRITABLE_SLOT: u64 = 0x2000;
 const EVENT_BUFFERS_AT: u64 = 0x7000;
 /// In the hole between the two RAM regions.
 const UNREACHABLE: u64 = 0x3_0000;
+/// Where the fuzzer writes CD tables and stage-1 descriptors in nested mode.
+const TABLE_AREA: u64 = HIGH_START;
+const TABLE_AREA_LEN: usize = 0x4000;
 const MAX_BATCH: usize = 8;
 
 struct Rig {
@@ -53,6 +68,17 @@ struct Rig {
     events: (DriverQueue, QueueModel, QueueServer),
     /// Request chains published since the last serve.
     batch: usize,
+}
+
+/// Nested mode on (bit 0), with the extension negotiated (bit 1).
+fn nested_mode(input: &mut Input) -> (bool, u64) {
+    let flags = input.u8();
+    let negotiated = if flags & 2 != 0 {
+        FEATURE_ATTACH_TABLE
+    } else {
+        0
+    };
+    (flags & 1 != 0, negotiated)
 }
 
 fn config(input: &mut Input) -> (IommuConfig, u64) {
@@ -94,7 +120,8 @@ fn config(input: &mut Input) -> (IommuConfig, u64) {
 
 impl Rig {
     fn new(input: &mut Input) -> Self {
-        let (config, negotiated) = config(input);
+        let (config, mut negotiated) = config(input);
+        let (nested, extension) = nested_mode(input);
         let ram = ram();
         let rate = FaultRateLimit {
             burst: u32::MAX,
@@ -102,6 +129,19 @@ impl Rig {
             max_pending: MAX_PENDING_FAULTS,
         };
         let state = Arc::new(IommuState::new(config.clone(), rate).expect("state"));
+        let mut nested_model = None;
+        if nested {
+            let caps = Smmuv3Caps::default();
+            let smmu = Smmuv3::new(ram.clone(), caps).expect("SMMU");
+            state
+                .set_nested(NestedBackend::translating(Arc::new(smmu), ram.clone()))
+                .expect("nested mode set once");
+            negotiated |= extension;
+            nested_model = Some(NestedModel {
+                idr: caps.idr(),
+                ram: vec![(0, LOW_END), (HIGH_START, RAM_END)],
+            });
+        }
         let mut dma = Vec::new();
         for endpoint in ENDPOINTS.into_iter().chain([UNKNOWN]) {
             let tlb = DeviceTlb::new();
@@ -119,9 +159,11 @@ impl Rig {
             let server = QueueServer::new(driver.device_queue(), 0);
             (driver, QueueModel::new(Rings::at(base, size)), server)
         };
+        let mut model = IommuModel::new(config, negotiated, &ENDPOINTS, MAX_PENDING_FAULTS);
+        model.nested = nested_model;
         Self {
             own: guest_physical_memory(ram.clone()),
-            model: IommuModel::new(config, negotiated, &ENDPOINTS, MAX_PENDING_FAULTS),
+            model,
             requests: queue(0x1000, REQUEST_QUEUE_SIZE),
             events: queue(0x4000, EVENT_QUEUE_SIZE),
             ram,
@@ -213,7 +255,7 @@ impl Rig {
             let Some(chain) = chain.filter(|c| !c.unreachable) else {
                 return ModelServed::Used(0);
             };
-            let readable_len = chain.readable_len().min(72) as usize;
+            let readable_len = chain.readable_len().min(124) as usize;
             let request = read_stream(shadow, &chain.readable, 0, readable_len);
             let writable_len = chain.writable_len();
             let Some(answer) = model.execute(&request, writable_len) else {
@@ -300,7 +342,13 @@ impl Rig {
         } else {
             Permissions::Read
         };
-        let expected = self.model.translate(endpoint, iova, len, access);
+        let pasid = (flags & 8 != 0).then(|| input.below(5) as u32);
+        let mem = &mem.with_pasid(pasid);
+        if self.model.is_table(endpoint) {
+            self.table_dma(mem, iova, len);
+            return;
+        }
+        let expected = self.model.translate(endpoint, pasid, iova, len, access);
         let reaches = expected
             .as_ref()
             .is_ok_and(|pieces| pieces.iter().all(|&(gpa, n)| reachable(gpa, n)));
@@ -344,6 +392,33 @@ impl Rig {
         self.check_state();
     }
 
+    /// A read through the guest's stage-1 tables: whatever it reaches, the faults it
+    /// raises are queued (and counted into the model as records it cannot predict).
+    fn table_dma(&mut self, mem: &DmaMemory, iova: u64, len: u64) {
+        let before = self.state.faults().pending();
+        let len = len.min(0x4000);
+        if mem.check_range(GuestAddress(iova), len as usize, Permissions::Read) {
+            let mut data = vec![0u8; len as usize];
+            mem.read_slice(&mut data, GuestAddress(iova))
+                .expect("a checked read through the guest's tables");
+        }
+        let raised = self.state.faults().pending() - before;
+        for _ in 0..raised {
+            self.model.pending_faults.push_back(Fault::opaque());
+        }
+        self.check_state();
+    }
+
+    /// Writes fuzzer bytes into the table area: CDs and descriptors for table mode.
+    fn write_tables(&mut self, input: &mut Input) {
+        let at = TABLE_AREA + input.below(TABLE_AREA_LEN / 8) as u64 * 8;
+        let bytes = input.bytes(64);
+        let room = (TABLE_AREA + TABLE_AREA_LEN as u64 - at) as usize;
+        self.ram
+            .write_slice(&bytes[..bytes.len().min(room)], GuestAddress(at))
+            .unwrap();
+    }
+
     /// Posts eventq buffers and delivers pending fault records into them.
     fn deliver(&mut self, input: &mut Input) {
         let count = 1 + input.below(8);
@@ -361,6 +436,8 @@ impl Rig {
         }
         let mut shadow = Shadow::of(&self.ram);
         let faults = &mut self.model.pending_faults;
+        // Where the SMMU's records (bytes the model cannot know) land.
+        let mut opaque = Vec::new();
         let expected = self
             .events
             .1
@@ -370,7 +447,11 @@ impl Rig {
                 };
                 match chain {
                     Some(c) if !c.unreachable && c.writable_len() >= 24 => {
-                        write_stream(shadow, &c.writable, 0, &record.to_bytes());
+                        if record.opaque {
+                            opaque.extend(c.writable.iter().map(|s| (s.addr, u64::from(s.len))));
+                        } else {
+                            write_stream(shadow, &c.writable, 0, &record.to_bytes());
+                        }
                         faults.pop_front();
                         ModelServed::Used(24)
                     }
@@ -385,7 +466,7 @@ impl Rig {
             usize::MAX,
         );
         assert_eq!(left, expected.left, "eventq: buffers left");
-        shadow.assert_matches(&Shadow::of(&self.ram), &[], "eventq");
+        shadow.assert_matches(&Shadow::of(&self.ram), &opaque, "eventq");
         self.check_state();
     }
 }
@@ -426,7 +507,16 @@ fn request_bytes(input: &mut Input) -> Vec<u8> {
     if flags & 0x80 != 0 {
         return input.bytes(80);
     }
-    let kind = [ATTACH, DETACH, MAP, UNMAP, PROBE][usize::from(flags % 5)];
+    let kind = [
+        ATTACH,
+        DETACH,
+        MAP,
+        UNMAP,
+        PROBE,
+        ATTACH_TABLE,
+        INVALIDATE,
+        PAGE_RESP,
+    ][usize::from(flags % 8)];
     let mut b = vec![kind, 0, 0, 0];
     let domain = if flags & 0x40 != 0 {
         input.u32()
@@ -477,19 +567,83 @@ fn request_bytes(input: &mut Input) -> Vec<u8> {
             b.extend(end.to_le_bytes());
             b.extend(u32::from(flags & 0x10).to_le_bytes());
         }
-        _ => {
+        PROBE => {
             b.extend(endpoint.to_le_bytes());
             b.extend([flags & 0x10; 64]);
         }
+        ATTACH_TABLE => {
+            b.extend(domain.to_le_bytes());
+            b.extend(endpoint.to_le_bytes());
+            b.push(if flags & 0x10 != 0 { input.u8() } else { 1 });
+            b.extend([0; 3]);
+            let (ste0, ste1) = ste_words(input, raw);
+            b.extend(ste0.to_le_bytes());
+            b.extend(ste1.to_le_bytes());
+            b.extend([0; 92]);
+            if raw {
+                let at = 13 + input.below(111);
+                b[at] = input.u8();
+            }
+        }
+        INVALIDATE => {
+            b.push(if raw {
+                input.u8()
+            } else {
+                1 + input.below(3) as u8
+            });
+            b.push(if raw {
+                input.u8()
+            } else {
+                1 + input.below(7) as u8
+            });
+            b.extend((input.below(if raw { 0x10000 } else { 16 }) as u16).to_le_bytes());
+            b.extend(domain.to_le_bytes());
+            b.extend((input.below(8) as u32).to_le_bytes());
+            b.extend((input.below(4) as u16).to_le_bytes());
+            b.extend([0; 6]);
+            b.extend(address(input, raw).to_le_bytes());
+            let pages = if raw {
+                input.u64()
+            } else {
+                input.below(4) as u64
+            };
+            b.extend(pages.to_le_bytes());
+            b.push([12, 14, 16, input.u8()][input.below(4)]);
+            b.extend([0; 19]);
+        }
+        _ => {
+            b.extend(endpoint.to_le_bytes());
+            b.extend(u32::from(input.u8() & 3).to_le_bytes());
+            b.extend(input.u32().to_le_bytes());
+            b.extend(input.u32().to_le_bytes());
+            b.extend((input.below(4) as u16).to_le_bytes());
+            b.extend([0; 6]);
+        }
     }
     b
+}
+
+/// ATTACH_TABLE's STE words: mostly V with Config translate, bypass or abort and a CD
+/// table in the table area, sometimes any bits.
+fn ste_words(input: &mut Input, raw: bool) -> (u64, u64) {
+    if raw {
+        return (input.u64(), input.u64());
+    }
+    let config = [0b101u64, 0b101, 0b100, 0b000][input.below(4)];
+    let cd_table = TABLE_AREA + input.below(TABLE_AREA_LEN / 64) as u64 * 64;
+    let cd_max = [0u64, 1, 2, 21][input.below(4)];
+    let s1fmt = u64::from(input.below(4) == 0);
+    let ste0 = 1 | config << 1 | s1fmt << 4 | cd_table | cd_max << 59;
+    // S1DSS and S1STALLD from the fuzzer; EATS 0.
+    let ste1 = input.below(4) as u64 | u64::from(input.bool()) << 27;
+    (ste0, ste1)
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let mut rig = Rig::new(&mut input);
     while !input.is_empty() {
-        match input.u8() % 8 {
+        match input.u8() % 9 {
             0..=2 => rig.add_request(&mut input),
             3 => {
                 let budget = 1 + input.below(8);
@@ -506,7 +660,8 @@ fuzz_target!(|data: &[u8]| {
                 rig.model.reset();
                 rig.check_state();
             }
-            _ => rig.deliver(&mut input),
+            7 => rig.deliver(&mut input),
+            _ => rig.write_tables(&mut input),
         }
     }
     rig.serve(usize::MAX);

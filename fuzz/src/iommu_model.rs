@@ -8,6 +8,11 @@ use std::collections::{BTreeMap, VecDeque};
 use devices::virtio::iommu::IommuConfig;
 use vm_memory::Permissions;
 
+use super::iommu_nested_model::{
+    readable_size, AttachTable, NestedModel, FEATURE_ATTACH_TABLE, FEATURE_PAGE_REQUEST,
+    INVALIDATE, PAGE_RESP, PROPERTY_SIZE, S_UNSUPP,
+};
+
 pub const FEATURE_PROBE: u64 = 1 << 4;
 pub const FEATURE_MMIO: u64 = 1 << 5;
 pub const FEATURE_BYPASS_CONFIG: u64 = 1 << 6;
@@ -56,6 +61,8 @@ impl Mapping {
 #[derive(Debug, Clone, Default)]
 struct Domain {
     bypass: bool,
+    /// Table mode: the STE words every endpoint shares.
+    table: Option<(u64, u64)>,
     endpoints: Vec<u32>,
     mappings: Vec<Mapping>,
 }
@@ -67,14 +74,31 @@ pub struct Fault {
     pub flags: u32,
     pub endpoint: u32,
     pub address: u64,
+    /// With flag PASID (bit 9) in the record.
+    pub pasid: Option<u32>,
+    /// A record of the SMMU's, from tables the model does not walk: its bytes are unknown.
+    pub opaque: bool,
 }
 
 impl Fault {
+    pub fn opaque() -> Self {
+        Self {
+            reason: 0,
+            flags: 0,
+            endpoint: 0,
+            address: 0,
+            pasid: None,
+            opaque: true,
+        }
+    }
+
     pub fn to_bytes(self) -> [u8; FAULT_RECORD_SIZE] {
         let mut b = [0u8; FAULT_RECORD_SIZE];
+        let flags = self.flags | self.pasid.map_or(0, |_| 1 << 9);
         b[0] = self.reason;
-        b[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        b[4..8].copy_from_slice(&flags.to_le_bytes());
         b[8..12].copy_from_slice(&self.endpoint.to_le_bytes());
+        b[12..16].copy_from_slice(&self.pasid.unwrap_or(0).to_le_bytes());
         b[16..24].copy_from_slice(&self.address.to_le_bytes());
         b
     }
@@ -96,6 +120,8 @@ pub struct IommuModel {
     /// Fault records admitted and waiting, oldest first, at most `max_pending`.
     pub pending_faults: VecDeque<Fault>,
     pub max_pending: usize,
+    /// Nested mode (the extension offered).
+    pub nested: Option<NestedModel>,
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -121,7 +147,16 @@ impl IommuModel {
             domains: BTreeMap::new(),
             pending_faults: VecDeque::new(),
             max_pending,
+            nested: None,
         }
+    }
+
+    /// Whether `endpoint` is in a table-mode domain: its DMA goes through tables in guest
+    /// memory the model does not walk.
+    pub fn is_table(&self, endpoint: u32) -> bool {
+        self.domain_of(endpoint)
+            .and_then(|d| self.domains.get(&d))
+            .is_some_and(|d| d.table.is_some())
     }
 
     pub fn domain_of(&self, endpoint: u32) -> Option<u32> {
@@ -175,6 +210,15 @@ impl IommuModel {
             return None;
         }
         let kind = *req.first()?;
+        let status = |s: u8| {
+            Some(ModelAnswer {
+                status: s,
+                properties: None,
+            })
+        };
+        if let (Some(needed), true) = (readable_size(kind), self.nested.is_some()) {
+            return status(self.nested_request(kind, req, needed));
+        }
         let needed = match kind {
             ATTACH | DETACH => 20,
             MAP => 36,
@@ -185,12 +229,6 @@ impl IommuModel {
         if req.len() < needed {
             return None;
         }
-        let status = |s: u8| {
-            Some(ModelAnswer {
-                status: s,
-                properties: None,
-            })
-        };
         match kind {
             ATTACH => {
                 let (domain, endpoint, flags) = (le32(req, 4), le32(req, 8), le32(req, 12));
@@ -222,6 +260,82 @@ impl IommuModel {
                 status(self.unmap(domain, start, end))
             }
             _ => Some(self.probe(le32(req, 4), writable_len as usize - 4)),
+        }
+    }
+
+    fn nested_request(&mut self, kind: u8, req: &[u8], needed: usize) -> u8 {
+        let feature = if kind == PAGE_RESP {
+            FEATURE_PAGE_REQUEST
+        } else {
+            FEATURE_ATTACH_TABLE
+        };
+        if self.negotiated & feature == 0 {
+            return S_UNSUPP;
+        }
+        if req.len() < needed {
+            return S_INVAL;
+        }
+        match kind {
+            PAGE_RESP => NestedModel::page_resp(req),
+            INVALIDATE => match NestedModel::parse_invalidate(req) {
+                Err(status) => status,
+                Ok(domain) if !self.domain_in_range(domain) => S_RANGE,
+                Ok(domain) => match self.domains.get(&domain) {
+                    None => S_NOENT,
+                    Some(d) if d.table.is_none() => S_INVAL,
+                    Some(_) => S_OK,
+                },
+            },
+            _ => match NestedModel::parse_attach_table(req) {
+                Err(status) => status,
+                Ok(a) => self.attach_table(a),
+            },
+        }
+    }
+
+    fn attach_table(&mut self, a: AttachTable) -> u8 {
+        if !self.domain_in_range(a.domain) {
+            return S_RANGE;
+        }
+        let Some(&current) = self.endpoints.get(&a.endpoint) else {
+            return S_NOENT;
+        };
+        let checked = self.nested.as_ref().map_or(S_OK, |n| n.check_ste(a.words));
+        if checked != S_OK {
+            return checked;
+        }
+        match self.domains.get_mut(&a.domain) {
+            None => {
+                // As a plain ATTACH creating the domain: the same limit.
+                let status = self.attach(a.domain, a.endpoint, false);
+                if status == S_OK {
+                    self.domains.get_mut(&a.domain).unwrap().table = Some(a.words);
+                }
+                status
+            }
+            Some(d) => {
+                if d.bypass || !d.mappings.is_empty() {
+                    return S_INVAL;
+                }
+                let others = d.endpoints.iter().any(|&e| e != a.endpoint);
+                match d.table {
+                    Some(words) if words == a.words => {}
+                    _ if others => return S_INVAL,
+                    _ => d.table = Some(a.words),
+                }
+                if current != Some(a.domain) {
+                    if let Some(old) = current {
+                        self.leave(old, a.endpoint);
+                    }
+                    self.domains
+                        .get_mut(&a.domain)
+                        .unwrap()
+                        .endpoints
+                        .push(a.endpoint);
+                    self.endpoints.insert(a.endpoint, Some(a.domain));
+                }
+                S_OK
+            }
         }
     }
 
@@ -316,7 +430,7 @@ impl IommuModel {
         let Some(d) = self.domains.get_mut(&domain) else {
             return S_NOENT;
         };
-        if d.bypass {
+        if d.bypass || d.table.is_some() {
             return S_INVAL;
         }
         if d.mappings
@@ -340,7 +454,7 @@ impl IommuModel {
         let Some(d) = self.domains.get_mut(&domain) else {
             return S_NOENT;
         };
-        if d.bypass {
+        if d.bypass || d.table.is_some() {
             return S_INVAL;
         }
         // UNMAP never splits a mapping: one that sticks out of the range fails it whole.
@@ -356,7 +470,8 @@ impl IommuModel {
     }
 
     fn probe(&self, endpoint: u32, properties_len: usize) -> ModelAnswer {
-        let probe_size = self.config.reserved_regions.len() * 24;
+        let resv_size = self.config.reserved_regions.len() * 24;
+        let probe_size = resv_size + self.nested.as_ref().map_or(0, |_| PROPERTY_SIZE);
         if !self.endpoints.contains_key(&endpoint) {
             return ModelAnswer {
                 status: S_NOENT,
@@ -378,6 +493,11 @@ impl IommuModel {
             p[8..16].copy_from_slice(&r.start.to_le_bytes());
             p[16..24].copy_from_slice(&r.end.to_le_bytes());
         }
+        if let Some(nested) = &self.nested {
+            if self.negotiated & FEATURE_ATTACH_TABLE != 0 {
+                props[resv_size..probe_size].copy_from_slice(&nested.property());
+            }
+        }
         ModelAnswer {
             status: S_OK,
             properties: Some(props),
@@ -394,14 +514,19 @@ impl IommuModel {
 
     /// The guest-physical pieces `[iova, iova + len)` (len > 0) reaches through `endpoint`
     /// for `access`, or the fault the device reports, which this queues as the device does.
+    /// A transaction carrying `pasid` outside a table-mode domain faults (MAPPING).
     pub fn translate(
         &mut self,
         endpoint: u32,
+        pasid: Option<u32>,
         iova: u64,
         len: u64,
         access: Permissions,
     ) -> Result<Vec<(u64, u64)>, Fault> {
-        let result = self.route(endpoint, iova, len, access);
+        let result = match pasid {
+            Some(_) => Err((FAULT_R_MAPPING, iova)),
+            None => self.route(endpoint, iova, len, access),
+        };
         result.map_err(|(reason, address)| {
             let flags = match access {
                 Permissions::Read => 1,
@@ -414,6 +539,8 @@ impl IommuModel {
                 flags,
                 endpoint,
                 address,
+                pasid,
+                opaque: false,
             };
             if self.pending_faults.len() < self.max_pending {
                 self.pending_faults.push_back(fault);

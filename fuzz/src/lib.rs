@@ -15,6 +15,7 @@ pub mod guest;
 pub mod input;
 pub mod interrupts;
 pub mod iommu_model;
+pub mod iommu_nested_model;
 pub mod msix_model;
 pub mod observed;
 pub mod passthrough_model;

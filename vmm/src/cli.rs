@@ -118,7 +118,9 @@ pub struct RunArgs {
     pub console: bool,
 
     /// An emulated PCIe DMA engine (copy and fill jobs from a ring, docs/dma-engine.md), a
-    /// test device for IOMMUs; iommu=on puts it behind the virtio-iommu.
+    /// test device for IOMMUs; iommu=on puts it behind the virtio-iommu, iommu=nested
+    /// behind the virtio-iommu in nested mode (jobs carry PASIDs, translated through the
+    /// guest's own stage-1 tables, docs/virtio-iommu-nested.md).
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
           value_parser = DmaEngineOptions::parse)]
     pub dma_engine: Option<DmaEngineOptions>,

@@ -193,6 +193,28 @@ mod tests {
     }
 
     #[test]
+    fn the_dma_engine_in_nested_mode_round_trips_and_takes_booleans_too() {
+        use crate::device_options::DmaEngineIommu;
+        let args = run_args(&["--dma-engine=iommu=nested"]);
+        let text = to_json(&args);
+        assert!(text.contains(r#""iommu": "nested""#), "{text}");
+        assert_eq!(parse(&text).unwrap(), args);
+        let engine = |text| parse(text).map(|c| c.dma_engine.map(|d| d.iommu));
+        assert_eq!(
+            engine(r#"{"dma-engine": {"iommu": true}}"#),
+            Ok(Some(DmaEngineIommu::On))
+        );
+        assert_eq!(
+            engine(r#"{"dma-engine": {"iommu": "nested"}}"#),
+            Ok(Some(DmaEngineIommu::Nested))
+        );
+        let e = engine(r#"{"dma-engine": {"iommu": "deep"}}"#).unwrap_err();
+        assert!(e.starts_with("dma-engine.iommu: "), "{e}");
+        let e = engine(r#"{"dma-engine": {"iommu": 3}}"#).unwrap_err();
+        assert!(e.starts_with("dma-engine.iommu: "), "{e}");
+    }
+
+    #[test]
     fn sizes_are_strings_as_on_the_command_line_or_mib() {
         assert_eq!(parse(r#"{"memory": "2G"}"#).unwrap().memory, 2 << 30);
         assert_eq!(parse(r#"{"memory": 300}"#).unwrap().memory, 300 << 20);

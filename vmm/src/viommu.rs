@@ -12,14 +12,17 @@ use arch::memory_map::{memory_map, MemoryType};
 use std::sync::Arc;
 
 use devices::dma::DeviceDma;
+use devices::host_iommu::smmuv3::{Smmuv3, Smmuv3Caps};
 use devices::host_iommu::{GuestRam, HostIommu, HostIommuError};
 use devices::pci::Bdf;
 use devices::virtio::iommu::state::IommuState;
 use devices::virtio::iommu::viot::{build_viot, endpoint_id};
 use devices::virtio::iommu::{
-    common_iova_ranges, FaultCounters, HostEndpoints, Iommu, IommuConfig, RequestCounts,
+    common_iova_ranges, FaultCounters, HostEndpoints, Iommu, IommuConfig, NestedBackend,
+    RequestCounts,
 };
 use devices::virtio::{VirtioDevice, WorkerSpec};
+use vm_memory::GuestMemoryMmap;
 
 /// What `--viommu` asked for; in a config file `{"bypass": BOOL}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,6 +124,21 @@ impl ViommuBuilder {
     pub fn add_host_endpoint(&mut self, bdf: Bdf, iommu: Arc<dyn HostIommu>) {
         self.endpoints.push(bdf);
         self.host.add(endpoint_id(bdf), iommu);
+    }
+
+    /// Nested mode: table-mode domains translated through the guest's stage-1 tables by the
+    /// software SMMUv3 (stage 2 bypassed: the guest's IPAs are its physical addresses).
+    pub fn enable_nested(&mut self, ram: GuestMemoryMmap) -> Result<(), ViommuError> {
+        if self.iommu.state().nested().is_some() {
+            return Ok(());
+        }
+        let model = Smmuv3::new(ram.clone(), Smmuv3Caps::default())?;
+        // Set nowhere else, and checked just above.
+        let _ = self
+            .iommu
+            .state()
+            .set_nested(NestedBackend::translating(Arc::new(model), ram));
+        Ok(())
     }
 
     /// Where the device's fault counters can be read while it runs.

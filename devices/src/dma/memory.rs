@@ -28,6 +28,8 @@ pub struct DmaMemory {
     /// None: addresses are guest-physical.
     space: Option<Arc<dyn DmaAddressSpace>>,
     generation: u64,
+    /// The PASID this view's transactions carry.
+    pasid: Option<u32>,
 }
 
 fn refused(addr: GuestAddress, why: impl std::fmt::Display) -> GuestMemoryError {
@@ -52,7 +54,21 @@ impl DmaMemory {
             tlb,
             space,
             generation,
+            pasid: None,
         }
+    }
+
+    /// The same memory as transactions tagged with `pasid` see it (PCIe PASID prefix);
+    /// only an address space that knows PASIDs translates them.
+    pub fn with_pasid(&self, pasid: Option<u32>) -> Self {
+        Self {
+            pasid,
+            ..self.clone()
+        }
+    }
+
+    pub fn pasid(&self) -> Option<u32> {
+        self.pasid
     }
 
     /// Runs `f` (an interrupt: a memory write too) only while this activation may still
@@ -82,7 +98,7 @@ impl DmaMemory {
         };
         if addr.checked_add(count).is_none() {
             // Nothing ends past 2^64; the address space reports the fault.
-            let fault = space.fill(&mut Default::default(), addr, count, access);
+            let fault = space.fill_pasid(&mut Default::default(), self.pasid, addr, count, access);
             let why = fault.err().unwrap_or(DmaFault::Unmapped { iova: addr });
             return Err(refused(GuestAddress(addr), why));
         }
@@ -91,18 +107,20 @@ impl DmaMemory {
                 .tlb
                 .pin(self.generation)
                 .map_err(|e| refused(GuestAddress(addr), e))?;
-            if count > 0 {
-                if let Some(&entry) = pinned.entries().single(addr, count, access) {
-                    return Ok((pinned, Some(entry)));
+            if pinned.pasid() == self.pasid {
+                if count > 0 {
+                    if let Some(&entry) = pinned.entries().single(addr, count, access) {
+                        return Ok((pinned, Some(entry)));
+                    }
                 }
-            }
-            if pinned.entries().covers(addr, count, access) {
-                return Ok((pinned, None));
+                if pinned.entries().covers(addr, count, access) {
+                    return Ok((pinned, None));
+                }
             }
             drop(pinned);
             self.tlb
-                .fill(self.generation, |entries| {
-                    space.fill(entries, addr, count, access)
+                .fill(self.generation, self.pasid, |entries| {
+                    space.fill_pasid(entries, self.pasid, addr, count, access)
                 })
                 .map_err(|e| refused(GuestAddress(addr), e))?
                 .map_err(|fault| refused(GuestAddress(addr), fault))?;

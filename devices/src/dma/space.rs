@@ -20,6 +20,22 @@ pub trait DmaAddressSpace: Send + Sync + Debug {
         len: u64,
         access: Permissions,
     ) -> Result<(), DmaFault>;
+
+    /// [`DmaAddressSpace::fill`] for a transaction that may carry a PASID. An address
+    /// space that knows no PASIDs refuses every transaction that carries one.
+    fn fill_pasid(
+        &self,
+        tlb: &mut TlbEntries,
+        pasid: Option<u32>,
+        iova: u64,
+        len: u64,
+        access: Permissions,
+    ) -> Result<(), DmaFault> {
+        match pasid {
+            None => self.fill(tlb, iova, len, access),
+            Some(_) => Err(DmaFault::Blocked { iova }),
+        }
+    }
 }
 
 /// Guest-physical addressing as an address space: identity over everything, for a device

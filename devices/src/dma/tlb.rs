@@ -22,6 +22,9 @@ pub struct DmaRevoked;
 #[derive(Debug, Default)]
 struct TlbState {
     entries: TlbEntries,
+    /// The PASID the entries were translated for: a device whose transactions carry
+    /// PASIDs keeps one PASID's translations at a time, and a fill for another starts over.
+    pasid: Option<u32>,
     /// Advanced by every revocation; an activation's view works only in its own generation.
     generation: u64,
     /// Bus Master Enable is clear: accesses wait.
@@ -42,6 +45,11 @@ pub struct TlbPin<'a>(RwLockReadGuard<'a, TlbState>);
 impl TlbPin<'_> {
     pub fn entries(&self) -> &TlbEntries {
         &self.0.entries
+    }
+
+    /// The PASID the entries belong to.
+    pub fn pasid(&self) -> Option<u32> {
+        self.0.pasid
     }
 }
 
@@ -96,15 +104,21 @@ impl DeviceTlb {
         }
     }
 
-    /// Adds translations for `generation` with `fill`, under the write lock.
+    /// Adds translations of `pasid` for `generation` with `fill`, under the write lock;
+    /// another PASID's entries are dropped first.
     pub(super) fn fill(
         &self,
         generation: u64,
+        pasid: Option<u32>,
         fill: impl FnOnce(&mut TlbEntries) -> Result<(), DmaFault>,
     ) -> Result<Result<(), DmaFault>, DmaRevoked> {
         let mut state = self.write();
         if state.generation != generation {
             return Err(DmaRevoked);
+        }
+        if state.pasid != pasid {
+            state.entries.clear();
+            state.pasid = pasid;
         }
         Ok(fill(&mut state.entries))
     }

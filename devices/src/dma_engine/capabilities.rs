@@ -2,10 +2,10 @@
 //! them: the PCI Express capability (a Root Complex Integrated Endpoint, so the guest reads
 //! extended configuration space) and the PASID, ATS and PRI extended capabilities.
 //!
-//! They advertise what nested translation will use. Today the guest can read them and write
-//! their control fields, which read back, but nothing the engine does depends on them: jobs
-//! carrying a PASID are refused whether PASID Enable is set or not, the engine never sends
-//! translation requests (its DMA is translated inside nestor) and never sends page requests.
+//! The guest can read them and write their control fields, which read back. PASID Enable
+//! is honoured in nested translation (`iommu=nested`): jobs may carry a PASID only while it
+//! is set. The engine never sends translation requests (its DMA is translated inside
+//! nestor) and never sends page requests, whatever ATS and PRI say.
 
 use crate::pci::config::{ConfigError, PciConfiguration};
 use crate::pci::ExtendedCapabilities;
@@ -28,7 +28,7 @@ pub const PASID_CAPABILITY_ID: u16 = 0x001b;
 
 /// PASID Capability register: Max PASID Width 20, no execute or privileged mode.
 const PASID_CAPABILITY: u16 = 20 << 8;
-const PASID_CONTROL_ENABLE: u16 = 1 << 0;
+pub const PASID_CONTROL_ENABLE: u16 = 1 << 0;
 /// ATS Capability register: invalidate queue depth 0 (32), page aligned requests.
 const ATS_CAPABILITY: u16 = 1 << 5;
 /// ATS Control: Smallest Translation Unit (bits 4:0) and Enable (bit 15).

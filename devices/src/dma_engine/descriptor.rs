@@ -108,8 +108,20 @@ impl JobDescriptor {
         self.flags & FLAG_INTERRUPT != 0
     }
 
-    /// Checks everything that does not need memory; `Ok` is a job the engine can run.
+    /// [`JobDescriptor::validate_for`] on an engine that serves no PASIDs.
     pub fn validate(&self) -> Result<Job, JobStatus> {
+        self.validate_for(false)
+    }
+
+    /// The PASID the job's accesses carry (flag PASID).
+    pub fn pasid_tag(&self) -> Option<u32> {
+        (self.flags & FLAG_PASID != 0).then_some(self.pasid)
+    }
+
+    /// Checks everything that does not need memory; `Ok` is a job the engine can run.
+    /// `serves_pasids`: the engine is in nested translation with PASID Enable set, so a
+    /// job may carry a PASID.
+    pub fn validate_for(&self, serves_pasids: bool) -> Result<Job, JobStatus> {
         if self.opcode != OP_COPY && self.opcode != OP_FILL {
             return Err(JobStatus::BadOpcode);
         }
@@ -117,10 +129,13 @@ impl JobDescriptor {
             return Err(JobStatus::BadDescriptor);
         }
         if self.flags & FLAG_PASID != 0 {
-            // No PASID is served until nested translation exists.
-            return Err(JobStatus::PasidUnsupported);
-        }
-        if self.pasid & !PASID_MASK != 0 || self.pasid != 0 {
+            if !serves_pasids {
+                return Err(JobStatus::PasidUnsupported);
+            }
+            if self.pasid & !PASID_MASK != 0 {
+                return Err(JobStatus::BadDescriptor);
+            }
+        } else if self.pasid != 0 {
             // Without FLAG_PASID the field means nothing and must be 0.
             return Err(JobStatus::BadDescriptor);
         }
@@ -331,5 +346,30 @@ mod tests {
         bad(copy(0x1800, 0x1000, 0x1000), JobStatus::BadDescriptor);
         bad(copy(0x1000, 0x1000, 1), JobStatus::BadDescriptor);
         assert!(copy(0x1000, 0x2000, 0x1000).validate().is_ok());
+    }
+
+    #[test]
+    fn an_engine_serving_pasids_takes_20_bit_ones() {
+        let tagged = |pasid| JobDescriptor {
+            flags: FLAG_PASID,
+            pasid,
+            ..copy(0, 0x1000, 1)
+        };
+        assert!(tagged(0).validate_for(true).is_ok());
+        assert!(tagged(0xf_ffff).validate_for(true).is_ok());
+        assert_eq!(tagged(0xf_ffff).pasid_tag(), Some(0xf_ffff));
+        assert_eq!(copy(0, 0x1000, 1).pasid_tag(), None);
+        assert_eq!(
+            tagged(0x10_0000).validate_for(true),
+            Err(JobStatus::BadDescriptor)
+        );
+        assert_eq!(
+            JobDescriptor {
+                pasid: 5,
+                ..copy(0, 0x1000, 1)
+            }
+            .validate_for(true),
+            Err(JobStatus::BadDescriptor)
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::capabilities::add_pcie_capabilities;
+use super::capabilities::{add_pcie_capabilities, PASID_CONTROL_ENABLE};
 use super::registers::*;
 use super::ring::{Progress, RingRunner};
 use crate::dma::DeviceDma;
@@ -64,6 +64,10 @@ pub struct DmaEngine {
     worker: Option<Worker>,
     /// Jobs completed (`errors`: not with status OK), bytes read and written by them.
     counters: Arc<IoCounters>,
+    /// Where the PASID capability is in configuration space.
+    pasid_capability: usize,
+    /// In nested translation: jobs may carry PASIDs.
+    nested: bool,
 }
 
 impl DmaEngine {
@@ -105,7 +109,8 @@ impl DmaEngine {
             .add_capability(&body, &writable)
             .map_err(DmaEngineError::Capabilities)?;
         let mut extended = ExtendedCapabilities::new();
-        add_pcie_capabilities(&mut config, &mut extended).map_err(DmaEngineError::Capabilities)?;
+        let capabilities = add_pcie_capabilities(&mut config, &mut extended)
+            .map_err(DmaEngineError::Capabilities)?;
         let doorbell = EventFd::new(EFD_NONBLOCK).map_err(DmaEngineError::EventFd)?;
         Ok(Self {
             bdf,
@@ -122,12 +127,27 @@ impl DmaEngine {
             progress: Arc::default(),
             worker: None,
             counters: Arc::default(),
+            pasid_capability: capabilities.pasid,
+            nested: false,
         })
     }
 
     /// What the engine's jobs have done, across enablings.
     pub fn counters(&self) -> Arc<IoCounters> {
         self.counters.clone()
+    }
+
+    /// Nested translation: jobs carrying a PASID are served (while PASID Enable is set)
+    /// and their accesses are tagged with it.
+    pub fn with_nested_translation(mut self) -> Self {
+        self.nested = true;
+        self
+    }
+
+    /// PASID Enable in the PASID capability's Control register.
+    fn pasid_enabled(&self) -> bool {
+        let control = self.extended.read_reg((self.pasid_capability + 4) / 4) >> 16;
+        control & u32::from(PASID_CONTROL_ENABLE) != 0
     }
 
     pub fn bdf(&self) -> Bdf {
@@ -220,13 +240,15 @@ impl DmaEngine {
         {
             return;
         }
+        // PASID Enable is taken as it stands when the engine starts its work.
         let runner = RingRunner::new(
             self.ring,
             self.dma.memory(self.ram.clone()),
             self.progress.clone(),
             self.msix.clone(),
         )
-        .counting(self.counters.clone());
+        .counting(self.counters.clone())
+        .with_pasids(self.nested && self.pasid_enabled());
         match Worker::spawn(&self.spec, vec![self.doorbell.clone()], vec![], runner) {
             Ok(worker) => self.worker = Some(worker),
             Err(e) => {

@@ -53,6 +53,8 @@ pub struct RingRunner {
     progress: Arc<Progress>,
     msix: SharedMsix,
     buffers: JobBuffers,
+    /// Jobs may carry a PASID, and their accesses are tagged with it.
+    serves_pasids: bool,
     /// The head as the worker knows it; published to `progress` after each completion.
     head: u32,
     counters: Arc<IoCounters>,
@@ -86,6 +88,7 @@ impl RingRunner {
             progress,
             msix,
             buffers: JobBuffers::default(),
+            serves_pasids: false,
             head,
             counters: Arc::default(),
         }
@@ -97,6 +100,12 @@ impl RingRunner {
         self
     }
 
+    /// Serve jobs that carry a PASID (nested translation, PASID Enable set).
+    pub fn with_pasids(mut self, serves_pasids: bool) -> Self {
+        self.serves_pasids = serves_pasids;
+        self
+    }
+
     /// Runs the job in the next slot and writes its completion; `Ok(interrupt wanted)`.
     fn serve_one(&mut self) -> Result<bool, HaltReason> {
         let slot = self.ring.slot_address(self.head);
@@ -105,9 +114,12 @@ impl RingRunner {
             .read_slice(&mut bytes, GuestAddress(slot))
             .map_err(|_| HaltReason::RingFault)?;
         let descriptor = JobDescriptor::from_le_bytes(&bytes);
-        let job = descriptor.validate();
+        let job = descriptor.validate_for(self.serves_pasids);
         let completion = match &job {
-            Ok(job) => run_job(&self.mem, job, &mut self.buffers),
+            Ok(job) => match descriptor.pasid_tag() {
+                None => run_job(&self.mem, job, &mut self.buffers),
+                pasid => run_job(&self.mem.with_pasid(pasid), job, &mut self.buffers),
+            },
             Err(status) => Completion::refused(*status),
         };
         self.mem

@@ -64,10 +64,15 @@ fn ram() -> GuestMemoryMmap {
 
 impl Harness {
     fn new(dma: DeviceDma) -> Self {
+        Self::with_translation(dma, false)
+    }
+
+    /// `nested`: the engine is in nested translation (`iommu=nested`).
+    fn with_translation(dma: DeviceDma, nested: bool) -> Self {
         let ram = ram();
         let interrupts = Arc::new(RecordingGroup::default());
         let tlb = dma.tlb().clone();
-        let engine = DmaEngine::new(
+        let mut engine = DmaEngine::new(
             Bdf::new(0, 3, 0),
             ram.clone(),
             interrupts.clone(),
@@ -76,6 +81,9 @@ impl Harness {
             WorkerSpec::unconfined("dev-dma-test"),
         )
         .unwrap();
+        if nested {
+            engine = engine.with_nested_translation();
+        }
         Self {
             engine,
             ram,
@@ -579,4 +587,105 @@ fn capabilities_chain_through_standard_and_extended_space() {
     let ats = extended[1].1 / 4 + 1;
     h.config_write(ats, u32::MAX);
     assert_eq!(h.engine.read_config_register(ats) >> 16, 0x801f);
+}
+
+/// Identity for untagged accesses; a tagged one reaches IOVA + PASID pages.
+#[derive(Debug, Default)]
+struct PerPasid;
+
+impl DmaAddressSpace for PerPasid {
+    fn fill(
+        &self,
+        tlb: &mut TlbEntries,
+        iova: u64,
+        len: u64,
+        access: Permissions,
+    ) -> Result<(), DmaFault> {
+        self.fill_pasid(tlb, None, iova, len, access)
+    }
+
+    fn fill_pasid(
+        &self,
+        tlb: &mut TlbEntries,
+        pasid: Option<u32>,
+        _iova: u64,
+        _len: u64,
+        _access: Permissions,
+    ) -> Result<(), DmaFault> {
+        let shift = u64::from(pasid.unwrap_or(0)) * 0x1000;
+        tlb.insert(0, 0xf_ffff, shift, Permissions::ReadWrite);
+        Ok(())
+    }
+}
+
+/// Config-space register of the PASID capability's Capability and Control registers.
+fn pasid_control_reg(engine: &mut DmaEngine) -> usize {
+    let mut offset = 0x100;
+    loop {
+        let header = engine.read_config_register(offset / 4);
+        if header & 0xffff == u32::from(super::capabilities::PASID_CAPABILITY_ID) {
+            return offset / 4 + 1;
+        }
+        offset = (header >> 20) as usize;
+        assert_ne!(offset, 0, "no PASID capability");
+    }
+}
+
+#[test]
+fn in_nested_translation_jobs_carry_their_pasid_while_pasid_enable_is_set() {
+    let tagged = |pasid| JobDescriptor {
+        flags: FLAG_INTERRUPT | FLAG_PASID,
+        pasid,
+        ..fill(DST, 8, 0x1111_1111_1111_1111 * u64::from(pasid))
+    };
+    let mut h = Harness::with_translation(
+        DeviceDma::translated(DeviceTlb::new(), Arc::new(PerPasid)),
+        true,
+    );
+    h.bring_up();
+    h.enable();
+    h.post(0, tagged(2));
+    h.write(DOORBELL, 1);
+    h.wait_head(1);
+    assert_eq!(h.completion(0).status, JobStatus::PasidUnsupported as u32);
+
+    h.write(CONTROL, 0);
+    let reg = pasid_control_reg(&mut h.engine);
+    let control = h.engine.read_config_register(reg);
+    h.config_write(reg, control | 1 << 16);
+    h.enable();
+    h.post(0, tagged(2));
+    h.post(1, tagged(3));
+    h.post(2, fill(DST, 8, 0x4444_4444_4444_4444));
+    h.write(DOORBELL, 3);
+    h.wait_head(3);
+    for i in 0..3 {
+        assert_eq!(h.completion(i).status, JobStatus::Ok as u32, "job {i}");
+    }
+    for (gpa, byte) in [(DST + 0x2000, 0x22u8), (DST + 0x3000, 0x33), (DST, 0x44)] {
+        let mut out = [0u8; 8];
+        h.ram.read_slice(&mut out, GuestAddress(gpa)).unwrap();
+        assert_eq!(out, [byte; 8], "at {gpa:#x}");
+    }
+}
+
+#[test]
+fn without_nested_translation_pasid_enable_changes_nothing() {
+    let mut h = Harness::untranslated();
+    let reg = pasid_control_reg(&mut h.engine);
+    let control = h.engine.read_config_register(reg);
+    h.config_write(reg, control | 1 << 16);
+    h.bring_up();
+    h.enable();
+    h.post(
+        0,
+        JobDescriptor {
+            flags: FLAG_PASID,
+            pasid: 1,
+            ..fill(DST, 8, 1)
+        },
+    );
+    h.write(DOORBELL, 1);
+    h.wait_head(1);
+    assert_eq!(h.completion(0).status, JobStatus::PasidUnsupported as u32);
 }

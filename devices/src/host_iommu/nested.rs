@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 pub use super::smmuv3::wire::{Command, EventRecord};
+pub use super::smmuv3::{Access, Fault, Translation};
 
 /// The STE dword-0 bits a guest may set: V, Config, S1Fmt, S1ContextPtr, S1CDMax.
 pub const VSTE0_ALLOWED: u64 = 0xf80f_ffff_ffff_ffff;
@@ -137,6 +138,20 @@ pub trait NestedHostIommu: Debug + Send + Sync {
 
     /// Answers the page request group `cookie` names (once).
     fn page_response(&self, cookie: u32, code: PageResponseCode) -> Result<(), NestedError>;
+}
+
+/// A nested back-end that also translates for the devices nestor emulates (the software
+/// model does; a hardware SMMU translates only its own devices' DMA).
+pub trait NestedTranslator: NestedHostIommu {
+    /// Translates one transaction of the guest StreamID `stream`; a fault is queued as
+    /// an event (see [`NestedHostIommu::read_events`]) before this returns.
+    fn translate(
+        &self,
+        stream: u32,
+        pasid: Option<u32>,
+        address: u64,
+        access: Access,
+    ) -> Result<Translation, Fault>;
 }
 
 #[cfg(test)]

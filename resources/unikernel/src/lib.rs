@@ -9,5 +9,6 @@ pub mod aml;
 pub mod cmdline;
 pub mod le;
 pub mod memmap;
+pub mod smmu_tables;
 pub mod stats;
 pub mod text;

@@ -13,6 +13,7 @@ mod acpi;
 mod apic;
 mod boot;
 mod clock;
+mod ecam;
 mod edu;
 mod idt;
 mod io;

@@ -16,13 +16,19 @@ const F_MAP_UNMAP: u64 = 1 << 2;
 const F_BYPASS: u64 = 1 << 3;
 const F_PROBE: u64 = 1 << 4;
 const F_BYPASS_CONFIG: u64 = 1 << 6;
+/// nestor's extension: ATTACH_TABLE and INVALIDATE (docs/virtio-iommu-nested.md).
+const F_NESTOR_ATTACH_TABLE: u64 = 1 << 20;
 
 const ATTACH: u8 = 1;
 const DETACH: u8 = 2;
 const MAP: u8 = 3;
 const UNMAP: u8 = 4;
 const PROBE: u8 = 5;
+const ATTACH_TABLE: u8 = 6;
+const INVALIDATE: u8 = 7;
 pub const S_OK: u8 = 0;
+pub const S_INVAL: u8 = 4;
+pub const S_RANGE: u8 = 5;
 pub const S_NOENT: u8 = 6;
 pub const ATTACH_F_BYPASS: u32 = 1;
 pub const MAP_F_READ: u32 = 1;
@@ -30,6 +36,82 @@ pub const MAP_F_WRITE: u32 = 2;
 pub const FAULT_R_DOMAIN: u8 = 1;
 pub const FAULT_R_MAPPING: u8 = 2;
 pub const FAULT_F_WRITE: u32 = 2;
+pub const FAULT_F_ADDRESS: u32 = 1 << 8;
+/// nestor's extension: the record's word at offset 12 holds the PASID.
+pub const FAULT_F_PASID: u32 = 1 << 9;
+/// nestor's extension's fault reasons for table-mode domains.
+pub const FAULT_R_BAD_CONFIG: u8 = 3;
+pub const FAULT_R_TRANSLATION: u8 = 4;
+pub const FAULT_R_ADDRESS_SIZE: u8 = 5;
+pub const FAULT_R_PERMISSION: u8 = 7;
+/// The `NESTOR_SMMUV3` PROBE property.
+pub const PROBE_T_NESTOR_SMMUV3: u16 = 0x800;
+
+/// INVALIDATE scopes, caches and flags.
+pub mod invalidate {
+    pub const SCOPE_DOMAIN: u8 = 1;
+    pub const SCOPE_PASID: u8 = 2;
+    pub const SCOPE_ADDRESS: u8 = 3;
+    pub const CACHE_CD: u8 = 1 << 0;
+    pub const CACHE_TLB: u8 = 1 << 1;
+    pub const FLAG_PASID: u16 = 1 << 1;
+    pub const FLAG_ASID: u16 = 1 << 2;
+}
+
+/// One INVALIDATE's fields (docs/virtio-iommu-nested.md 3.2).
+#[derive(Clone, Copy, Default)]
+pub struct Invalidate {
+    pub scope: u8,
+    pub caches: u8,
+    pub flags: u16,
+    pub domain: u32,
+    pub pasid: u32,
+    pub asid: u16,
+    pub address: u64,
+    pub nr_pages: u64,
+    pub page_shift: u8,
+}
+
+impl Invalidate {
+    /// The request's device-readable part.
+    pub fn bytes(&self) -> [u8; 60] {
+        let mut req = [0u8; 60];
+        req[0] = INVALIDATE;
+        req[4] = self.scope;
+        req[5] = self.caches;
+        req[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        put32(&mut req, 8, self.domain);
+        put32(&mut req, 12, self.pasid);
+        req[16..18].copy_from_slice(&self.asid.to_le_bytes());
+        put64(&mut req, 24, self.address);
+        put64(&mut req, 32, self.nr_pages);
+        req[40] = self.page_shift;
+        req
+    }
+}
+
+/// ATTACH_TABLE's device-readable part: SMMUv3 STE words for `endpoint` in `domain`.
+pub fn attach_table_request(domain: u32, endpoint: u32, ste0: u64, ste1: u64) -> [u8; 124] {
+    let mut req = [0u8; 124];
+    req[0] = ATTACH_TABLE;
+    put32(&mut req, 4, domain);
+    put32(&mut req, 8, endpoint);
+    req[12] = 1; // ARM SMMUv3 STE
+    put64(&mut req, 16, ste0);
+    put64(&mut req, 24, ste1);
+    req
+}
+
+/// A fault record as the eventq delivered it.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultRecord {
+    pub reason: u8,
+    pub flags: u32,
+    pub endpoint: u32,
+    /// Valid with FAULT_F_PASID.
+    pub pasid: u32,
+    pub address: u64,
+}
 
 // Device configuration offsets.
 const CONFIG_PAGE_SIZES: u64 = 0;
@@ -70,10 +152,25 @@ impl VirtioIommu {
     /// Resets and drives the virtio-iommu at `bdf`, with every eventq buffer posted.
     /// There is one driver state: opening it again starts over.
     pub fn open(bdf: Bdf) -> Result<VirtioIommu, Line> {
+        Self::open_with(bdf, 0)
+    }
+
+    /// Like [`VirtioIommu::open`], negotiating nestor's extension for guest-owned stage 1
+    /// too: the device must offer it.
+    pub fn open_nested(bdf: Bdf) -> Result<VirtioIommu, Line> {
+        Self::open_with(bdf, F_NESTOR_ATTACH_TABLE)
+    }
+
+    fn open_with(bdf: Bdf, extra: u64) -> Result<VirtioIommu, Line> {
         let dev = VirtioPci::open(bdf)
             .ok_or_else(|| format_line!("virtio-iommu capabilities missing"))?;
-        let wanted =
-            F_VERSION_1 | F_INPUT_RANGE | F_DOMAIN_RANGE | F_MAP_UNMAP | F_PROBE | F_BYPASS_CONFIG;
+        let wanted = F_VERSION_1
+            | F_INPUT_RANGE
+            | F_DOMAIN_RANGE
+            | F_MAP_UNMAP
+            | F_PROBE
+            | F_BYPASS_CONFIG
+            | extra;
         let offered = dev
             .negotiate(wanted)
             .ok_or_else(|| format_line!("virtio-iommu refused FEATURES_OK"))?;
@@ -159,7 +256,7 @@ impl VirtioIommu {
         Ok(page.0[0x800 + writable as usize - 4])
     }
 
-    fn expect(&mut self, what: &str, bytes: &[u8], status: u8) -> Result<(), Line> {
+    pub fn expect(&mut self, what: &str, bytes: &[u8], status: u8) -> Result<(), Line> {
         let got = self.request(bytes, 4)?;
         if got != status {
             return Err(format_line!(what, ": status ", got, " want ", status));
@@ -265,6 +362,12 @@ impl VirtioIommu {
 
     /// Waits for a fault record with `reason` for `endpoint`; returns its address and flags.
     pub fn wait_fault(&mut self, reason: u8, endpoint: u32) -> Result<(u64, u32), Line> {
+        self.wait_record(reason, endpoint)
+            .map(|r| (r.address, r.flags))
+    }
+
+    /// Waits for a fault record with `reason` for `endpoint`, skipping others.
+    pub fn wait_record(&mut self, reason: u8, endpoint: u32) -> Result<FaultRecord, Line> {
         loop {
             let Some((id, len)) = self.events.wait_used(COMPLETION_MS) else {
                 return Err(format_line!("no fault record with reason ", reason));
@@ -272,16 +375,45 @@ impl VirtioIommu {
             // SAFETY: as above; the device wrote the record before returning the buffer.
             let page = unsafe { &*core::ptr::addr_of!(EVENT_RECORDS) };
             let rec = &page.0[id as usize * 32..id as usize * 32 + 24];
-            let found = (rec[0], get32(rec, 4), get32(rec, 8), get64(rec, 16));
+            let found = FaultRecord {
+                reason: rec[0],
+                flags: get32(rec, 4),
+                endpoint: get32(rec, 8),
+                pasid: get32(rec, 12),
+                address: get64(rec, 16),
+            };
             self.post_event_buffer(id as u16);
             self.events.kick();
             if len != EVENT_SIZE {
                 return Err(format_line!("fault record of ", len, " bytes"));
             }
-            if found.0 == reason && found.2 == endpoint {
-                return Ok((found.3, found.1));
+            if found.reason == reason && found.endpoint == endpoint {
+                return Ok(found);
             }
         }
+    }
+
+    /// The `NESTOR_SMMUV3` property PROBE reports for `endpoint`: SMMU_IDR0, IDR1, IDR3
+    /// and IDR5.
+    pub fn smmu_id_registers(&mut self, endpoint: u32) -> Result<[u64; 4], Line> {
+        let (status, props) = self.probe(endpoint)?;
+        if status != S_OK {
+            return Err(format_line!("PROBE status ", status));
+        }
+        let mut at = 0;
+        while at + 4 <= props.len() {
+            let kind = get16(props, at) & 0xfff;
+            let len = usize::from(get16(props, at + 2));
+            if kind == 0 {
+                break;
+            }
+            if kind == PROBE_T_NESTOR_SMMUV3 && len == 52 && at + 56 <= props.len() {
+                let idr = |offset| get64(props, at + offset);
+                return Ok([idr(8), idr(16), idr(32), idr(48)]);
+            }
+            at += len + 4;
+        }
+        Err(format_line!("PROBE reported no NESTOR_SMMUV3 property"))
     }
 
     /// The config `bypass` byte: whether unattached endpoints reach memory.

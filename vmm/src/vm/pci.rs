@@ -39,6 +39,7 @@ use super::passthrough::Passthrough;
 use super::GuestVm;
 use crate::api::CountedDevice;
 use crate::config::VmConfig;
+use crate::device_options::DmaEngineIommu;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
 use crate::seccomp::device_worker_setup;
@@ -127,8 +128,14 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
-    /// The DMA engine at `bdf`, reaching memory through `dma`.
-    fn add_dma_engine(&mut self, bdf: Bdf, dma: DeviceDma) -> Result<Arc<IoCounters>, VmmError> {
+    /// The DMA engine at `bdf`, reaching memory through `dma`; `nested`: its jobs may
+    /// carry PASIDs, translated by the virtio-iommu in nested mode.
+    fn add_dma_engine(
+        &mut self,
+        bdf: Bdf,
+        dma: DeviceDma,
+        nested: bool,
+    ) -> Result<Arc<IoCounters>, VmmError> {
         let bar = self
             .bars
             .allocate(DMA_ENGINE_BAR_SIZE)
@@ -137,12 +144,12 @@ impl Builder<'_> {
             .interrupts
             .create_group(MSIX_VECTORS)
             .map_err(|e| device_err(format!("MSI vectors for {bdf}: {e}")))?;
-        let behind = if dma.is_translated() {
-            "behind the virtio-iommu"
-        } else {
-            "guest-physical addresses"
+        let behind = match (dma.is_translated(), nested) {
+            (true, true) => "behind the virtio-iommu in nested mode",
+            (true, false) => "behind the virtio-iommu",
+            _ => "guest-physical addresses",
         };
-        let engine = DmaEngine::new(
+        let mut engine = DmaEngine::new(
             bdf,
             self.mem.clone(),
             msi,
@@ -151,6 +158,9 @@ impl Builder<'_> {
             self.spec("dev-dma0".into())?,
         )
         .map_err(|e| device_err(format!("{bdf}: {e}")))?;
+        if nested {
+            engine = engine.with_nested_translation();
+        }
         log::info!("PCI {bdf}: DMA engine, BAR at {bar:#x}, {behind}");
         self.msix_tables
             .push((format!("{bdf} dma-engine"), engine.msix()));
@@ -249,7 +259,7 @@ pub fn add_pci_devices(
     let wants_iommu = devices.viommu.is_some()
         || devices.disks.iter().any(|d| d.iommu)
         || devices.rng.is_some_and(|r| r.iommu)
-        || devices.dma_engine.is_some_and(|d| d.iommu)
+        || devices.dma_engine.is_some_and(|d| d.iommu.is_translated())
         || !host_iommus.is_empty();
     let mut viommu = if wants_iommu {
         let spec = builder.spec("dev-iommu0".into())?;
@@ -326,11 +336,17 @@ pub fn add_pci_devices(
     }
     if let Some(engine) = devices.dma_engine {
         let bdf = builder.reserve()?;
-        let dma = match (&mut viommu, engine.iommu) {
-            (Some(iommu), true) => iommu.add_endpoint(bdf),
+        let nested = engine.iommu == DmaEngineIommu::Nested;
+        let dma = match (&mut viommu, engine.iommu.is_translated()) {
+            (Some(iommu), true) => {
+                if nested {
+                    iommu.enable_nested(mem.clone()).map_err(device_err)?;
+                }
+                iommu.add_endpoint(bdf)
+            }
             _ => DeviceDma::untranslated(),
         };
-        counted("dma-engine", bdf, builder.add_dma_engine(bdf, dma)?);
+        counted("dma-engine", bdf, builder.add_dma_engine(bdf, dma, nested)?);
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     let iommu_counters = viommu.as_ref().map(ViommuBuilder::counter_source);

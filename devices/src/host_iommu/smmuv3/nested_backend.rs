@@ -14,9 +14,11 @@ use super::pri_queue::PriResponse;
 use super::wire::ste::config;
 use super::wire::{opcode, Command, Ste};
 use super::Smmuv3;
+use super::Transaction;
 use crate::host_iommu::nested::{
-    check_vste, FaultNotifiers, InvalidateError, NestedError, NestedEvent, NestedHostIommu,
-    PagePermissions, PageRequest, PageResponseCode, VSTE1_ALLOWED,
+    check_vste, Access, Fault, FaultNotifiers, InvalidateError, NestedError, NestedEvent,
+    NestedHostIommu, NestedTranslator, PagePermissions, PageRequest, PageResponseCode, Translation,
+    VSTE1_ALLOWED,
 };
 
 const SEQUENCE_MASK: u32 = 0x7fff_ffff;
@@ -320,5 +322,25 @@ impl<M: GuestMemory + Send + Sync> NestedHostIommu for Smmuv3<M> {
         // Both commands are legal by construction.
         let _ = self.execute(&[cmd]);
         Ok(())
+    }
+}
+
+impl<M: GuestMemory + Send + Sync> NestedTranslator for Smmuv3<M> {
+    fn translate(
+        &self,
+        stream: u32,
+        pasid: Option<u32>,
+        address: u64,
+        access: Access,
+    ) -> Result<Translation, Fault> {
+        Smmuv3::translate(
+            self,
+            &Transaction {
+                sid: stream,
+                ssid: pasid,
+                address,
+                access,
+            },
+        )
     }
 }

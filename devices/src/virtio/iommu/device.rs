@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::config::IommuConfig;
 use super::endpoint::IommuEndpoint;
 use super::faults::{FaultCounters, FaultRateLimit};
+use super::nested_protocol::features as nested_features;
 use super::protocol::{features, CONFIG_BYPASS_OFFSET, DEVICE_ID, EVENT_QUEUE, REQUEST_QUEUE};
 use super::state::IommuState;
 use super::worker::{InlineRequests, IommuQueues};
@@ -83,12 +84,18 @@ impl VirtioDevice for Iommu {
         QUEUE_SIZES
     }
 
+    /// The extension's ATTACH_TABLE bit only in nested mode, so a driver that knows
+    /// nothing of it never sees it.
     fn features(&self) -> u64 {
-        OFFERED_FEATURES
+        match self.state.nested() {
+            Some(_) => OFFERED_FEATURES | nested_features::ATTACH_TABLE,
+            None => OFFERED_FEATURES,
+        }
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let space = self.state.config.config_space(self.state.bypass());
+        let mut space = self.state.config.config_space(self.state.bypass());
+        space.probe_size = self.state.probe_size();
         read_config_bytes(&space.to_bytes(), offset, data);
     }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vm_memory::Permissions;
 
 use super::config::Limits;
+use super::nested_protocol::VirtualSte;
 use super::protocol::{Map, Status, MAP_F_READ, MAP_F_WRITE};
 use crate::dma::DmaFault;
 
@@ -60,6 +61,9 @@ type MappingTree = BTreeMap<u64, Mapping>;
 #[derive(Debug, Default)]
 struct Domain {
     bypass: bool,
+    /// Table mode (nestor's extension): the guest's stage-1 configuration every endpoint
+    /// of the domain shares; such a domain has no mappings.
+    table: Option<VirtualSte>,
     endpoints: Vec<u32>,
     mappings: Arc<RwLock<MappingTree>>,
 }
@@ -82,6 +86,8 @@ pub enum Route<'a> {
     Unattached,
     /// Attached to a bypass domain.
     Bypass,
+    /// Attached to a table-mode domain: the guest's stage 1 translates.
+    Table,
     /// Attached to a domain with these mappings (read-locked while this lives).
     Mapped(RwLockReadGuard<'a, MappingTree>),
 }
@@ -214,7 +220,7 @@ impl Domains {
 
     fn mappable(&self, domain: u32) -> Result<&Domain, Status> {
         let d = self.domains.get(&domain).ok_or(Status::NoEnt)?;
-        if d.bypass {
+        if d.bypass || d.table.is_some() {
             return Err(Status::Inval);
         }
         Ok(d)
@@ -327,12 +333,87 @@ impl Domains {
             .map_or_else(Vec::new, |d| d.endpoints.clone())
     }
 
+    /// What [`Domains::attach_table`] would answer, changing nothing: `Ok(true)` if it
+    /// changes something. The extension's rules (section 3.1, 3.3): a bypass domain or one
+    /// holding mappings cannot become a table-mode domain, and a domain other endpoints
+    /// share keeps its configuration (theirs would change under them).
+    pub fn check_attach_table(
+        &self,
+        domain: u32,
+        endpoint: u32,
+        ste: VirtualSte,
+    ) -> Result<bool, Status> {
+        let current = *self.endpoints.get(&endpoint).ok_or(Status::NoEnt)?;
+        let Some(existing) = self.domains.get(&domain) else {
+            return self.check_attach(domain, endpoint, false);
+        };
+        if existing.bypass || !read(&existing.mappings).is_empty() {
+            return Err(Status::Inval);
+        }
+        let others = existing.endpoints.iter().any(|&e| e != endpoint);
+        match existing.table {
+            Some(words) if words == ste => Ok(current != Some(domain)),
+            _ if others => Err(Status::Inval),
+            _ => Ok(true),
+        }
+    }
+
+    /// Puts `endpoint` in the table-mode `domain` with the configuration `ste`, creating
+    /// the domain (or turning an empty map-mode one it alone holds into one).
+    pub fn attach_table(
+        &mut self,
+        domain: u32,
+        endpoint: u32,
+        ste: VirtualSte,
+    ) -> Result<(), Status> {
+        if !self.check_attach_table(domain, endpoint, ste)? {
+            return Ok(());
+        }
+        if let Some(old) = self.domain_of(endpoint).filter(|&d| d != domain) {
+            self.leave(old, endpoint);
+        }
+        let entry = self.domains.entry(domain).or_default();
+        entry.table = Some(ste);
+        if !entry.endpoints.contains(&endpoint) {
+            entry.endpoints.push(endpoint);
+        }
+        self.endpoints.insert(endpoint, Some(domain));
+        Ok(())
+    }
+
+    /// The configuration of a table-mode domain: NOENT if it does not exist, INVAL if it
+    /// is in map mode.
+    pub fn table(&self, domain: u32) -> Result<VirtualSte, Status> {
+        self.domains
+            .get(&domain)
+            .ok_or(Status::NoEnt)?
+            .table
+            .ok_or(Status::Inval)
+    }
+
+    /// The table-mode configuration `endpoint` translates with, if it is in such a domain.
+    pub fn table_of_endpoint(&self, endpoint: u32) -> Option<VirtualSte> {
+        self.domain_of(endpoint)
+            .and_then(|d| self.domains.get(&d))
+            .and_then(|d| d.table)
+    }
+
+    /// Every endpoint attached to a table-mode domain.
+    pub fn table_endpoints(&self) -> Vec<u32> {
+        self.domains
+            .values()
+            .filter(|d| d.table.is_some())
+            .flat_map(|d| d.endpoints.iter().copied())
+            .collect()
+    }
+
     pub fn route(&self, endpoint: u32) -> Route<'_> {
         match self.endpoints.get(&endpoint) {
             None => Route::Unknown,
             Some(None) => Route::Unattached,
             Some(Some(domain)) => match self.domains.get(domain) {
                 Some(d) if d.bypass => Route::Bypass,
+                Some(d) if d.table.is_some() => Route::Table,
                 Some(d) => Route::Mapped(read(&d.mappings)),
                 None => Route::Unattached,
             },

@@ -32,7 +32,8 @@ impl IommuEndpoint {
         access: Permissions,
     ) -> Result<Vec<DmaMapping>, DmaFault> {
         let mut tlb = TlbEntries::default();
-        self.state.fill(self.id, &mut tlb, iova, len, access)?;
+        self.state
+            .fill(self.id, None, &mut tlb, iova, len, access)?;
         let mut pieces = Vec::new();
         let mut cursor = iova;
         let mut left = len;
@@ -62,6 +63,17 @@ impl DmaAddressSpace for IommuEndpoint {
         len: u64,
         access: Permissions,
     ) -> Result<(), DmaFault> {
-        self.state.fill(self.id, tlb, iova, len, access)
+        self.state.fill(self.id, None, tlb, iova, len, access)
+    }
+
+    fn fill_pasid(
+        &self,
+        tlb: &mut TlbEntries,
+        pasid: Option<u32>,
+        iova: u64,
+        len: u64,
+        access: Permissions,
+    ) -> Result<(), DmaFault> {
+        self.state.fill(self.id, pasid, tlb, iova, len, access)
     }
 }

@@ -127,6 +127,7 @@ mod tests {
             flags: 0,
             endpoint: 1,
             address,
+            pasid: None,
         }
     }
 

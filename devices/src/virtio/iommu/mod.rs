@@ -3,6 +3,8 @@
 //! - [`protocol`]: the wire format and request parsing,
 //! - [`nested_protocol`]: the same for nestor's extension for guest-owned stage 1
 //!   (docs/virtio-iommu-nested.md),
+//! - [`nested`]: the nested back-end table-mode domains are served by; `nested_dma` and
+//!   `table_requests`: their DMA and their requests,
 //! - [`config`]: the VMM's choices (granule, ranges, reserved regions, limits) and the
 //!   checks against them,
 //! - [`domains`]: domains, endpoints and the mapping tree,
@@ -23,12 +25,15 @@ pub mod domains;
 pub mod endpoint;
 pub mod faults;
 pub mod host_endpoints;
+pub mod nested;
+mod nested_dma;
 pub mod nested_protocol;
 pub mod protocol;
 pub mod queues;
 pub mod request;
 pub mod request_counters;
 pub mod state;
+mod table_requests;
 pub mod viot;
 pub mod worker;
 
@@ -40,4 +45,5 @@ pub use device::{Iommu, OFFERED_FEATURES};
 pub use endpoint::IommuEndpoint;
 pub use faults::{FaultCounters, FaultRateLimit};
 pub use host_endpoints::{common_iova_ranges, HostEndpoints};
+pub use nested::NestedBackend;
 pub use request_counters::{RequestCounters, RequestCounts};

@@ -115,7 +115,7 @@ pub mod fault_reason {
 
 pub const FAULT_F_EXEC: u32 = 1 << 2;
 pub const FAULT_F_PRIV: u32 = 1 << 3;
-pub const FAULT_F_PASID: u32 = 1 << 9;
+pub use super::protocol::FAULT_F_PASID;
 pub const FAULT_F_LAST_PAGE: u32 = 1 << 10;
 
 /// The two STE dwords an ATTACH_TABLE hands over, checked against what the kernel accepts.

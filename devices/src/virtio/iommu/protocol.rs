@@ -183,6 +183,8 @@ pub const FAULT_R_MAPPING: u8 = 2;
 pub const FAULT_F_READ: u32 = 1 << 0;
 pub const FAULT_F_WRITE: u32 = 1 << 1;
 pub const FAULT_F_ADDRESS: u32 = 1 << 8;
+/// nestor's extension: the record's word at offset 12 holds the PASID.
+pub const FAULT_F_PASID: u32 = 1 << 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attach {
@@ -366,25 +368,35 @@ pub struct FaultRecord {
     pub flags: u32,
     pub endpoint: u32,
     pub address: u64,
+    /// The faulting transaction's PASID (table-mode domains only): written in the reserved
+    /// word with flag PASID, as nestor's extension says.
+    pub pasid: Option<u32>,
 }
 
 impl FaultRecord {
     pub fn to_bytes(&self) -> [u8; FAULT_RECORD_SIZE] {
         let mut bytes = [0u8; FAULT_RECORD_SIZE];
+        let flags = match self.pasid {
+            Some(_) => self.flags | FAULT_F_PASID,
+            None => self.flags & !FAULT_F_PASID,
+        };
         bytes[0] = self.reason;
-        bytes[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        bytes[4..8].copy_from_slice(&flags.to_le_bytes());
         bytes[8..12].copy_from_slice(&self.endpoint.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.pasid.unwrap_or(0).to_le_bytes());
         bytes[16..24].copy_from_slice(&self.address.to_le_bytes());
         bytes
     }
 
     pub fn from_bytes(bytes: &[u8; FAULT_RECORD_SIZE]) -> Self {
         let fields = Fields(bytes);
+        let flags = fields.u32(4);
         FaultRecord {
             reason: bytes[0],
-            flags: fields.u32(4),
+            flags: flags & !FAULT_F_PASID,
             endpoint: fields.u32(8),
             address: fields.u64(16),
+            pasid: (flags & FAULT_F_PASID != 0).then(|| fields.u32(12)),
         }
     }
 }
@@ -524,9 +536,29 @@ mod tests {
             flags: FAULT_F_WRITE | FAULT_F_ADDRESS,
             endpoint: 0x18,
             address: 0xdead_b000,
+            pasid: None,
         };
         let bytes = r.to_bytes();
         assert_eq!(&bytes[1..4], &[0, 0, 0]);
+        assert_eq!(&bytes[12..16], &[0, 0, 0, 0]);
+        assert_eq!(FaultRecord::from_bytes(&bytes), r);
+    }
+
+    #[test]
+    fn a_fault_record_with_a_pasid_carries_it_at_offset_12() {
+        let r = FaultRecord {
+            reason: 4,
+            flags: FAULT_F_READ | FAULT_F_ADDRESS,
+            endpoint: 0x18,
+            address: 0x7000,
+            pasid: Some(0x12345),
+        };
+        let bytes = r.to_bytes();
+        assert_eq!(
+            u32::from_le_bytes(bytes[4..8].try_into().unwrap()),
+            FAULT_F_READ | FAULT_F_ADDRESS | FAULT_F_PASID
+        );
+        assert_eq!(&bytes[12..16], &0x12345u32.to_le_bytes());
         assert_eq!(FaultRecord::from_bytes(&bytes), r);
     }
 }

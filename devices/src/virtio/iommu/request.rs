@@ -1,13 +1,15 @@
 //! Executing one requestq request against the shared state.
 
 use super::host_endpoints::HostEndpoints;
+use super::nested_protocol::{self, features as nested_features};
 use super::protocol::{
     parse_request, resv_mem_property, Request, RequestError, Status, HEAD_SIZE, TAIL_SIZE,
 };
 use super::state::{IommuState, Stale};
+use super::table_requests;
 
-/// Longest device-readable part any request needs (PROBE).
-pub const MAX_READABLE: usize = HEAD_SIZE + 68;
+/// Longest device-readable part any request needs (ATTACH_TABLE).
+pub const MAX_READABLE: usize = HEAD_SIZE + 120;
 
 /// How much of an oversized PROBE properties area is zero-filled; the rest is left alone.
 const MAX_PROPERTY_FILL: usize = 64 << 10;
@@ -53,6 +55,13 @@ fn answer(shared: &IommuState, negotiated: u64, readable: &[u8], writable_len: u
     if (writable_len as usize) < TAIL_SIZE {
         return Answer::Nothing;
     }
+    if let (Some(nested), Some(&kind)) = (shared.nested(), readable.first()) {
+        if nested_protocol::readable_size(kind).is_some() {
+            return Answer::status(table_requests::execute(
+                shared, nested, negotiated, readable,
+            ));
+        }
+    }
     let request = match parse_request(readable, negotiated) {
         Ok(request) => request,
         Err(RequestError::Unanswerable) => return Answer::Nothing,
@@ -60,11 +69,11 @@ fn answer(shared: &IommuState, negotiated: u64, readable: &[u8], writable_len: u
     };
     let properties_len = writable_len as usize - TAIL_SIZE;
     if let Request::Probe(p) = request {
-        return probe(shared, p.endpoint, properties_len);
+        return probe(shared, negotiated, p.endpoint, properties_len);
     }
-    let result = match shared.host_endpoints() {
-        None => execute_emulated(shared, request),
-        Some(host) => execute_with_host(shared, host, request),
+    let result = match shared.nested() {
+        None => execute_standard(shared, request),
+        Some(nested) => execute_nested_mode(shared, nested, request),
     };
     Answer::status(match result {
         Ok(stale) => {
@@ -73,6 +82,39 @@ fn answer(shared: &IommuState, negotiated: u64, readable: &[u8], writable_len: u
         }
         Err(status) => status,
     })
+}
+
+fn execute_standard(shared: &IommuState, request: Request) -> Result<Stale, Status> {
+    match shared.host_endpoints() {
+        None => execute_emulated(shared, request),
+        Some(host) => execute_with_host(shared, host, request),
+    }
+}
+
+/// A standard request in nested mode: MAP and UNMAP refuse table-mode domains (the
+/// domain layer says INVAL), ATTACH to one installs the endpoint's configuration, and an
+/// endpoint leaving one has it removed.
+fn execute_nested_mode(
+    shared: &IommuState,
+    nested: &super::nested::NestedBackend,
+    request: Request,
+) -> Result<Stale, Status> {
+    let moved = match request {
+        Request::Attach(a) => {
+            if let Some(result) = table_requests::attach_to_table(shared, nested, &a) {
+                return result;
+            }
+            Some(a.endpoint)
+        }
+        Request::Detach(d) => Some(d.endpoint),
+        _ => None,
+    };
+    let was_table = moved.is_some_and(|e| shared.domains().table_of_endpoint(e).is_some());
+    let result = execute_standard(shared, request);
+    if let (Ok(_), Some(endpoint)) = (&result, moved) {
+        table_requests::left_table(shared, nested, endpoint, was_table);
+    }
+    result
 }
 
 /// A request when no endpoint is a host device: only the domain state changes.
@@ -146,19 +188,29 @@ fn unmap(shared: &IommuState, domain: u32, start: u64, last: u64) -> Result<Stal
     }
 }
 
-fn probe(shared: &IommuState, endpoint: u32, properties_len: usize) -> Answer {
+fn probe(shared: &IommuState, negotiated: u64, endpoint: u32, properties_len: usize) -> Answer {
     if !shared.domains().has_endpoint(endpoint) {
         return Answer::status(Status::NoEnt);
     }
-    if properties_len < shared.config.probe_size() as usize {
+    if properties_len < shared.probe_size() as usize {
         return Answer::status(Status::Inval);
     }
     let mut properties = vec![0u8; properties_len.min(MAX_PROPERTY_FILL)];
-    for (slot, region) in properties
+    let resv_len = shared.config.reserved_regions.len() * super::protocol::RESV_MEM_SIZE;
+    for (slot, region) in properties[..resv_len]
         .chunks_exact_mut(super::protocol::RESV_MEM_SIZE)
         .zip(&shared.config.reserved_regions)
     {
         slot.copy_from_slice(&resv_mem_property(region.subtype, region.start, region.end));
+    }
+    // The SMMU's capabilities, for a driver that will hand over tables in its format.
+    let wants_table = negotiated & nested_features::ATTACH_TABLE != 0;
+    let is_host = shared
+        .host_endpoints()
+        .is_some_and(|h| h.backend(endpoint).is_some());
+    if let (true, false, Some(nested)) = (wants_table, is_host, shared.nested()) {
+        let property = nested.property();
+        properties[resv_len..resv_len + property.len()].copy_from_slice(&property);
     }
     Answer::Status {
         status: Status::Ok,

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use super::domains::{covering_mappings, Domains, Mapping, Route};
 use super::faults::{FaultQueue, FaultRateLimit};
 use super::host_endpoints::HostEndpoints;
+use super::nested::{forget_stream_commands, NestedBackend};
+use super::nested_protocol::SMMUV3_PROPERTY_SIZE;
 use super::protocol::{
     FaultRecord, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING,
     FAULT_R_UNKNOWN,
@@ -37,6 +39,9 @@ pub struct IommuState {
     host: OnceLock<HostEndpoints>,
     /// Requests served, by type and status.
     pub request_counters: RequestCounters,
+    /// Nested mode: the back-end table-mode domains are served by, set once when the VM
+    /// is built; unset, the extension is not offered.
+    nested: OnceLock<NestedBackend>,
 }
 
 /// Whose cached translations a request made stale.
@@ -63,6 +68,7 @@ impl IommuState {
             tlbs: RwLock::new(HashMap::new()),
             host: OnceLock::new(),
             request_counters: RequestCounters::default(),
+            nested: OnceLock::new(),
             config,
         })
     }
@@ -107,6 +113,26 @@ impl IommuState {
         self.host.get()
     }
 
+    /// Turns nested mode on; once only, before the guest runs. Gives `backend` back if
+    /// already set.
+    pub fn set_nested(&self, backend: NestedBackend) -> Result<(), NestedBackend> {
+        self.nested.set(backend)
+    }
+
+    pub fn nested(&self) -> Option<&NestedBackend> {
+        self.nested.get()
+    }
+
+    /// The config space's `probe_size`: room for every property PROBE may write.
+    pub fn probe_size(&self) -> u32 {
+        let nested = if self.nested().is_some() {
+            SMMUV3_PROPERTY_SIZE as u32
+        } else {
+            0
+        };
+        self.config.probe_size() + nested
+    }
+
     /// Drops what `stale` names from the endpoints' IOTLBs; returns once no access
     /// translated through it is still copying. Call without holding the domains lock.
     pub fn invalidate(&self, stale: &Stale) {
@@ -138,6 +164,13 @@ impl IommuState {
         let mut domains = self.domains_mut();
         if let Some(host) = self.host.get() {
             host.forget_all(&domains);
+        }
+        if let Some(nested) = self.nested.get() {
+            for endpoint in domains.table_endpoints() {
+                // Removing a configuration cannot fail in a way the reset could answer.
+                let _ = nested.host().remove_ste(endpoint);
+                let _ = nested.host().invalidate(&forget_stream_commands(endpoint));
+            }
         }
         domains.reset();
         if let Some(host) = self.host.get() {
@@ -171,7 +204,7 @@ impl IommuState {
         &self.fault_event
     }
 
-    fn report(&self, record: FaultRecord) {
+    pub(super) fn report(&self, record: FaultRecord) {
         if self.faults().report(record) {
             // A full eventfd counter already means "wake up"; nothing is lost.
             let _ = self.fault_event.write(1);
@@ -197,6 +230,8 @@ impl IommuState {
             Route::Unattached if self.bypass() => identity(tlb),
             Route::Unattached => Err((FAULT_R_DOMAIN, DmaFault::Blocked { iova })),
             Route::Bypass => identity(tlb),
+            // Served by `fill_table` before it gets here.
+            Route::Table => Err((FAULT_R_UNKNOWN, DmaFault::Blocked { iova })),
             Route::Mapped(mappings) => match self.msi_window_for(iova, len) {
                 // MSI writes pass untranslated, as the RESV_MEM MSI property promises.
                 Some((start, end)) if access == Permissions::Write => {
@@ -208,11 +243,13 @@ impl IommuState {
         }
     }
 
-    /// Fills `tlb` with the translations `endpoint` has for `[iova, iova + len)`, reporting
-    /// a fault record when there are none.
+    /// Fills `tlb` with the translations `endpoint` has for `[iova, iova + len)` in
+    /// transactions carrying `pasid`, reporting a fault record when there are none. Only
+    /// table-mode domains translate PASIDs; elsewhere a transaction with one faults.
     pub fn fill(
         &self,
         endpoint: u32,
+        pasid: Option<u32>,
         tlb: &mut TlbEntries,
         iova: u64,
         len: u64,
@@ -223,8 +260,13 @@ impl IommuState {
             Err((FAULT_R_MAPPING, DmaFault::Unmapped { iova }))
         } else {
             let domains = self.domains();
-            let route = domains.route(endpoint);
-            self.fill_from(route, tlb, iova, len, access)
+            let result = match domains.route(endpoint) {
+                // The back-end reports its own faults.
+                Route::Table => return self.fill_table(endpoint, pasid, tlb, iova, len, access),
+                _ if pasid.is_some() => Err((FAULT_R_MAPPING, DmaFault::Unmapped { iova })),
+                route => self.fill_from(route, tlb, iova, len, access),
+            };
+            result
         };
         result.map_err(|(reason, fault)| {
             self.report(FaultRecord {
@@ -232,6 +274,7 @@ impl IommuState {
                 flags: access_flags(access) | FAULT_F_ADDRESS,
                 endpoint,
                 address: fault.iova(),
+                pasid,
             });
             fault
         })

@@ -33,28 +33,28 @@ const MAGIC_NDMA: u32 = 0x414d_444e;
 
 // Registers (docs/dma-engine.md).
 const MAGIC: u64 = 0x00;
-const CONTROL: u64 = 0x10;
-const STATUS: u64 = 0x14;
+pub(super) const CONTROL: u64 = 0x10;
+pub(super) const STATUS: u64 = 0x14;
 const ERROR: u64 = 0x18;
-const RING_BASE_LO: u64 = 0x20;
-const RING_BASE_HI: u64 = 0x24;
-const RING_SLOTS: u64 = 0x28;
+pub(super) const RING_BASE_LO: u64 = 0x20;
+pub(super) const RING_BASE_HI: u64 = 0x24;
+pub(super) const RING_SLOTS: u64 = 0x28;
 const DOORBELL: u64 = 0x30;
 const HEAD: u64 = 0x34;
-const CONTROL_ENABLE: u32 = 1;
-const STATUS_ENABLED: u32 = 1;
-const STATUS_HALTED: u32 = 2;
+pub(super) const CONTROL_ENABLE: u32 = 1;
+pub(super) const STATUS_ENABLED: u32 = 1;
+pub(super) const STATUS_HALTED: u32 = 2;
 
-const OP_COPY: u8 = 1;
-const OP_FILL: u8 = 2;
+pub(super) const OP_COPY: u8 = 1;
+pub(super) const OP_FILL: u8 = 2;
 const FLAG_INTERRUPT: u8 = 1;
-const FLAG_PASID: u8 = 2;
+pub(super) const FLAG_PASID: u8 = 2;
 const SLOT: usize = 64;
-const SLOTS: u32 = 4;
-const ST_OK: u32 = 1;
+pub(super) const SLOTS: u32 = 4;
+pub(super) const ST_OK: u32 = 1;
 const ST_PASID_UNSUPPORTED: u32 = 4;
-const ST_TRANSLATION_FAULT: u32 = 5;
-const FAULT_WRITE: u32 = 1;
+pub(super) const ST_TRANSLATION_FAULT: u32 = 5;
+pub(super) const FAULT_WRITE: u32 = 1;
 
 const MSIX_CAPABILITY: u8 = 0x11;
 const MSIX_ENABLE: u32 = 1 << 31;
@@ -66,16 +66,16 @@ const IOVA_SRC: u64 = 0x9000_1000;
 const IOVA_DST: u64 = 0x9000_2000;
 const IOVA_FILL: u64 = 0x9000_3000;
 /// Bytes per job: small, as every guest instruction is emulated on some hosts.
-const LEN: usize = 1024;
+pub(super) const LEN: usize = 1024;
 const PATTERN: u64 = 0x0123_4567_89ab_cdef;
 const COMPLETION_MS: u64 = 5000;
 
-static mut RING: Page = Page::ZERO;
+pub(super) static mut RING: Page = Page::ZERO;
 static mut SRC: Page = Page::ZERO;
 static mut DST: Page = Page::ZERO;
 static mut FILL: Page = Page::ZERO;
 
-fn page(which: *mut Page) -> &'static mut Page {
+pub(super) fn page(which: *mut Page) -> &'static mut Page {
     // SAFETY: only this single-threaded probe touches its pages; the device writes them only
     // while the probe polls.
     unsafe { &mut *which }
@@ -87,29 +87,29 @@ fn fail(what: &str) -> Line {
 
 /// A job of LEN bytes.
 #[derive(Clone, Copy, Default)]
-struct Job {
-    opcode: u8,
-    flags: u8,
-    pasid: u32,
-    src: u64,
-    dst: u64,
-    pattern: u64,
+pub(super) struct Job {
+    pub opcode: u8,
+    pub flags: u8,
+    pub pasid: u32,
+    pub src: u64,
+    pub dst: u64,
+    pub pattern: u64,
 }
 
 /// The engine's BAR 0 and its MSI-X table.
-struct Engine {
+pub(super) struct Engine {
     regs: u64,
     msix_table: u64,
     msix_pba: u64,
 }
 
 impl Engine {
-    fn read(&self, reg: u64) -> u32 {
+    pub fn read(&self, reg: u64) -> u32 {
         // SAFETY: BAR 0 is MMIO this probe owns.
         unsafe { mmio_read32(self.regs + reg) }
     }
 
-    fn write(&self, reg: u64, value: u32) {
+    pub fn write(&self, reg: u64, value: u32) {
         // SAFETY: as above.
         unsafe { mmio_write32(self.regs + reg, value) }
     }
@@ -125,7 +125,7 @@ impl Engine {
     }
 
     /// Writes job `index` into its slot with its completion cleared.
-    fn post(&self, index: u32, job: Job) {
+    pub fn post(&self, index: u32, job: Job) {
         let ring = &mut page(&raw mut RING).0;
         let at = (index % SLOTS) as usize * SLOT;
         let slot = &mut ring[at..at + SLOT];
@@ -140,7 +140,7 @@ impl Engine {
     }
 
     /// Rings the doorbell with `tail` and waits for HEAD to reach it.
-    fn run_until(&self, tail: u32) -> Outcome {
+    pub fn run_until(&self, tail: u32) -> Outcome {
         self.write(DOORBELL, tail);
         let deadline = Deadline::after_ms(COMPLETION_MS);
         while self.read(HEAD) != tail {
@@ -156,7 +156,7 @@ impl Engine {
 }
 
 /// Job `index`'s completion: status, fault flags, bytes done, fault address.
-fn completion(index: u32) -> (u32, u32, u64, u64) {
+pub(super) fn completion(index: u32) -> (u32, u32, u64, u64) {
     let ring = &page(&raw mut RING).0;
     let at = (index % SLOTS) as usize * SLOT + 40;
     (
@@ -167,7 +167,7 @@ fn completion(index: u32) -> (u32, u32, u64, u64) {
     )
 }
 
-fn find_engine() -> Option<Bdf> {
+pub(super) fn find_engine() -> Option<Bdf> {
     let mut found = None;
     scan_bus(0, |f| {
         if found.is_none() && f.vendor == VENDOR && f.device == DEVICE {
@@ -183,7 +183,7 @@ fn config8(bdf: Bdf, offset: u8) -> u8 {
 
 /// Memory decoding and bus mastering on, MSI-X on with vector 0 masked and aimed at this
 /// CPU's `vector`.
-fn open_engine(bdf: Bdf, apic_id: u32, vector: u8) -> Result<Engine, Line> {
+pub(super) fn open_engine(bdf: Bdf, apic_id: u32, vector: u8) -> Result<Engine, Line> {
     let command = bdf.read32(0x04) & 0xffff;
     bdf.write32(0x04, command | 0x6);
     let bar = u64::from(bdf.read32(0x10) & !0xf);
@@ -329,7 +329,7 @@ fn run(_ctx: &Context, _arg: Option<&str>) -> Outcome {
     // Let the CPU take it (the timer vector's handler acknowledges it).
     Deadline::after_ms(1).wait();
 
-    // A job with a PASID is refused until nested translation exists.
+    // A job with a PASID is refused outside nested translation (iommu=nested).
     engine.post(
         2,
         Job {

@@ -14,6 +14,7 @@ mod dma_engine;
 mod edu;
 mod exit_cost;
 mod hold;
+mod nested;
 mod pci;
 mod pio_loop;
 mod power_button;
@@ -52,6 +53,10 @@ const PROBES: &[Probe] = &[
     pio_loop::PROBE,
     viommu::PROBE,
     dma_engine::PROBE,
+    nested::s1::PROBE,
+    nested::invalidate::PROBE,
+    nested::fault::PROBE,
+    nested::hostile::PROBE,
     pci::PROBE,
     virtio_blk::PROBE,
     virtio_rng::PROBE,

@@ -6,6 +6,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use super::{Context, Outcome, Probe};
 use crate::acpi::Acpi;
+use crate::ecam::Ecam;
 use crate::pci::Bdf;
 use unikernel::format_line;
 use unikernel::text::{hex, Line};
@@ -15,44 +16,6 @@ pub const PROBE: Probe = Probe { name: "pci", run };
 const CAP_MSIX: u8 = 0x11;
 const MSIX_ENABLE: u32 = 1 << 31;
 const MSIX_FUNCTION_MASK: u32 = 1 << 30;
-
-/// The ECAM window of segment 0 as the MCFG describes it.
-struct Ecam {
-    base: u64,
-    last_bus: u8,
-}
-
-impl Ecam {
-    fn from_mcfg(acpi: &Acpi) -> Option<Ecam> {
-        let mcfg = acpi.table(b"MCFG")?;
-        // Header (36) + reserved (8), then 16-byte allocations: base, segment, start, end.
-        let entry = mcfg.get(44..60)?;
-        let base = u64::from_le_bytes(entry[0..8].try_into().ok()?);
-        let segment = u16::from_le_bytes([entry[8], entry[9]]);
-        (segment == 0 && entry[10] == 0 && base != 0).then_some(Ecam {
-            base,
-            last_bus: entry[11],
-        })
-    }
-
-    fn address(&self, bdf: Bdf, offset: u16) -> u64 {
-        self.base
-            + (u64::from(bdf.bus) << 20)
-            + (u64::from(bdf.device) << 15)
-            + (u64::from(bdf.function) << 12)
-            + u64::from(offset & 0xffc)
-    }
-
-    fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
-        // SAFETY: the MCFG's ECAM window, identity mapped uncached.
-        unsafe { read_volatile(self.address(bdf, offset) as *const u32) }
-    }
-
-    fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
-        // SAFETY: as above.
-        unsafe { write_volatile(self.address(bdf, offset) as *mut u32, value) }
-    }
-}
 
 fn at(bdf: Bdf) -> Line {
     format_line!(hex(bdf.device as u64, 2), ".", bdf.function)

@@ -31,6 +31,7 @@ fn a_fault_fills_one_posted_buffer_of_exactly_24_bytes() {
             flags: FAULT_F_WRITE | FAULT_F_ADDRESS,
             endpoint: DISK,
             address: 0xdead_0000,
+            pasid: None,
         }
     );
     assert_eq!(rig.state.faults().pending(), 0);

@@ -9,5 +9,6 @@ mod isolation;
 mod nested_protocol;
 mod requests;
 mod rig;
+mod table_mode;
 mod translation;
 mod worker;
