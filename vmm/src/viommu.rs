@@ -9,6 +9,9 @@
 
 use arch::acpi::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use arch::memory_map::{memory_map, MemoryType};
+use devices::fault_relay::{FaultRelay, FaultRelayState, GroupLimits};
+use devices::virtio::iommu::page_requests::GuestEventq;
+use devices::virtio::ThreadSetupHook;
 use std::sync::Arc;
 
 use devices::dma::DeviceDma;
@@ -85,6 +88,8 @@ pub struct ViommuBuilder {
     endpoints: Vec<Bdf>,
     /// The passthrough devices behind it, whose host IOMMUs its domains fill.
     host: HostEndpoints,
+    /// Nested mode: the fault relay between the back-end and the guest.
+    fault_relay: Option<Arc<FaultRelayState>>,
 }
 
 impl ViommuBuilder {
@@ -110,6 +115,7 @@ impl ViommuBuilder {
             iommu: Iommu::new(config, worker)?,
             endpoints: Vec::new(),
             host: HostEndpoints::new(ram),
+            fault_relay: None,
         })
     }
 
@@ -127,18 +133,28 @@ impl ViommuBuilder {
     }
 
     /// Nested mode: table-mode domains translated through the guest's stage-1 tables by the
-    /// software SMMUv3 (stage 2 bypassed: the guest's IPAs are its physical addresses).
+    /// software SMMUv3 (stage 2 bypassed: the guest's IPAs are its physical addresses), its
+    /// page requests and events relayed to the guest (PAGE_REQUEST offered).
     pub fn enable_nested(&mut self, ram: GuestMemoryMmap) -> Result<(), ViommuError> {
         if self.iommu.state().nested().is_some() {
             return Ok(());
         }
-        let model = Smmuv3::new(ram.clone(), Smmuv3Caps::default())?;
+        let model = Arc::new(Smmuv3::new(ram.clone(), Smmuv3Caps::default())?);
+        let relay = FaultRelayState::new(model.clone(), GroupLimits::default());
+        let backend = NestedBackend::translating(model, ram).with_fault_relay(relay.clone());
         // Set nowhere else, and checked just above.
-        let _ = self
-            .iommu
-            .state()
-            .set_nested(NestedBackend::translating(Arc::new(model), ram));
+        let _ = self.iommu.state().set_nested(backend);
+        self.fault_relay = Some(relay);
         Ok(())
+    }
+
+    /// Starts the fault relay thread in nested mode; `setup` installs its seccomp filter.
+    pub fn start_fault_relay(&self, setup: ThreadSetupHook) -> std::io::Result<Option<FaultRelay>> {
+        let Some(relay) = &self.fault_relay else {
+            return Ok(None);
+        };
+        let guest = Arc::new(GuestEventq(self.iommu.state().clone()));
+        FaultRelay::start(relay.clone(), guest, setup).map(Some)
     }
 
     /// Where the device's fault counters can be read while it runs.

@@ -163,6 +163,36 @@ fn every_thread_of_a_running_vm_is_filtered_and_named_for_its_role() {
     );
 }
 
+#[test]
+fn the_fault_relay_thread_of_nested_mode_runs_under_its_own_filter() {
+    if !kvm_available("the_fault_relay_thread_of_nested_mode_runs_under_its_own_filter") {
+        return;
+    }
+    let child = nestor()
+        .args(["run", "--dma-engine", "iommu=nested", "--timeout", "120"])
+        .args(["--cmdline", "probe=nested-s1,hold:3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start nestor");
+    let nestor_run = RunningNestor(Some(child));
+    let expected = ["nestor", "vcpu0", "dev-dma0", "fault-relay"];
+    let threads = wait_for_filtered_threads(nestor_run.pid(), &expected);
+    let relay = threads
+        .iter()
+        .find(|t| t.name == "fault-relay")
+        .unwrap_or_else(|| panic!("no fault-relay thread: {threads:?}"));
+    assert!(is_filtered(relay), "{threads:?}");
+    assert_eq!(relay.filters, Some(1), "stacked filters: {threads:?}");
+    let output = nestor_run.finish();
+    assert_status(&output, 0);
+    assert!(
+        stdout(&output).contains("PROBE done passed=2 failed=0"),
+        "{}",
+        stdout(&output)
+    );
+}
+
 /// How a forked child ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Ending {

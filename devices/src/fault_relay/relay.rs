@@ -104,9 +104,10 @@ impl FaultRelayState {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let now = Instant::now();
         for request in &requests {
-            let action = self
-                .groups()
-                .on_record(request, sink.routes(request.stream), now);
+            // Asked before the groups' lock is taken: the guest side holds its own locks
+            // while it tells the relay to forget a stream.
+            let routed = sink.routes(request.stream);
+            let action = self.groups().on_record(request, routed, now);
             match action {
                 RecordAction::Deliver => {
                     if !sink.page_request(request) {

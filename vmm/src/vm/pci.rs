@@ -42,9 +42,10 @@ use crate::config::VmConfig;
 use crate::device_options::DmaEngineIommu;
 use crate::disk_image::open_locked;
 use crate::interrupts::KvmInterrupts;
-use crate::seccomp::device_worker_setup;
+use crate::seccomp::{device_worker_setup, filtered_thread_setup, ThreadKind};
 use crate::vfio_options::{VfioBackend, VfioOptions};
 use crate::viommu::{IommuCounterSource, ViommuBuilder};
+use devices::fault_relay::FaultRelay;
 
 /// What the rest of the VM needs from the PCI setup.
 pub struct PciDevices {
@@ -63,6 +64,8 @@ pub struct PciDevices {
     pub device_counters: Vec<CountedDevice>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
+    /// Nested mode's fault relay thread, stopped when the VM's devices go.
+    _fault_relay: Option<FaultRelay>,
 }
 
 fn device_err(what: impl std::fmt::Display) -> VmmError {
@@ -350,7 +353,12 @@ pub fn add_pci_devices(
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     let iommu_counters = viommu.as_ref().map(ViommuBuilder::counter_source);
+    let mut fault_relay = None;
     if let Some(iommu) = viommu {
+        let setup = filtered_thread_setup(ThreadKind::FaultRelay, config.seccomp, control.clone());
+        fault_relay = iommu
+            .start_fault_relay(setup)
+            .map_err(|e| device_err(format!("cannot start the fault relay thread: {e}")))?;
         let bdf = builder.reserve()?;
         let (device, viot) = iommu.finish(bdf);
         builder.add(bdf, device, DeviceDma::untranslated())?;
@@ -383,5 +391,6 @@ pub fn add_pci_devices(
         iommu_counters,
         device_counters,
         _root: root,
+        _fault_relay: fault_relay,
     })
 }

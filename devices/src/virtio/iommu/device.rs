@@ -85,9 +85,12 @@ impl VirtioDevice for Iommu {
     }
 
     /// The extension's ATTACH_TABLE bit only in nested mode, so a driver that knows
-    /// nothing of it never sees it.
+    /// nothing of it never sees it; PAGE_REQUEST only where a fault relay serves it.
     fn features(&self) -> u64 {
         match self.state.nested() {
+            Some(n) if n.fault_relay().is_some() => {
+                OFFERED_FEATURES | nested_features::ATTACH_TABLE | nested_features::PAGE_REQUEST
+            }
             Some(_) => OFFERED_FEATURES | nested_features::ATTACH_TABLE,
             None => OFFERED_FEATURES,
         }

@@ -128,6 +128,7 @@ mod tests {
             endpoint: 1,
             address,
             pasid: None,
+            group: None,
         }
     }
 

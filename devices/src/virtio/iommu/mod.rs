@@ -28,6 +28,7 @@ pub mod host_endpoints;
 pub mod nested;
 mod nested_dma;
 pub mod nested_protocol;
+pub mod page_requests;
 pub mod protocol;
 pub mod queues;
 pub mod request;

@@ -12,6 +12,7 @@ use super::nested_protocol::{
     InvalidateCommand, PageRange, SmmuIdRegisters, SteMode, VirtualSte, SMMUV3_PROPERTY_SIZE,
 };
 use super::protocol::Status;
+use crate::fault_relay::FaultRelayState;
 use crate::host_iommu::nested::{Command, NestedHostIommu, NestedTranslator};
 use crate::host_iommu::smmuv3::wire::opcode;
 
@@ -28,6 +29,8 @@ pub struct NestedBackend {
     translator: Option<Arc<dyn NestedTranslator>>,
     /// Guest RAM, where context-descriptor tables must be.
     ram: GuestMemoryMmap,
+    /// The fault relay, when page requests reach the guest (PAGE_REQUEST offered).
+    fault_relay: Option<Arc<FaultRelayState>>,
 }
 
 impl fmt::Debug for NestedBackend {
@@ -46,6 +49,26 @@ impl NestedBackend {
             host: translator.clone(),
             translator: Some(translator),
             ram,
+            fault_relay: None,
+        }
+    }
+
+    /// Page requests and events reach the guest through `relay`, and PAGE_RESP answers
+    /// through it: the extension's PAGE_REQUEST is offered.
+    pub fn with_fault_relay(mut self, relay: Arc<FaultRelayState>) -> Self {
+        self.fault_relay = Some(relay);
+        self
+    }
+
+    pub fn fault_relay(&self) -> Option<&Arc<FaultRelayState>> {
+        self.fault_relay.as_ref()
+    }
+
+    /// The stream's configuration was replaced or removed: the host failed its page
+    /// requests, so a late answer must change nothing.
+    pub fn forget_stream(&self, stream: u32) {
+        if let Some(relay) = &self.fault_relay {
+            relay.forget_stream(stream);
         }
     }
 

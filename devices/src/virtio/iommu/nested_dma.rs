@@ -36,6 +36,7 @@ impl IommuState {
                 endpoint,
                 address: iova,
                 pasid,
+                group: None,
             });
             return Err(DmaFault::Blocked { iova });
         };
@@ -139,6 +140,7 @@ pub fn records_for(event: &NestedEvent) -> Vec<FaultRecord> {
             endpoint: r.sid(),
             address: 0,
             pasid: None,
+            group: None,
         });
     }
     let (flags, address) = if is_access_fault(r.id()) {
@@ -157,6 +159,7 @@ pub fn records_for(event: &NestedEvent) -> Vec<FaultRecord> {
         endpoint: r.sid(),
         address,
         pasid: r.ssid(),
+        group: None,
     });
     records
 }

@@ -5,6 +5,7 @@
 //! The structs document the layout; values are decoded and encoded field by field with
 //! `from_le_bytes`/`to_le_bytes`, so host endianness and alignment never matter.
 
+use super::nested_protocol::NESTED_FAULT_RECORD_SIZE;
 use std::mem::size_of;
 
 pub const DEVICE_ID: u32 = 23;
@@ -371,6 +372,9 @@ pub struct FaultRecord {
     /// The faulting transaction's PASID (table-mode domains only): written in the reserved
     /// word with flag PASID, as nestor's extension says.
     pub pasid: Option<u32>,
+    /// A page request's group (reason PAGE_REQUEST): only the extension's 32-byte record
+    /// carries it.
+    pub group: Option<u32>,
 }
 
 impl FaultRecord {
@@ -388,6 +392,15 @@ impl FaultRecord {
         bytes
     }
 
+    /// The extension's 32-byte record (PAGE_REQUEST negotiated): the same fields, the PASID
+    /// at offset 12, a page request's group at offset 24.
+    pub fn to_nested_bytes(&self) -> [u8; NESTED_FAULT_RECORD_SIZE] {
+        let mut bytes = [0u8; NESTED_FAULT_RECORD_SIZE];
+        bytes[..FAULT_RECORD_SIZE].copy_from_slice(&self.to_bytes());
+        bytes[24..28].copy_from_slice(&self.group.unwrap_or(0).to_le_bytes());
+        bytes
+    }
+
     pub fn from_bytes(bytes: &[u8; FAULT_RECORD_SIZE]) -> Self {
         let fields = Fields(bytes);
         let flags = fields.u32(4);
@@ -397,6 +410,7 @@ impl FaultRecord {
             endpoint: fields.u32(8),
             address: fields.u64(16),
             pasid: (flags & FAULT_F_PASID != 0).then(|| fields.u32(12)),
+            group: None,
         }
     }
 }
@@ -537,6 +551,7 @@ mod tests {
             endpoint: 0x18,
             address: 0xdead_b000,
             pasid: None,
+            group: None,
         };
         let bytes = r.to_bytes();
         assert_eq!(&bytes[1..4], &[0, 0, 0]);
@@ -552,6 +567,7 @@ mod tests {
             endpoint: 0x18,
             address: 0x7000,
             pasid: Some(0x12345),
+            group: None,
         };
         let bytes = r.to_bytes();
         assert_eq!(

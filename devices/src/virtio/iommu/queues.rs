@@ -1,5 +1,6 @@
 //! Serving the two virtqueues: requests on the requestq, fault records on the eventq.
 
+use super::nested_protocol::{features as nested_features, NESTED_FAULT_RECORD_SIZE};
 use super::protocol::{FAULT_RECORD_SIZE, TAIL_SIZE};
 use super::request::{execute, Answer, MAX_READABLE};
 use super::state::IommuState;
@@ -65,11 +66,19 @@ pub fn serve_requests(
 /// there is no buffer. Returns whether buffers and records are both left.
 pub fn deliver_faults(
     state: &IommuState,
+    negotiated: u64,
     mem: &DmaMemory,
     events: &mut QueueServer,
     interrupt: &dyn VirtioInterrupt,
     budget: usize,
 ) -> bool {
+    // With the extension's PAGE_REQUEST, every record is its 32-byte form.
+    let nested_records = negotiated & nested_features::PAGE_REQUEST != 0;
+    let record_size = if nested_records {
+        NESTED_FAULT_RECORD_SIZE
+    } else {
+        FAULT_RECORD_SIZE
+    };
     events.serve(mem, interrupt, budget, |chain| {
         // Not held across the write: the DMA path reports faults under the same lock.
         let next = state.faults().pop();
@@ -79,13 +88,20 @@ pub fn deliver_faults(
         // A chain with a buffer the device cannot reach is returned before anything is
         // written: the record could land in its first buffers and then fail, leaving a
         // partial record in a buffer returned as empty.
+        let nested_bytes;
+        let bytes: &[u8] = if nested_records {
+            nested_bytes = record.to_nested_bytes();
+            &nested_bytes
+        } else {
+            &record.to_bytes()
+        };
         let written = chain.is_ok_and(|chain| {
             chain.unreachable.is_none()
-                && total_len(chain.writable) as usize >= FAULT_RECORD_SIZE
-                && write_stream(mem, chain.writable, 0, &record.to_bytes()).is_ok()
+                && total_len(chain.writable) as usize >= record_size
+                && write_stream(mem, chain.writable, 0, bytes).is_ok()
         });
         if written {
-            Served::Used(FAULT_RECORD_SIZE as u32)
+            Served::Used(record_size as u32)
         } else {
             // A buffer too small (or unwritable) is returned empty; the record waits.
             state.faults().unpop(record);

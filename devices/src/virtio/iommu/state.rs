@@ -170,6 +170,7 @@ impl IommuState {
                 // Removing a configuration cannot fail in a way the reset could answer.
                 let _ = nested.host().remove_ste(endpoint);
                 let _ = nested.host().invalidate(&forget_stream_commands(endpoint));
+                nested.forget_stream(endpoint);
             }
         }
         domains.reset();
@@ -205,10 +206,17 @@ impl IommuState {
     }
 
     pub(super) fn report(&self, record: FaultRecord) {
-        if self.faults().report(record) {
+        self.report_checked(record);
+    }
+
+    /// Queues `record` for the eventq; false if the rate limit or a full queue refused it.
+    pub(super) fn report_checked(&self, record: FaultRecord) -> bool {
+        let queued = self.faults().report(record);
+        if queued {
             // A full eventfd counter already means "wake up"; nothing is lost.
             let _ = self.fault_event.write(1);
         }
+        queued
     }
 
     fn msi_window_for(&self, iova: u64, len: u64) -> Option<(u64, u64)> {
@@ -275,6 +283,7 @@ impl IommuState {
                 endpoint,
                 address: fault.iova(),
                 pasid,
+                group: None,
             });
             fault
         })

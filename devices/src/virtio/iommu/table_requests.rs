@@ -9,6 +9,7 @@ use super::nested_protocol::{
     is_negotiated, parse_nested_request, readable_size, AttachTable, Invalidate, InvalidateCommand,
     NestedRequest, VirtualSte,
 };
+use super::page_requests;
 use super::protocol::{Attach, RequestError, Status};
 use super::state::{IommuState, Stale};
 
@@ -34,9 +35,14 @@ pub fn execute(
     let result = match request {
         NestedRequest::AttachTable(a) => attach_table(shared, nested, &a),
         NestedRequest::Invalidate(i) => invalidate(shared, nested, &i),
-        // Page requests are never reported without PAGE_REQUEST, which is not offered:
-        // there is no group to answer.
-        NestedRequest::PageResp(_) => Err(refuse(Status::NoEnt)),
+        // PAGE_RESP is negotiated only where a relay reports page requests.
+        NestedRequest::PageResp(response) => match nested.fault_relay() {
+            Some(relay) => match page_requests::answer(relay, &response) {
+                Status::Ok => Ok(Stale::Nothing),
+                status => Err(refuse(status)),
+            },
+            None => Err(refuse(Status::NoEnt)),
+        },
     };
     match result {
         Ok(stale) => {
@@ -83,6 +89,7 @@ fn attach_table(shared: &IommuState, nested: &NestedBackend, a: &AttachTable) ->
         .host()
         .install_ste(a.endpoint, [a.ste.ste0, a.ste.ste1])
         .map_err(|_| refuse(Status::Inval))?;
+    nested.forget_stream(a.endpoint);
     domains
         .attach_table(a.domain, a.endpoint, a.ste)
         .map_err(refuse)?;
@@ -155,6 +162,7 @@ fn attach_to_table_with(
         .host()
         .install_ste(a.endpoint, [ste.ste0, ste.ste1])
         .map_err(|_| Status::Inval)?;
+    nested.forget_stream(a.endpoint);
     domains.attach(a.domain, a.endpoint, a.bypass)?;
     Ok(Stale::Endpoints(vec![a.endpoint]))
 }
@@ -167,5 +175,6 @@ pub fn left_table(shared: &IommuState, nested: &NestedBackend, endpoint: u32, wa
         // endpoint unreachable by the domain routing, which is what matters here.
         let _ = nested.host().remove_ste(endpoint);
         let _ = nested.host().invalidate(&forget_stream_commands(endpoint));
+        nested.forget_stream(endpoint);
     }
 }

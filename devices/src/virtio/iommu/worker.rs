@@ -18,6 +18,7 @@ use crate::virtio::{ActiveQueue, VirtioInterrupt, WorkerSpec};
 
 pub struct IommuQueues {
     state: Arc<IommuState>,
+    negotiated: u64,
     mem: DmaMemory,
     events: QueueServer,
     interrupt: Arc<dyn VirtioInterrupt>,
@@ -71,6 +72,7 @@ impl IommuQueues {
         };
         let events = Self {
             state,
+            negotiated,
             mem,
             events: QueueServer::new(eventq.queue, eventq.index),
             interrupt,
@@ -87,6 +89,7 @@ impl IommuQueues {
     fn serve_events(&mut self, budget: usize) -> bool {
         deliver_faults(
             &self.state,
+            self.negotiated,
             &self.mem,
             &mut self.events,
             self.interrupt.as_ref(),

@@ -32,6 +32,7 @@ fn a_fault_fills_one_posted_buffer_of_exactly_24_bytes() {
             endpoint: DISK,
             address: 0xdead_0000,
             pasid: None,
+            group: None,
         }
     );
     assert_eq!(rig.state.faults().pending(), 0);

@@ -7,6 +7,7 @@ mod fuzz;
 mod host;
 mod isolation;
 mod nested_protocol;
+mod page_requests;
 mod requests;
 mod rig;
 mod table_mode;

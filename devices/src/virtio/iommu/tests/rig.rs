@@ -210,6 +210,7 @@ impl Rig {
         let mut server = QueueServer::new(queue, 1);
         deliver_faults(
             &self.state,
+            self.negotiated,
             &self.own_memory(),
             &mut server,
             &NoInterrupt,
@@ -232,6 +233,7 @@ impl Rig {
         let mut server = QueueServer::new(queue, 1);
         deliver_faults(
             &self.state,
+            self.negotiated,
             &self.own_memory(),
             &mut server,
             &NoInterrupt,

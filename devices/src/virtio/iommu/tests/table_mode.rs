@@ -205,6 +205,7 @@ fn a_write_to_a_read_only_page_faults_with_permission_and_the_pasid() {
             endpoint: DISK,
             address: IOVA,
             pasid: Some(2),
+            group: None,
         }]
     );
 }
@@ -225,6 +226,7 @@ fn an_unmapped_address_faults_with_translation_and_the_pasid() {
             endpoint: DISK,
             address: unmapped,
             pasid: Some(1),
+            group: None,
         }]
     );
 }
