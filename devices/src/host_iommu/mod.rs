@@ -10,6 +10,8 @@
 //!   IOMMU that nests,
 //! - [`fake`]: a back-end that records calls and fails on request, for tests,
 //! - [`guest_ram`]: from guest-physical addresses to the host addresses a back-end maps,
+//! - [`iommufd_nested`]: the iommufd objects of nested translation (vIOMMU, vDEVICEs, nested HWPTs),
+//! - [`iommufd_smmuv3`]: SMMUv3 data in iommufd's uAPI form (nested STEs, commands, hw_info),
 //! - [`nested`]: nested translation (guest stage 1, host stage 2) behind [`nested::NestedHostIommu`],
 //! - [`smmuv3`]: a software ARM SMMUv3, the nested back-end on hosts without one.
 
@@ -18,8 +20,10 @@ pub mod guest_ram;
 pub mod iommufd_faults;
 pub mod iommufd_ioas;
 mod iommufd_iova_ranges;
+pub mod iommufd_nested;
 pub mod iommufd_nesting;
 pub mod iommufd_selftest;
+pub mod iommufd_smmuv3;
 pub mod nested;
 pub mod smmuv3;
 pub mod vfio_container;
