@@ -460,6 +460,7 @@ impl Rig {
             });
         let left = deliver_faults(
             &self.state,
+            self.model.negotiated,
             &self.own,
             &mut self.events.2,
             &self.interrupt,
