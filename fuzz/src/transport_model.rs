@@ -104,9 +104,12 @@ pub struct TransportModel {
 
 impl TransportModel {
     pub fn new(device_features: u64, queue_max: &[u16], dma: DmaKind, device: DeviceModel) -> Self {
-        let mut offered = device_features | VERSION_1 | RING_INDIRECT_DESC | RING_EVENT_IDX;
+        // Indirect descriptors only where they cost no IOMMU round trips (untranslated).
+        let mut offered = device_features | VERSION_1 | RING_EVENT_IDX;
         if dma != DmaKind::Untranslated {
             offered |= ACCESS_PLATFORM;
+        } else {
+            offered |= RING_INDIRECT_DESC;
         }
         Self {
             offered,

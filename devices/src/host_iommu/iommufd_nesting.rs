@@ -1,20 +1,23 @@
 //! Whether a passed-through device's host IOMMU can take a guest's SMMUv3 stage 1 through
 //! iommufd, asked of the kernel the way nesting would use it: the device's hardware info
-//! (an ARM SMMUv3?), a nest-parent HWPT over its IOAS, and an SMMUv3 vIOMMU over that.
+//! (an ARM SMMUv3?), a nest-parent HWPT over its IOAS, and an SMMUv3 vIOMMU over that, made
+//! and destroyed through the nested back-end's own object calls.
 //! The first call the kernel refuses is the answer, named, with what nesting needs.
 
 use std::fmt;
+use std::sync::Arc;
 
 use iommufd_bindings::iommufd::{
     iommu_hw_info_arm_smmuv3, iommu_hw_info_type_IOMMU_HW_INFO_TYPE_AMD as TYPE_AMD,
     iommu_hw_info_type_IOMMU_HW_INFO_TYPE_ARM_SMMUV3 as TYPE_ARM_SMMUV3,
     iommu_hw_info_type_IOMMU_HW_INFO_TYPE_INTEL_VTD as TYPE_INTEL_VTD,
     iommu_hw_info_type_IOMMU_HW_INFO_TYPE_NONE as TYPE_NONE,
-    iommu_hw_info_type_IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV as TYPE_TEGRA241_CMDQV, iommu_hwpt_alloc,
-    iommu_viommu_alloc, iommu_viommu_type_IOMMU_VIOMMU_TYPE_ARM_SMMUV3 as VIOMMU_ARM_SMMUV3,
-    iommufd_hwpt_alloc_flags_IOMMU_HWPT_ALLOC_NEST_PARENT as NEST_PARENT,
+    iommu_hw_info_type_IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV as TYPE_TEGRA241_CMDQV,
+    iommu_viommu_type_IOMMU_VIOMMU_TYPE_ARM_SMMUV3 as VIOMMU_ARM_SMMUV3,
 };
 use iommufd_ioctls::{IommuFd, IommufdError, IommufdHwInfoData};
+
+use super::iommufd_nested::{IommufdObjects, KernelIommufd};
 
 /// A host IOMMU that can nest: SMMU_IDR0..5 as the kernel reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +64,7 @@ fn errno_of(e: &IommufdError) -> String {
 /// Asks the kernel whether device `dev_id` (bound to `iommufd`, attached to IOAS `ioas_id`)
 /// can have a guest-owned SMMUv3 stage 1. Leaves nothing allocated.
 pub fn probe(
-    iommufd: &IommuFd,
+    iommufd: &Arc<IommuFd>,
     dev_id: u32,
     ioas_id: u32,
 ) -> Result<NestingCapable, NestingRefused> {
@@ -84,39 +87,22 @@ pub fn probe(
         });
     }
     let IommufdHwInfoData::Smmuv3(smmu) = data;
-    let mut parent = iommu_hwpt_alloc {
-        size: std::mem::size_of::<iommu_hwpt_alloc>() as u32,
-        flags: NEST_PARENT,
-        dev_id,
-        pt_id: ioas_id,
-        ..Default::default()
-    };
-    iommufd
-        .alloc_iommu_hwpt(&mut parent)
+    let objects = KernelIommufd(iommufd.clone());
+    let parent = objects
+        .alloc_nest_parent(dev_id, ioas_id)
         .map_err(|e| NestingRefused {
             call: "IOMMU_HWPT_ALLOC (NEST_PARENT)",
-            reason: format!(
-                "failed: {}; the SMMU needs stage 2 (S2P) and nesting support",
-                errno_of(&e)
-            ),
+            reason: format!("failed: {e}; the SMMU needs stage 2 (S2P) and nesting support"),
         })?;
-    let mut viommu = iommu_viommu_alloc {
-        size: std::mem::size_of::<iommu_viommu_alloc>() as u32,
-        type_: VIOMMU_ARM_SMMUV3,
-        dev_id,
-        hwpt_id: parent.out_hwpt_id,
-        ..Default::default()
-    };
-    let result = iommufd.alloc_iommu_viommu(&mut viommu);
-    if result.is_ok() {
-        let _ = iommufd.destroy_iommu_object(viommu.out_viommu_id);
+    let viommu = objects.alloc_viommu(VIOMMU_ARM_SMMUV3, dev_id, parent);
+    if let Ok(id) = viommu {
+        let _ = objects.destroy(id);
     }
-    let _ = iommufd.destroy_iommu_object(parent.out_hwpt_id);
-    result.map_err(|e| NestingRefused {
+    let _ = objects.destroy(parent);
+    viommu.map_err(|e| NestingRefused {
         call: "IOMMU_VIOMMU_ALLOC (ARM SMMUv3)",
         reason: format!(
-            "failed: {}; the SMMU needs FEAT_NESTING and S2FWB, or CANWBS for the device in the IORT",
-            errno_of(&e)
+            "failed: {e}; the SMMU needs FEAT_NESTING and S2FWB, or CANWBS for the device in the IORT"
         ),
     })?;
     Ok(NestingCapable { idr: smmu.idr })

@@ -1,23 +1,12 @@
 //! The extension's requests from their bytes, laid out by hand from
 //! docs/virtio-iommu-nested.md (offsets include the 4-byte head).
 
+use super::rig::attach_table;
 use crate::virtio::iommu::nested_protocol::*;
 use crate::virtio::iommu::protocol::{RequestError, Status};
 
 fn put(bytes: &mut [u8], offset: usize, value: &[u8]) {
     bytes[offset..offset + value.len()].copy_from_slice(value);
-}
-
-/// An ATTACH_TABLE's readable part (head and body, 124 bytes).
-fn attach_table(domain: u32, endpoint: u32, ste0: u64, ste1: u64) -> Vec<u8> {
-    let mut bytes = vec![0u8; 124];
-    bytes[0] = 6;
-    put(&mut bytes, 4, &domain.to_le_bytes());
-    put(&mut bytes, 8, &endpoint.to_le_bytes());
-    bytes[12] = 1;
-    put(&mut bytes, 16, &ste0.to_le_bytes());
-    put(&mut bytes, 24, &ste1.to_le_bytes());
-    bytes
 }
 
 struct Inv {

@@ -116,32 +116,10 @@ fn le32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
 }
 
-/// PAGE_RESP's readable part (docs/virtio-iommu-nested.md 3.4), PASID 1.
-fn page_resp(endpoint: u32, grpid: u32, code: u16) -> Vec<u8> {
-    let mut bytes = vec![0u8; 28];
-    bytes[0] = 8;
-    bytes[4..8].copy_from_slice(&endpoint.to_le_bytes());
-    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
-    bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
-    bytes[16..20].copy_from_slice(&grpid.to_le_bytes());
-    bytes[20..22].copy_from_slice(&code.to_le_bytes());
-    bytes
-}
-
-fn attach_table(domain: u32, endpoint: u32) -> Vec<u8> {
-    let mut bytes = vec![0u8; 124];
-    bytes[0] = 6;
-    bytes[4..8].copy_from_slice(&domain.to_le_bytes());
-    bytes[8..12].copy_from_slice(&endpoint.to_le_bytes());
-    bytes[12] = 1;
-    bytes[16..24].copy_from_slice(&STE0.to_le_bytes());
-    bytes
-}
-
 #[test]
 fn a_page_request_reaches_the_driver_and_its_answer_the_device() {
     let p = PageRequests::new();
-    assert_eq!(p.send(&attach_table(3, DISK)), Some(Status::Ok));
+    assert_eq!(p.send(&attach_table(3, DISK, STE0, 0)), Some(Status::Ok));
     p.device_asks(7, 0x4000_2000);
     let records = p.records();
     assert_eq!(records.len(), 1, "one record for a one-page group");
@@ -160,7 +138,7 @@ fn a_page_request_reaches_the_driver_and_its_answer_the_device() {
     assert_eq!(le32(r, 24), 7, "group");
     assert!(p.responses().is_empty(), "nothing answered yet");
 
-    assert_eq!(p.send(&page_resp(DISK, 7, 0)), Some(Status::Ok));
+    assert_eq!(p.send(&page_resp(DISK, Some(1), 7, 0)), Some(Status::Ok));
     assert_eq!(
         p.responses(),
         vec![DeviceEffect::PageResponse {
@@ -171,19 +149,19 @@ fn a_page_request_reaches_the_driver_and_its_answer_the_device() {
         }]
     );
     // One answer per group; another changes nothing on the device.
-    assert_eq!(p.send(&page_resp(DISK, 7, 0)), Some(Status::NoEnt));
+    assert_eq!(p.send(&page_resp(DISK, Some(1), 7, 0)), Some(Status::NoEnt));
     assert!(p.responses().is_empty());
 }
 
 #[test]
 fn a_refusal_is_passed_on_and_unknown_groups_are_noent() {
     let p = PageRequests::new();
-    assert_eq!(p.send(&attach_table(3, DISK)), Some(Status::Ok));
-    assert_eq!(p.send(&page_resp(DISK, 9, 0)), Some(Status::NoEnt));
+    assert_eq!(p.send(&attach_table(3, DISK, STE0, 0)), Some(Status::Ok));
+    assert_eq!(p.send(&page_resp(DISK, Some(1), 9, 0)), Some(Status::NoEnt));
     p.device_asks(9, 0x4000_0000);
     assert_eq!(p.records().len(), 1);
     // FAILURE goes to the host as INVALID: the device gives up.
-    assert_eq!(p.send(&page_resp(DISK, 9, 2)), Some(Status::Ok));
+    assert_eq!(p.send(&page_resp(DISK, Some(1), 9, 2)), Some(Status::Ok));
     assert!(matches!(
         p.responses()[..],
         [DeviceEffect::PageResponse {
@@ -212,14 +190,14 @@ fn an_endpoint_outside_table_mode_gets_its_request_failed_not_delivered() {
 #[test]
 fn a_detach_forgets_the_groups_the_guest_had_not_answered() {
     let p = PageRequests::new();
-    assert_eq!(p.send(&attach_table(3, DISK)), Some(Status::Ok));
+    assert_eq!(p.send(&attach_table(3, DISK, STE0, 0)), Some(Status::Ok));
     p.device_asks(5, 0x4000_0000);
     assert_eq!(p.records().len(), 1);
     assert_eq!(p.send(&detach(3, DISK, 0)), Some(Status::Ok));
     // The model failed the group when the configuration went; the late answer is refused
     // and reaches nothing.
     let _ = p.responses();
-    assert_eq!(p.send(&page_resp(DISK, 5, 0)), Some(Status::NoEnt));
+    assert_eq!(p.send(&page_resp(DISK, Some(1), 5, 0)), Some(Status::NoEnt));
     assert!(p.responses().is_empty());
     assert_eq!(p.relay.counters().dropped, 1);
 }

@@ -328,6 +328,31 @@ pub fn unmap(domain: u32, start: u64, end: u64, reserved: u32) -> Vec<u8> {
     b
 }
 
+/// ATTACH_TABLE's readable part, laid out from docs/virtio-iommu-nested.md 3.1: head and
+/// body, 124 bytes, format ARM SMMUv3.
+pub fn attach_table(domain: u32, endpoint: u32, ste0: u64, ste1: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 124];
+    b[0] = 6;
+    b[4..8].copy_from_slice(&domain.to_le_bytes());
+    b[8..12].copy_from_slice(&endpoint.to_le_bytes());
+    b[12] = 1;
+    b[16..24].copy_from_slice(&ste0.to_le_bytes());
+    b[24..32].copy_from_slice(&ste1.to_le_bytes());
+    b
+}
+
+/// PAGE_RESP's readable part (3.4): `code` 0 SUCCESS, 1 INVALID, 2 FAILURE.
+pub fn page_resp(endpoint: u32, pasid: Option<u32>, grpid: u32, code: u16) -> Vec<u8> {
+    let mut b = vec![0u8; 28];
+    b[0] = 8;
+    b[4..8].copy_from_slice(&endpoint.to_le_bytes());
+    b[8..12].copy_from_slice(&u32::from(pasid.is_some()).to_le_bytes());
+    b[12..16].copy_from_slice(&pasid.unwrap_or(0).to_le_bytes());
+    b[16..20].copy_from_slice(&grpid.to_le_bytes());
+    b[20..22].copy_from_slice(&code.to_le_bytes());
+    b
+}
+
 pub fn probe(endpoint: u32) -> Vec<u8> {
     let mut b = head(request_type::PROBE);
     b.extend_from_slice(&endpoint.to_le_bytes());

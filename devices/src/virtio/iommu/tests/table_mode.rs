@@ -133,18 +133,6 @@ fn put(bytes: &mut [u8], offset: usize, value: &[u8]) {
     bytes[offset..offset + value.len()].copy_from_slice(value);
 }
 
-/// ATTACH_TABLE's readable part, laid out from docs/virtio-iommu-nested.md 3.1.
-fn attach_table(domain: u32, endpoint: u32, ste0: u64, ste1: u64) -> Vec<u8> {
-    let mut bytes = vec![0u8; 124];
-    bytes[0] = 6;
-    put(&mut bytes, 4, &domain.to_le_bytes());
-    put(&mut bytes, 8, &endpoint.to_le_bytes());
-    bytes[12] = 1;
-    put(&mut bytes, 16, &ste0.to_le_bytes());
-    put(&mut bytes, 24, &ste1.to_le_bytes());
-    bytes
-}
-
 /// INVALIDATE's readable part (3.2): TLB, ADDRESS scope, one 4 KiB page of `asid`.
 fn invalidate_page(domain: u32, asid: u16, address: u64) -> Vec<u8> {
     let mut bytes = invalidate(domain, 3, 1 << 1, 1 << 2);
@@ -162,14 +150,6 @@ fn invalidate(domain: u32, scope: u8, caches: u8, flags: u16) -> Vec<u8> {
     bytes[5] = caches;
     put(&mut bytes, 6, &flags.to_le_bytes());
     put(&mut bytes, 8, &domain.to_le_bytes());
-    bytes
-}
-
-fn page_resp(endpoint: u32, grpid: u32) -> Vec<u8> {
-    let mut bytes = vec![0u8; 28];
-    bytes[0] = 8;
-    put(&mut bytes, 4, &endpoint.to_le_bytes());
-    put(&mut bytes, 16, &grpid.to_le_bytes());
     bytes
 }
 
@@ -458,7 +438,11 @@ fn malformed_invalidate_and_page_resp_get_their_status() {
             INVAL,
             "too short",
         ),
-        (page_resp(DISK, 1), UNSUPP, "PAGE_REQUEST not negotiated"),
+        (
+            page_resp(DISK, None, 1, 0),
+            UNSUPP,
+            "PAGE_REQUEST not negotiated",
+        ),
     ];
     for (request, status, why) in cases {
         assert_eq!(n.send(&request), status, "{why}");
