@@ -9,7 +9,9 @@ use iommufd_bindings::iommufd::{
     iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE,
     iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE,
 };
-use iommufd_ioctls::{IommuFd, IommufdError, IommufdIoas};
+use iommufd_ioctls::{IommuFd, IommufdIoas};
+
+use super::iommufd_os_error;
 
 use super::iommufd_iova_ranges::ioas_iova_ranges;
 use super::{DmaAccess, HostIommu, HostIommuError, IovaRange};
@@ -27,21 +29,10 @@ impl std::fmt::Debug for IommufdIoasIommu {
     }
 }
 
-/// iommufd-ioctls reports errors as its own type; callers here want the errno, which
-/// tells running out of memory from a refusal.
-fn to_io(e: IommufdError) -> io::Error {
-    match e {
-        IommufdError::IommuIoasAlloc(e)
-        | IommufdError::IommuIoasMap(e)
-        | IommufdError::IommuIoasUnmap(e) => io::Error::from_raw_os_error(e.errno()),
-        other => io::Error::other(other.to_string()),
-    }
-}
-
 impl IommufdIoasIommu {
     /// Allocates a fresh IOAS on `iommufd`.
     pub fn new(iommufd: Arc<IommuFd>) -> io::Result<Self> {
-        let ioas = IommufdIoas::new(iommufd.clone()).map_err(to_io)?;
+        let ioas = IommufdIoas::new(iommufd.clone()).map_err(iommufd_os_error)?;
         Ok(Self::with_ioas(iommufd, Arc::new(ioas)))
     }
 
@@ -84,7 +75,7 @@ impl HostIommu for IommufdIoasIommu {
             .map_err(|e| HostIommuError::Map {
                 iova,
                 len,
-                source: to_io(e),
+                source: iommufd_os_error(e),
             })
     }
 
@@ -100,7 +91,7 @@ impl HostIommu for IommufdIoasIommu {
             .map_err(|e| HostIommuError::Unmap {
                 iova,
                 len,
-                source: to_io(e),
+                source: iommufd_os_error(e),
             })?;
         // The kernel writes back how much it unmapped.
         if unmap.length != len {

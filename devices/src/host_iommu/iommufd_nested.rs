@@ -19,8 +19,9 @@ use iommufd_bindings::iommufd::{
     iommu_hwpt_alloc, iommu_hwpt_invalidate, iommu_vdevice_alloc, iommu_viommu_alloc,
     iommufd_hwpt_alloc_flags_IOMMU_HWPT_ALLOC_NEST_PARENT,
 };
-use iommufd_ioctls::{IommuFd, IommufdError};
+use iommufd_ioctls::IommuFd;
 
+use super::iommufd_os_error;
 use super::nested::{Command, InvalidateError, NestedError};
 
 /// The hardware-specific data a nested back-end hands the kernel.
@@ -320,7 +321,9 @@ impl IommufdObjects for KernelIommufd {
             pt_id: ioas_id,
             ..Default::default()
         };
-        self.0.alloc_iommu_hwpt(&mut alloc).map_err(os_error)?;
+        self.0
+            .alloc_iommu_hwpt(&mut alloc)
+            .map_err(iommufd_os_error)?;
         Ok(alloc.out_hwpt_id)
     }
 
@@ -332,7 +335,9 @@ impl IommufdObjects for KernelIommufd {
             hwpt_id: parent_id,
             ..Default::default()
         };
-        self.0.alloc_iommu_viommu(&mut alloc).map_err(os_error)?;
+        self.0
+            .alloc_iommu_viommu(&mut alloc)
+            .map_err(iommufd_os_error)?;
         Ok(alloc.out_viommu_id)
     }
 
@@ -344,7 +349,9 @@ impl IommufdObjects for KernelIommufd {
             virt_id,
             ..Default::default()
         };
-        self.0.alloc_iommu_vdevice(&mut alloc).map_err(os_error)?;
+        self.0
+            .alloc_iommu_vdevice(&mut alloc)
+            .map_err(iommufd_os_error)?;
         Ok(alloc.out_vdevice_id)
     }
 
@@ -364,7 +371,9 @@ impl IommufdObjects for KernelIommufd {
             data_uptr: data.as_ptr() as u64,
             ..Default::default()
         };
-        self.0.alloc_iommu_hwpt(&mut alloc).map_err(os_error)?;
+        self.0
+            .alloc_iommu_hwpt(&mut alloc)
+            .map_err(iommufd_os_error)?;
         Ok(alloc.out_hwpt_id)
     }
 
@@ -385,27 +394,20 @@ impl IommufdObjects for KernelIommufd {
             ..Default::default()
         };
         // The kernel writes entry_num back on failure too.
-        let err = self.0.invalidate_hwpt(&mut request).err().map(os_error);
+        let err = self
+            .0
+            .invalidate_hwpt(&mut request)
+            .err()
+            .map(iommufd_os_error);
         (request.entry_num, err)
     }
 
     fn destroy(&self, id: u32) -> io::Result<()> {
-        self.0.destroy_iommu_object(id).map_err(os_error)
+        self.0.destroy_iommu_object(id).map_err(iommufd_os_error)
     }
 }
 
 /// iommufd-ioctls' errors carry the errno: keep it (EIO is a refusal of the data, ENOMEM
 /// running out, EBUSY an object still in use).
-fn os_error(e: IommufdError) -> io::Error {
-    match e {
-        IommufdError::IommuDestroy(e)
-        | IommufdError::IommuHwptAlloc(e)
-        | IommufdError::IommuViommuAlloc(e)
-        | IommufdError::IommuVdeviceAlloc(e)
-        | IommufdError::IommuHwptInvalidate(e) => io::Error::from_raw_os_error(e.errno()),
-        other => io::Error::other(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests;

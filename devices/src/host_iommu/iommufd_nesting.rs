@@ -15,9 +15,10 @@ use iommufd_bindings::iommufd::{
     iommu_hw_info_type_IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV as TYPE_TEGRA241_CMDQV,
     iommu_viommu_type_IOMMU_VIOMMU_TYPE_ARM_SMMUV3 as VIOMMU_ARM_SMMUV3,
 };
-use iommufd_ioctls::{IommuFd, IommufdError, IommufdHwInfoData};
+use iommufd_ioctls::{IommuFd, IommufdHwInfoData};
 
 use super::iommufd_nested::{IommufdObjects, KernelIommufd};
+use super::iommufd_os_error;
 
 /// A host IOMMU that can nest: SMMU_IDR0..5 as the kernel reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,17 +51,6 @@ pub fn hw_info_type_name(kind: u32) -> &'static str {
     }
 }
 
-fn errno_of(e: &IommufdError) -> String {
-    match e {
-        IommufdError::IommuGetHwInfo(e)
-        | IommufdError::IommuHwptAlloc(e)
-        | IommufdError::IommuViommuAlloc(e) => {
-            std::io::Error::from_raw_os_error(e.errno()).to_string()
-        }
-        other => other.to_string(),
-    }
-}
-
 /// Asks the kernel whether device `dev_id` (bound to `iommufd`, attached to IOAS `ioas_id`)
 /// can have a guest-owned SMMUv3 stage 1. Leaves nothing allocated.
 pub fn probe(
@@ -73,7 +63,7 @@ pub fn probe(
         .device_hw_info(dev_id, &mut data)
         .map_err(|e| NestingRefused {
             call: "IOMMU_GET_HW_INFO",
-            reason: format!("failed: {}", errno_of(&e)),
+            reason: format!("failed: {}", iommufd_os_error(e)),
         })?;
     // SAFETY: both members of the union are the same u32, which the kernel filled.
     let kind = unsafe { info.__bindgen_anon_1.out_data_type };

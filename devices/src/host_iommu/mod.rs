@@ -32,6 +32,8 @@ mod vfio_iommu_info;
 use std::fmt::Debug;
 use std::io;
 
+use iommufd_ioctls::IommufdError;
+
 pub use fake::{FakeHostIommu, HostCall};
 pub use guest_ram::GuestRam;
 pub use iommufd_ioas::IommufdIoasIommu;
@@ -118,4 +120,24 @@ pub trait HostIommu: Debug + Send + Sync {
 
     /// The IOVA ranges the host can translate, ascending; anything else must stay unmapped.
     fn iova_ranges(&self) -> Result<Vec<IovaRange>, HostIommuError>;
+}
+
+/// iommufd-ioctls reports errors as its own type; callers here want the errno, which tells
+/// a refusal from running out of memory, and names it in messages.
+pub(crate) fn iommufd_os_error(e: IommufdError) -> io::Error {
+    match e {
+        IommufdError::OpenIommufd(e) => e,
+        IommufdError::IommuDestroy(e)
+        | IommufdError::IommuIoasAlloc(e)
+        | IommufdError::IommuIoasMap(e)
+        | IommufdError::IommuIoasMapFile(e)
+        | IommufdError::IommuIoasUnmap(e)
+        | IommufdError::IommuHwptAlloc(e)
+        | IommufdError::IommuViommuAlloc(e)
+        | IommufdError::IommuVdeviceAlloc(e)
+        | IommufdError::IommuGetHwInfo(e)
+        | IommufdError::IommuHwptInvalidate(e)
+        | IommufdError::IommuVeventqAlloc(e) => io::Error::from_raw_os_error(e.errno()),
+        other => io::Error::other(other.to_string()),
+    }
 }
