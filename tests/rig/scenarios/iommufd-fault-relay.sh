@@ -12,7 +12,6 @@
 # a DETACH with requests pending leaves them answered by the kernel and
 # forgotten by the relay, the guest's late answers refused. No guest is
 # booted.
-# rig-default: no
 # rig-timeout: 300
 # rig-nestor: yes
 # shellcheck shell=sh

@@ -7,7 +7,6 @@
 # each nested HWPT made from the guest's STE and each invalidation reaching
 # the right device; every kernel object is released at the end. Times one
 # guest INVALIDATE through the vIOMMU (median). No guest is booted.
-# rig-default: no
 # rig-timeout: 300
 # rig-nestor: yes
 # shellcheck shell=sh
