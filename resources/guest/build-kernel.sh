@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
-# Build the nestor guest kernel (vmlinux with a PVH note, and bzImage) from
-# Debian's linux-source-6.12, tinyconfig + kernel.config.
+# Build a kernel (vmlinux with a PVH note, and bzImage) from a Debian
+# linux-source package, tinyconfig + config fragments. Two profiles:
+#   guest     linux-source-6.12 + kernel.config: the guest kernel nestor's
+#             tests boot (L3 in the nested rig)
+#   rig-host  linux-source >= 6.15 of a newer suite (see kernel-source.sh,
+#             which also takes NESTOR_RIG_KERNEL_SOURCE=TARBALL) + kernel.config
+#             + rig-host.config: the nested rig's host (L2), with the iommufd
+#             test driver
 #
-# usage: build-kernel.sh [OUTDIR]
+# usage: build-kernel.sh [--rig-host] [OUTDIR]
 #
 # Results are cached under ${NESTOR_CACHE:-$HOME/.cache/nestor}/kernel/KEY/,
-# KEY being a hash of kernel.config, this script and the linux-source package
-# version; a warm call only prints the paths. With OUTDIR, vmlinux and bzImage
-# are also copied there. The last two lines printed are always
+# KEY being a hash of the fragments, these scripts and the kernel source
+# (package and version, or tarball hash); a warm call only prints the paths.
+# With OUTDIR, vmlinux and bzImage are also copied there. The last two lines
+# printed are always
 #   vmlinux=PATH
 #   bzImage=PATH
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-fragment="$here/kernel.config"
 self="$here/$(basename "${BASH_SOURCE[0]}")"
+profile=guest
+if [[ ${1:-} == --rig-host ]]; then
+    profile=rig-host
+    shift
+fi
+fragments=("$here/kernel.config")
+[[ $profile == rig-host ]] && fragments+=("$here/rig-host.config")
 outdir=${1:-}
 cache_root=${NESTOR_CACHE:-$HOME/.cache/nestor}
-src_pkg=linux-source-6.12
-tarball=/usr/src/$src_pkg.tar.xz
+apt_root="$cache_root/kernel/apt"
 deps=(bc flex bison libelf-dev libssl-dev cpio xz-utils lz4 make gcc)
+[[ $profile == guest ]] && deps+=(linux-source-6.12)
 
 log() { printf 'build-kernel: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 missing_packages() {
     local p
-    for p in "$src_pkg" "${deps[@]}"; do
+    for p in "${deps[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
             || printf '%s\n' "$p"
     done
@@ -51,10 +64,11 @@ ensure_packages() {
 }
 
 ensure_packages
-[[ -f $tarball ]] || die "$tarball not found (is $src_pkg installed?)"
+# shellcheck source=kernel-source.sh
+. "$here/kernel-source.sh"
 
-src_version=$(dpkg-query -W -f='${Version}' "$src_pkg")
-key=$( { sha256sum "$fragment" "$self" | cut -d' ' -f1; echo "$src_version"; } \
+key=$( { sha256sum "${fragments[@]}" "$self" "$here/kernel-source.sh" | cut -d' ' -f1
+         echo "$profile $kernel_source_id"; } \
        | sha256sum | cut -c1-16)
 kdir="$cache_root/kernel/$key"
 vmlinux="$kdir/vmlinux"
@@ -82,13 +96,13 @@ if [[ -s $vmlinux && -s $bzimage ]]; then
     exit 0
 fi
 
-# Unpack the source once per package version; builds happen out of tree.
-srcdir="$cache_root/kernel/src-$src_version"
+# Unpack the source once per source; builds happen out of tree.
+srcdir="$cache_root/kernel/src-$kernel_source_id"
 if [[ ! -f $srcdir/.unpacked ]]; then
-    log "unpacking $tarball"
+    log "unpacking $kernel_source_id"
     rm -rf "$srcdir"
     mkdir -p "$srcdir"
-    tar -xJf "$tarball" -C "$srcdir" --strip-components=1
+    unpack_kernel_source "$srcdir"
     touch "$srcdir/.unpacked"
 fi
 
@@ -100,7 +114,7 @@ mk() { make -C "$srcdir" O="$build" ARCH=x86_64 "$@"; }
 log "configuring in $build"
 mk -s tinyconfig >&2
 "$srcdir/scripts/kconfig/merge_config.sh" -m -O "$build" \
-    "$build/.config" "$fragment" >&2
+    "$build/.config" "${fragments[@]}" >&2
 mk -s olddefconfig >&2
 
 # olddefconfig silently drops options whose dependencies are unmet: check.
@@ -113,11 +127,11 @@ while IFS= read -r line; do
             dropped+=("${BASH_REMATCH[1]}=n")
         fi
     fi
-done < "$fragment"
+done < <(cat "${fragments[@]}")
 if [[ ${#dropped[@]} -gt 0 ]]; then
     log "these requested options did not make it into .config:"
     printf '  %s\n' "${dropped[@]}" >&2
-    die "fix kernel.config (missing dependencies?)"
+    die "fix ${fragments[*]##*/} (missing dependencies?)"
 fi
 
 log "building vmlinux bzImage with -j$(nproc) (several minutes)"

@@ -40,9 +40,14 @@ if readelf -l "$busybox_bin" | grep -q INTERP; then
     die "$busybox_bin is dynamically linked: install busybox-static instead of busybox"
 fi
 
-kernel_out=$("$repo_dir/resources/guest/build-kernel.sh")
+# Two kernels: the guest kernel nestor boots (L3), and the rig host's (L2),
+# newer, with the iommufd test driver.
+kernel_out=$("$repo_dir/resources/guest/build-kernel.sh") || die "the guest kernel did not build"
 kernel_vmlinux=$(sed -n 's/^vmlinux=//p' <<<"$kernel_out")
 kernel_bzimage=$(sed -n 's/^bzImage=//p' <<<"$kernel_out")
+rig_host_out=$("$repo_dir/resources/guest/build-kernel.sh" --rig-host) \
+    || die "the rig host kernel did not build"
+rig_host_bzimage=$(sed -n 's/^bzImage=//p' <<<"$rig_host_out")
 
 nestor_bin=""
 for s in "${scenarios[@]}"; do

@@ -1,30 +1,49 @@
 //! The iommufd objects behind nested translation, and their lifecycle: a vIOMMU over a
 //! nest-parent stage-2 HWPT, a vDEVICE per endpoint carrying its guest StreamID, a nested
 //! HWPT per installed guest STE (attached by replacement), invalidations through the
-//! vIOMMU with the kernel's `entry_num` checked, and teardown in the order the kernel
-//! needs (endpoints back on the parent, nested HWPTs, vDEVICEs, then the vIOMMU and the
-//! parent).
+//! vIOMMU with the kernel's `entry_num` checked, the fault sources (a fault queue every
+//! nested HWPT reports page requests to, a vEVENTQ), and teardown in the order the kernel
+//! needs (endpoints back on the parent, nested HWPTs, vDEVICEs, the fault queue, the
+//! vEVENTQ's fd then the vEVENTQ, then the vIOMMU and the parent).
 //!
 //! Two seams keep it independent of what it runs on: [`NestedFormat`], the
 //! hardware-specific data (SMMUv3 STEs and commands, or the test driver's own types), and
 //! [`IommufdObjects`], the ioctls (the kernel's, or a recording fake in tests). How an
 //! endpoint is attached ([`NestedEndpoint`]) is the device's: a VFIO cdev, or a mock
-//! device of the test driver.
+//! device of the test driver. [`host`] makes the whole a [`NestedHostIommu`].
+//!
+//! [`NestedHostIommu`]: super::nested::NestedHostIommu
+
+mod host;
+mod kernel;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::fs::File;
 use std::io;
+use std::sync::{Mutex, MutexGuard};
 
-use iommufd_bindings::iommufd::{
-    iommu_hwpt_alloc, iommu_hwpt_invalidate, iommu_vdevice_alloc, iommu_viommu_alloc,
-    iommufd_hwpt_alloc_flags_IOMMU_HWPT_ALLOC_NEST_PARENT,
-};
-use iommufd_ioctls::IommuFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::iommufd_os_error;
-use super::nested::{Command, InvalidateError, NestedError};
+use super::iommufd_faults::{IommufdPageRequests, VeventQueue};
+use super::nested::{Command, EventRecord, InvalidateError, NestedError};
 
-/// The hardware-specific data a nested back-end hands the kernel.
+pub use kernel::KernelIommufd;
+
+/// What a run of guest commands becomes for the vIOMMU.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InvalidateEntries {
+    /// The entries, `invalidate_entry_len` bytes each.
+    pub bytes: Vec<u8>,
+    /// For each entry, the index of the command it came from (a command may need no
+    /// entry on a host that caches nothing it names).
+    pub sources: Vec<usize>,
+    /// The first command the host would refuse: its index and opcode; nothing from it on
+    /// is encoded.
+    pub refused: Option<(usize, u8)>,
+}
+
+/// The hardware-specific data a nested back-end hands the kernel and reads from it.
 pub trait NestedFormat: Debug + Send + Sync {
     /// VIOMMU_ALLOC's `type`.
     fn viommu_type(&self) -> u32;
@@ -36,9 +55,17 @@ pub trait NestedFormat: Debug + Send + Sync {
     fn invalidate_data_type(&self) -> u32;
     /// Bytes per invalidation entry.
     fn invalidate_entry_len(&self) -> u32;
-    /// The entries for `commands`, up to the first the host would refuse: the bytes, and
-    /// that command's index and opcode.
-    fn invalidate_entries(&self, commands: &[Command]) -> (Vec<u8>, Option<(usize, u8)>);
+    /// The entries for `commands`, up to the first the host would refuse.
+    fn invalidate_entries(&self, commands: &[Command]) -> InvalidateEntries;
+    /// SMMU_IDR0..5 the guest's SMMU is described with.
+    fn guest_idr(&self) -> [u32; 6];
+    /// VEVENTQ_ALLOC's `type`.
+    fn veventq_type(&self) -> u32;
+    /// Bytes of one vEVENTQ record after its header.
+    fn vevent_size(&self) -> usize;
+    /// A vEVENTQ record as an SMMUv3 event for the guest (StreamID the guest's);
+    /// `None` if it is malformed.
+    fn event_record(&self, data: &[u8]) -> Option<EventRecord>;
 }
 
 /// The iommufd ioctls the lifecycle uses; object ids are iommufd's.
@@ -47,13 +74,15 @@ pub trait IommufdObjects: Debug + Send + Sync {
     fn alloc_nest_parent(&self, dev_id: u32, ioas_id: u32) -> io::Result<u32>;
     fn alloc_viommu(&self, viommu_type: u32, dev_id: u32, parent_id: u32) -> io::Result<u32>;
     fn alloc_vdevice(&self, viommu_id: u32, dev_id: u32, virt_id: u64) -> io::Result<u32>;
-    /// HWPT_ALLOC of a nested HWPT on the vIOMMU.
+    /// HWPT_ALLOC of a nested HWPT on the vIOMMU, its page requests going to the fault
+    /// queue `fault_id` if there is one.
     fn alloc_nested_hwpt(
         &self,
         dev_id: u32,
         viommu_id: u32,
         data_type: u32,
         data: &[u8],
+        fault_id: Option<u32>,
     ) -> io::Result<u32>;
     /// HWPT_INVALIDATE on the vIOMMU: the entries the kernel handled, and its error if it
     /// stopped early.
@@ -64,6 +93,15 @@ pub trait IommufdObjects: Debug + Send + Sync {
         entry_len: u32,
         entries: &[u8],
     ) -> (u32, Option<io::Error>);
+    /// FAULT_QUEUE_ALLOC: the fault object's id and its fd.
+    fn alloc_fault_queue(&self) -> io::Result<(u32, File)>;
+    /// VEVENTQ_ALLOC: the queue's id and its (non-blocking) fd.
+    fn alloc_veventq(
+        &self,
+        viommu_id: u32,
+        veventq_type: u32,
+        depth: u32,
+    ) -> io::Result<(u32, File)>;
     fn destroy(&self, id: u32) -> io::Result<()>;
 }
 
@@ -98,6 +136,22 @@ struct Endpoint {
     nested_hwpt: Option<u32>,
 }
 
+/// The fault queue every nested HWPT reports to: page requests that need an answer.
+#[derive(Debug)]
+struct PageRequestSource {
+    fault_id: u32,
+    requests: IommufdPageRequests,
+}
+
+/// The vEVENTQ: unrecoverable events, and how many were lost before the next one.
+#[derive(Debug)]
+struct EventSource {
+    veventq_id: u32,
+    queue: Mutex<VeventQueue<File>>,
+    /// Losses seen (LOST_EVENTS markers) and not yet reported with an event.
+    lost_pending: Mutex<u32>,
+}
+
 /// The nested objects of one vIOMMU.
 #[derive(Debug)]
 pub struct IommufdNested<F: NestedFormat, O: IommufdObjects> {
@@ -105,19 +159,24 @@ pub struct IommufdNested<F: NestedFormat, O: IommufdObjects> {
     objects: O,
     parent_id: u32,
     viommu_id: u32,
-    endpoints: BTreeMap<u32, Endpoint>,
+    endpoints: Mutex<BTreeMap<u32, Endpoint>>,
+    page_requests: Option<PageRequestSource>,
+    events: Option<EventSource>,
+    /// Never readable: stands in for a fault source this back-end was built without.
+    quiet: EventFd,
 }
 
 impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
     /// A nest parent on `ioas_id` (the IOAS that maps all guest RAM) and a vIOMMU over it,
-    /// both allocated for `first`, a device on the host IOMMU instance they serve. Attach
-    /// `first` with [`Self::add_endpoint`] afterwards.
+    /// both allocated for `first`, a device on the host IOMMU instance they serve. Add the
+    /// fault sources, then attach `first` with [`Self::add_endpoint`].
     pub fn new(
         format: F,
         objects: O,
         first: &dyn NestedEndpoint,
         ioas_id: u32,
     ) -> Result<Self, NestedSetupError> {
+        let quiet = EventFd::new(EFD_NONBLOCK).map_err(call("eventfd"))?;
         let parent_id = objects
             .alloc_nest_parent(first.dev_id(), ioas_id)
             .map_err(call("IOMMU_HWPT_ALLOC (nest parent)"))?;
@@ -134,8 +193,40 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
             objects,
             parent_id,
             viommu_id,
-            endpoints: BTreeMap::new(),
+            endpoints: Mutex::new(BTreeMap::new()),
+            page_requests: None,
+            events: None,
+            quiet,
         })
+    }
+
+    /// A fault queue for the nested HWPTs made from now on: their page requests reach
+    /// [`super::nested::NestedHostIommu::read_page_requests`].
+    pub fn with_page_requests(mut self) -> Result<Self, NestedSetupError> {
+        let (fault_id, fd) = self
+            .objects
+            .alloc_fault_queue()
+            .map_err(call("IOMMU_FAULT_QUEUE_ALLOC"))?;
+        self.page_requests = Some(PageRequestSource {
+            fault_id,
+            requests: IommufdPageRequests::new(fd),
+        });
+        Ok(self)
+    }
+
+    /// A vEVENTQ of `depth` events on the vIOMMU: unrecoverable events of its vDEVICEs
+    /// reach [`super::nested::NestedHostIommu::read_events`].
+    pub fn with_events(mut self, depth: u32) -> Result<Self, NestedSetupError> {
+        let (veventq_id, fd) = self
+            .objects
+            .alloc_veventq(self.viommu_id, self.format.veventq_type(), depth)
+            .map_err(call("IOMMU_VEVENTQ_ALLOC"))?;
+        self.events = Some(EventSource {
+            veventq_id,
+            queue: Mutex::new(VeventQueue::new(fd, self.format.vevent_size())),
+            lost_pending: Mutex::new(0),
+        });
+        Ok(self)
     }
 
     pub fn parent_id(&self) -> u32 {
@@ -146,9 +237,23 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
         self.viommu_id
     }
 
+    /// The fault queue's object id, if there is one.
+    pub fn fault_id(&self) -> Option<u32> {
+        self.page_requests.as_ref().map(|p| p.fault_id)
+    }
+
+    /// The vEVENTQ's object id, if there is one.
+    pub fn veventq_id(&self) -> Option<u32> {
+        self.events.as_ref().map(|e| e.veventq_id)
+    }
+
+    fn endpoints(&self) -> MutexGuard<'_, BTreeMap<u32, Endpoint>> {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The vDEVICE and nested HWPT of a guest StreamID (for checks).
     pub fn endpoint_objects(&self, stream: u32) -> Option<(u32, Option<u32>)> {
-        self.endpoints
+        self.endpoints()
             .get(&stream)
             .map(|e| (e.vdevice_id, e.nested_hwpt))
     }
@@ -156,11 +261,12 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
     /// Gives `device` the guest StreamID `stream` (a vDEVICE) and attaches it to the
     /// parent: guest IPAs translate through stage 2 only until the guest installs an STE.
     pub fn add_endpoint(
-        &mut self,
+        &self,
         stream: u32,
         device: Box<dyn NestedEndpoint>,
     ) -> Result<(), NestedSetupError> {
-        if self.endpoints.contains_key(&stream) {
+        let mut endpoints = self.endpoints();
+        if endpoints.contains_key(&stream) {
             return Err(NestedSetupError::DuplicateStream(stream));
         }
         let vdevice_id = self
@@ -171,7 +277,10 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
             let _ = self.objects.destroy(vdevice_id);
             return Err(call("attach to the nest parent")(e));
         }
-        self.endpoints.insert(
+        if let Some(p) = &self.page_requests {
+            p.requests.route(device.dev_id(), stream);
+        }
+        endpoints.insert(
             stream,
             Endpoint {
                 device,
@@ -182,71 +291,62 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
         Ok(())
     }
 
-    fn endpoint(&mut self, stream: u32) -> Result<&mut Endpoint, NestedError> {
-        self.endpoints
-            .get_mut(&stream)
-            .ok_or(NestedError::IllegalSte {
-                stream,
-                reason: "no endpoint has this StreamID",
-            })
-    }
-
     /// A nested HWPT for the guest's STE, attached in place of the stream's current one,
     /// which is then destroyed.
-    pub fn install_ste(&mut self, stream: u32, vste: [u64; 2]) -> Result<(), NestedError> {
+    pub fn install_ste(&self, stream: u32, vste: [u64; 2]) -> Result<(), NestedError> {
         let data = self.format.hwpt_data(stream, vste)?;
-        let (data_type, viommu_id) = (self.format.hwpt_data_type(), self.viommu_id);
-        let objects = &self.objects;
-        let endpoint = self
-            .endpoints
-            .get_mut(&stream)
-            .ok_or(NestedError::IllegalSte {
-                stream,
-                reason: "no endpoint has this StreamID",
-            })?;
-        let hwpt =
-            objects.alloc_nested_hwpt(endpoint.device.dev_id(), viommu_id, data_type, &data)?;
+        let mut endpoints = self.endpoints();
+        let endpoint = endpoints.get_mut(&stream).ok_or(NestedError::IllegalSte {
+            stream,
+            reason: "no endpoint has this StreamID",
+        })?;
+        let hwpt = self.objects.alloc_nested_hwpt(
+            endpoint.device.dev_id(),
+            self.viommu_id,
+            self.format.hwpt_data_type(),
+            &data,
+            self.fault_id(),
+        )?;
         if let Err(e) = endpoint.device.attach(hwpt) {
-            let _ = objects.destroy(hwpt);
+            let _ = self.objects.destroy(hwpt);
             return Err(e.into());
         }
         if let Some(old) = endpoint.nested_hwpt.replace(hwpt) {
-            objects.destroy(old)?;
+            self.objects.destroy(old)?;
         }
         Ok(())
     }
 
     /// The stream's guest STE removed: its device goes back to an abort configuration
     /// (a nested HWPT from an STE with V = 1, Config = abort).
-    pub fn remove_ste(&mut self, stream: u32) -> Result<(), NestedError> {
-        self.endpoint(stream)?;
+    pub fn remove_ste(&self, stream: u32) -> Result<(), NestedError> {
         self.install_ste(stream, [1, 0])
     }
 
     /// Sends the guest's invalidation commands through the vIOMMU; the kernel reports how
     /// many it handled, and a shortfall names the command it stopped at.
     pub fn invalidate(&self, commands: &[Command]) -> Result<(), InvalidateError> {
-        let (entries, refused) = self.format.invalidate_entries(commands);
+        let entries = self.format.invalidate_entries(commands);
         let entry_len = self.format.invalidate_entry_len();
-        let sent = entries.len() / entry_len as usize;
+        let sent = entries.sources.len();
         if sent > 0 {
             let (done, err) = self.objects.invalidate(
                 self.viommu_id,
                 self.format.invalidate_data_type(),
                 entry_len,
-                &entries,
+                &entries.bytes,
             );
             let done = done as usize;
             if done < sent || err.is_some() {
                 // An error with every entry counted still failed somewhere: blame the last.
-                let at = done.min(sent - 1);
+                let at = entries.sources[done.min(sent - 1)];
                 return Err(InvalidateError {
                     done: at,
                     opcode: commands[at].opcode(),
                 });
             }
         }
-        match refused {
+        match entries.refused {
             Some((index, opcode)) => Err(InvalidateError {
                 done: index,
                 opcode,
@@ -257,27 +357,29 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
 
     /// Takes an endpoint out: back on the parent, its nested HWPT and vDEVICE destroyed
     /// (before the caller closes the device, or the vDEVICE's id would stay taken).
-    pub fn remove_endpoint(&mut self, stream: u32) -> Option<Box<dyn NestedEndpoint>> {
-        let endpoint = self.endpoints.remove(&stream)?;
+    pub fn remove_endpoint(&self, stream: u32) -> Option<Box<dyn NestedEndpoint>> {
+        let endpoint = self.endpoints().remove(&stream)?;
         self.release(&endpoint);
         Some(endpoint.device)
     }
 
     fn release(&self, endpoint: &Endpoint) {
+        if let Some(p) = &self.page_requests {
+            p.requests.unroute(endpoint.device.dev_id());
+        }
         if let Some(hwpt) = endpoint.nested_hwpt {
             // A HWPT a device is attached to cannot be destroyed.
             if let Err(e) = endpoint.device.attach(self.parent_id) {
                 log::warn!("nested teardown: attach to the parent: {e}");
             }
-            if let Err(e) = self.objects.destroy(hwpt) {
-                log::warn!("nested teardown: destroy HWPT {hwpt}: {e}");
-            }
+            self.destroy("HWPT", hwpt);
         }
-        if let Err(e) = self.objects.destroy(endpoint.vdevice_id) {
-            log::warn!(
-                "nested teardown: destroy vDEVICE {}: {e}",
-                endpoint.vdevice_id
-            );
+        self.destroy("vDEVICE", endpoint.vdevice_id);
+    }
+
+    fn destroy(&self, what: &str, id: u32) {
+        if let Err(e) = self.objects.destroy(id) {
+            log::warn!("nested teardown: destroy {what} {id}: {e}");
         }
     }
 }
@@ -286,128 +388,27 @@ impl<F: NestedFormat, O: IommufdObjects> Drop for IommufdNested<F, O> {
     fn drop(&mut self) {
         // Each endpoint's device is dropped (closed, which detaches it from the parent)
         // right after its vDEVICE is destroyed.
-        for endpoint in std::mem::take(&mut self.endpoints).into_values() {
+        for endpoint in std::mem::take(&mut *self.endpoints()).into_values() {
             self.release(&endpoint);
         }
-        // The vIOMMU holds the parent: it goes first.
-        for id in [self.viommu_id, self.parent_id] {
-            if let Err(e) = self.objects.destroy(id) {
-                log::warn!("nested teardown: destroy {id}: {e}");
-            }
+        // No HWPT refers to the fault queue any more; its fd goes before the object.
+        if let Some(PageRequestSource { fault_id, requests }) = self.page_requests.take() {
+            drop(requests);
+            self.destroy("fault queue", fault_id);
         }
+        // The vEVENTQ holds the vIOMMU: its fd, then it, go first.
+        if let Some(EventSource {
+            veventq_id, queue, ..
+        }) = self.events.take()
+        {
+            drop(queue);
+            self.destroy("vEVENTQ", veventq_id);
+        }
+        // The vIOMMU holds the parent.
+        self.destroy("vIOMMU", self.viommu_id);
+        self.destroy("nest parent", self.parent_id);
     }
 }
 
-/// The kernel's iommufd.
-#[derive(Clone)]
-pub struct KernelIommufd(pub std::sync::Arc<IommuFd>);
-
-impl Debug for KernelIommufd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "KernelIommufd(fd {})",
-            std::os::fd::AsRawFd::as_raw_fd(&*self.0)
-        )
-    }
-}
-
-impl IommufdObjects for KernelIommufd {
-    fn alloc_nest_parent(&self, dev_id: u32, ioas_id: u32) -> io::Result<u32> {
-        let mut alloc = iommu_hwpt_alloc {
-            size: size_of::<iommu_hwpt_alloc>() as u32,
-            flags: iommufd_hwpt_alloc_flags_IOMMU_HWPT_ALLOC_NEST_PARENT,
-            dev_id,
-            pt_id: ioas_id,
-            ..Default::default()
-        };
-        self.0
-            .alloc_iommu_hwpt(&mut alloc)
-            .map_err(iommufd_os_error)?;
-        Ok(alloc.out_hwpt_id)
-    }
-
-    fn alloc_viommu(&self, viommu_type: u32, dev_id: u32, parent_id: u32) -> io::Result<u32> {
-        let mut alloc = iommu_viommu_alloc {
-            size: size_of::<iommu_viommu_alloc>() as u32,
-            type_: viommu_type,
-            dev_id,
-            hwpt_id: parent_id,
-            ..Default::default()
-        };
-        self.0
-            .alloc_iommu_viommu(&mut alloc)
-            .map_err(iommufd_os_error)?;
-        Ok(alloc.out_viommu_id)
-    }
-
-    fn alloc_vdevice(&self, viommu_id: u32, dev_id: u32, virt_id: u64) -> io::Result<u32> {
-        let mut alloc = iommu_vdevice_alloc {
-            size: size_of::<iommu_vdevice_alloc>() as u32,
-            viommu_id,
-            dev_id,
-            virt_id,
-            ..Default::default()
-        };
-        self.0
-            .alloc_iommu_vdevice(&mut alloc)
-            .map_err(iommufd_os_error)?;
-        Ok(alloc.out_vdevice_id)
-    }
-
-    fn alloc_nested_hwpt(
-        &self,
-        dev_id: u32,
-        viommu_id: u32,
-        data_type: u32,
-        data: &[u8],
-    ) -> io::Result<u32> {
-        let mut alloc = iommu_hwpt_alloc {
-            size: size_of::<iommu_hwpt_alloc>() as u32,
-            dev_id,
-            pt_id: viommu_id,
-            data_type,
-            data_len: data.len() as u32,
-            data_uptr: data.as_ptr() as u64,
-            ..Default::default()
-        };
-        self.0
-            .alloc_iommu_hwpt(&mut alloc)
-            .map_err(iommufd_os_error)?;
-        Ok(alloc.out_hwpt_id)
-    }
-
-    fn invalidate(
-        &self,
-        viommu_id: u32,
-        data_type: u32,
-        entry_len: u32,
-        entries: &[u8],
-    ) -> (u32, Option<io::Error>) {
-        let mut request = iommu_hwpt_invalidate {
-            size: size_of::<iommu_hwpt_invalidate>() as u32,
-            hwpt_id: viommu_id,
-            data_uptr: entries.as_ptr() as u64,
-            data_type,
-            entry_len,
-            entry_num: (entries.len() / entry_len.max(1) as usize) as u32,
-            ..Default::default()
-        };
-        // The kernel writes entry_num back on failure too.
-        let err = self
-            .0
-            .invalidate_hwpt(&mut request)
-            .err()
-            .map(iommufd_os_error);
-        (request.entry_num, err)
-    }
-
-    fn destroy(&self, id: u32) -> io::Result<()> {
-        self.0.destroy_iommu_object(id).map_err(iommufd_os_error)
-    }
-}
-
-/// iommufd-ioctls' errors carry the errno: keep it (EIO is a refusal of the data, ENOMEM
-/// running out, EBUSY an object still in use).
 #[cfg(test)]
 mod tests;

@@ -13,13 +13,21 @@ use iommufd_ioctls::IommuFd;
 
 use super::iommufd_faults::iommufd_ioctl;
 
+mod endpoint;
+mod format;
+
+pub use endpoint::MockEndpoint;
+pub use format::{selftest_iotlb, SelftestFormat};
+
 /// `IOMMU_TEST_CMD`: `IOMMUFD_CMD_BASE + 32`.
 const IOMMU_TEST_CMD_NR: u32 = 0x80 + 32;
 
 mod op {
     pub const MOCK_DOMAIN: u32 = 2;
     pub const MOCK_DOMAIN_REPLACE: u32 = 10;
+    pub const MD_CHECK_IOTLB: u32 = 14;
     pub const TRIGGER_IOPF: u32 = 15;
+    pub const DEV_CHECK_CACHE: u32 = 16;
     pub const TRIGGER_VEVENT: u32 = 17;
 }
 
@@ -30,6 +38,16 @@ pub const HWPT_DATA_SELFTEST: u32 = 0xdead;
 pub const IOTLB_DEFAULT: u32 = 0x0bad_beef;
 /// `IOMMU_VIOMMU_TYPE_SELFTEST`.
 pub const VIOMMU_TYPE_SELFTEST: u32 = 0xdead_beef;
+/// `IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST`, whose entry is
+/// `struct iommu_viommu_invalidate_selftest { __u32 flags, vdev_id, cache_id; }`.
+pub const VIOMMU_INVALIDATE_DATA_SELFTEST: u32 = 0xdead_beef;
+/// `IOMMU_TEST_INVALIDATE_FLAG_ALL`: every cache entry of the device, `cache_id` ignored.
+pub const INVALIDATE_FLAG_ALL: u32 = 1 << 0;
+/// `MOCK_DEV_CACHE_NUM`: cache entries per mock device.
+pub const DEV_CACHE_NUM: u32 = 4;
+/// `IOMMU_TEST_DEV_CACHE_DEFAULT`: a mock device's cache entry before an invalidation
+/// through the vIOMMU clears it to 0.
+pub const DEV_CACHE_DEFAULT: u32 = 0x00ba_ddad;
 /// `IOMMU_VEVENTQ_TYPE_SELFTEST`, whose record is `{ __u32 virt_id; }`.
 pub const VEVENTQ_TYPE_SELFTEST: u32 = 0xbeef_beef;
 /// The size of a selftest vEVENTQ record.
@@ -143,6 +161,43 @@ pub fn trigger_vevent(iommufd: &IommuFd, device: &MockDevice) -> io::Result<()> 
     let mut cmd = TestCmd::new(op::TRIGGER_VEVENT, 0);
     cmd.set_word(0, device.idev_id);
     run(iommufd, &mut cmd)
+}
+
+/// `IOMMU_TEST_OP_DEV_CHECK_CACHE`: whether cache entry `cache_id` of the mock device
+/// `idev_id` holds `value` (the kernel answers EINVAL when it does not).
+pub fn dev_cache_is(
+    iommufd: &IommuFd,
+    idev_id: u32,
+    cache_id: u32,
+    value: u32,
+) -> io::Result<bool> {
+    let mut cmd = TestCmd::new(op::DEV_CHECK_CACHE, idev_id);
+    cmd.set_word(0, cache_id);
+    cmd.set_word(1, value);
+    check(run(iommufd, &mut cmd))
+}
+
+/// `IOMMU_TEST_OP_MD_CHECK_IOTLB`: whether IOTLB entry `iotlb_id` of the mock nested HWPT
+/// `hwpt_id` holds `value`.
+pub fn nested_iotlb_is(
+    iommufd: &IommuFd,
+    hwpt_id: u32,
+    iotlb_id: u32,
+    value: u32,
+) -> io::Result<bool> {
+    let mut cmd = TestCmd::new(op::MD_CHECK_IOTLB, hwpt_id);
+    cmd.set_word(0, iotlb_id);
+    cmd.set_word(1, value);
+    check(run(iommufd, &mut cmd))
+}
+
+/// A check operation's answer: EINVAL is "no".
+fn check(result: io::Result<()>) -> io::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! checks (arm-smmu-v3-iommufd.c) so a refusal is known before the ioctl, and a batch
 //! stops at the same command the kernel would stop at.
 
-use super::iommufd_nested::NestedFormat;
+use super::iommufd_nested::{InvalidateEntries, NestedFormat};
 use super::nested::{check_vste, NestedError};
 use super::smmuv3::wire::{opcode, Command, EventRecord, EVENT_SIZE};
 
@@ -327,6 +327,8 @@ pub fn encode_invalidations(
 #[derive(Debug, Clone, Copy)]
 pub struct Smmuv3Format {
     pub features: HostCommandFeatures,
+    /// The guest's SMMU_IDR0..5 ([`HwInfoArmSmmuv3::guest_idr`]).
+    pub guest_idr: [u32; 6],
 }
 
 impl NestedFormat for Smmuv3Format {
@@ -350,10 +352,29 @@ impl NestedFormat for Smmuv3Format {
         size_of::<ViommuArmSmmuv3Invalidate>() as u32
     }
 
-    fn invalidate_entries(&self, commands: &[Command]) -> (Vec<u8>, Option<(usize, u8)>) {
+    fn invalidate_entries(&self, commands: &[Command]) -> InvalidateEntries {
         let (entries, refused) = encode_invalidations(&self.features, commands);
-        let bytes = ViommuArmSmmuv3Invalidate::slice_as_bytes(&entries).to_vec();
-        (bytes, refused.map(|(i, _)| (i, commands[i].opcode())))
+        InvalidateEntries {
+            bytes: ViommuArmSmmuv3Invalidate::slice_as_bytes(&entries).to_vec(),
+            sources: (0..entries.len()).collect(),
+            refused: refused.map(|(i, _)| (i, commands[i].opcode())),
+        }
+    }
+
+    fn guest_idr(&self) -> [u32; 6] {
+        self.guest_idr
+    }
+
+    fn veventq_type(&self) -> u32 {
+        VEVENTQ_TYPE_ARM_SMMUV3
+    }
+
+    fn vevent_size(&self) -> usize {
+        EVENT_SIZE
+    }
+
+    fn event_record(&self, data: &[u8]) -> Option<EventRecord> {
+        EventRecord::from_le_bytes(data)
     }
 }
 

@@ -126,3 +126,21 @@ edu_expect_stale_iova_blocked() {
         *) rig_fail "$1: the stale-IOVA check did not run" ;;
     esac
 }
+
+# rig_selftest CHECK...: runs nestor-iommufd-selftest's checks against the
+# kernel's iommufd test driver, reports each check's line, and fails the
+# scenario unless every named check ran and passed.
+rig_selftest() {
+    _bin=/rig/nestor-iommufd-selftest
+    [ -x "$_bin" ] || rig_fail "nestor-iommufd-selftest is not in the rig image"
+    [ -d /sys/bus/iommufd_mock ] ||
+        rig_fail "the rig kernel has no iommufd test driver (CONFIG_IOMMUFD_TEST)"
+    "$_bin" "$@" > /tmp/selftest.out 2> /tmp/selftest.err
+    _rc=$?
+    while read -r _line; do
+        rig_info "${_line#iommufd-selftest: }"
+    done < /tmp/selftest.out
+    [ "$_rc" = 0 ] || rig_fail "nestor-iommufd-selftest exited $_rc: $(grep FAIL /tmp/selftest.out | head -n1)$(tail -n1 /tmp/selftest.err)"
+    [ "$(grep -c '^iommufd-selftest: [a-z-]* ok' /tmp/selftest.out)" = $# ] ||
+        rig_fail "not every check ran: $(cat /tmp/selftest.out /tmp/selftest.err | tail -n2)"
+}

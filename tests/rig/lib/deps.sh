@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2154
 # Host packages the rig needs. Sourced by run.sh.
 
-rig_packages=(qemu-system-x86 busybox-static cpio
+rig_packages=(qemu-system-x86 busybox-static cpio debian-archive-keyring
               linux-source-6.12 bc flex bison libelf-dev libssl-dev xz-utils lz4 make gcc)
 
 # Installs what is missing when root; otherwise says what to install and exits 2.

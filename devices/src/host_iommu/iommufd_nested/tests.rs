@@ -1,3 +1,5 @@
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -18,6 +20,8 @@ struct FakeObjects {
     next_id: Mutex<u32>,
     handle_at_most: u32,
     refuse_viommu: bool,
+    /// The write end of the last vEVENTQ's pipe: what the kernel would report.
+    vevents: Arc<Mutex<Option<File>>>,
 }
 
 impl FakeObjects {
@@ -27,6 +31,7 @@ impl FakeObjects {
             next_id: Mutex::new(100),
             handle_at_most: u32::MAX,
             refuse_viommu: false,
+            vevents: Arc::default(),
         }
     }
 
@@ -74,12 +79,14 @@ impl IommufdObjects for FakeObjects {
         viommu_id: u32,
         data_type: u32,
         data: &[u8],
+        fault_id: Option<u32>,
     ) -> io::Result<u32> {
         let id = self.id();
+        let fault = fault_id.map_or(String::new(), |f| format!(" fault {f}"));
         record(
             &self.log,
             format!(
-                "hwpt {id} dev {dev_id} viommu {viommu_id} type {data_type} data {:02x}",
+                "hwpt {id} dev {dev_id} viommu {viommu_id} type {data_type} data {:02x}{fault}",
                 data[0]
             ),
         );
@@ -107,9 +114,60 @@ impl IommufdObjects for FakeObjects {
         (sent, None)
     }
 
+    fn alloc_fault_queue(&self) -> io::Result<(u32, File)> {
+        let id = self.id();
+        record(&self.log, format!("fault queue {id}"));
+        Ok((id, empty_fd()))
+    }
+
+    fn alloc_veventq(
+        &self,
+        viommu_id: u32,
+        veventq_type: u32,
+        depth: u32,
+    ) -> io::Result<(u32, File)> {
+        let id = self.id();
+        record(
+            &self.log,
+            format!("veventq {id} viommu {viommu_id} type {veventq_type} depth {depth}"),
+        );
+        let (reader, writer) = pipe();
+        *self.vevents.lock().unwrap() = Some(writer);
+        Ok((id, reader))
+    }
+
     fn destroy(&self, id: u32) -> io::Result<()> {
         record(&self.log, format!("destroy {id}"));
         Ok(())
+    }
+}
+
+fn pipe() -> (File, File) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
+        0
+    );
+    // SAFETY: both descriptors were just created and are owned here only.
+    unsafe {
+        (
+            File::from(OwnedFd::from_raw_fd(fds[0])),
+            File::from(OwnedFd::from_raw_fd(fds[1])),
+        )
+    }
+}
+
+/// The read end of a pipe whose write end is closed: reads give 0 bytes, like an empty
+/// fault queue.
+fn empty_fd() -> File {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned here only.
+    unsafe {
+        drop(OwnedFd::from_raw_fd(fds[1]));
+        File::from(OwnedFd::from_raw_fd(fds[0]))
     }
 }
 
@@ -144,6 +202,7 @@ const FORMAT: Smmuv3Format = Smmuv3Format {
         range_invalidation: true,
         ds: true,
     },
+    guest_idr: [0; 6],
 };
 const S1_STE: [u64; 2] = [1 | 0b101 << 1 | 0x8000_0000, 0];
 
@@ -157,7 +216,7 @@ fn endpoint(log: &Log, dev_id: u32) -> Box<FakeEndpoint> {
 /// A vIOMMU with the endpoint dev 7 at guest StreamID 0x10; the log starts empty.
 fn nested(log: &Log, objects: FakeObjects) -> IommufdNested<Smmuv3Format, FakeObjects> {
     let first = endpoint(log, 7);
-    let mut nested = IommufdNested::new(FORMAT, objects, first.as_ref(), 3).unwrap();
+    let nested = IommufdNested::new(FORMAT, objects, first.as_ref(), 3).unwrap();
     nested.add_endpoint(0x10, first).unwrap();
     log.lock().unwrap().clear();
     nested
@@ -171,7 +230,7 @@ fn take(log: &Log) -> Vec<String> {
 fn setup_makes_parent_viommu_then_a_vdevice_per_endpoint() {
     let log = Log::default();
     let first = endpoint(&log, 7);
-    let mut nested = IommufdNested::new(FORMAT, FakeObjects::new(&log), first.as_ref(), 3).unwrap();
+    let nested = IommufdNested::new(FORMAT, FakeObjects::new(&log), first.as_ref(), 3).unwrap();
     nested.add_endpoint(0x10, first).unwrap();
     assert_eq!(
         take(&log),
@@ -212,7 +271,7 @@ fn a_refused_viommu_leaves_no_parent_behind() {
 #[test]
 fn a_new_ste_is_a_new_hwpt_attached_by_replacement() {
     let log = Log::default();
-    let mut nested = nested(&log, FakeObjects::new(&log));
+    let nested = nested(&log, FakeObjects::new(&log));
     nested.install_ste(0x10, S1_STE).unwrap();
     assert_eq!(
         take(&log),
@@ -247,7 +306,7 @@ fn a_new_ste_is_a_new_hwpt_attached_by_replacement() {
 #[test]
 fn hostile_stes_and_unknown_streams_reach_no_kernel_call() {
     let log = Log::default();
-    let mut nested = nested(&log, FakeObjects::new(&log));
+    let nested = nested(&log, FakeObjects::new(&log));
     assert!(matches!(
         nested.install_ste(0x10, [1 | 0b110 << 1, 0]),
         Err(NestedError::IllegalSte { stream: 0x10, .. })
@@ -295,7 +354,7 @@ fn invalidation_checks_the_count_the_kernel_reports() {
 #[test]
 fn teardown_follows_the_kernels_order() {
     let log = Log::default();
-    let mut nested = nested(&log, FakeObjects::new(&log));
+    let nested = nested(&log, FakeObjects::new(&log));
     nested.add_endpoint(0x20, endpoint(&log, 8)).unwrap();
     nested.install_ste(0x10, S1_STE).unwrap();
     take(&log);
@@ -320,7 +379,7 @@ fn teardown_follows_the_kernels_order() {
 #[test]
 fn a_removed_endpoint_is_released_before_it_is_handed_back() {
     let log = Log::default();
-    let mut nested = nested(&log, FakeObjects::new(&log));
+    let nested = nested(&log, FakeObjects::new(&log));
     nested.install_ste(0x10, S1_STE).unwrap();
     take(&log);
     let device = nested.remove_endpoint(0x10).unwrap();
@@ -331,4 +390,92 @@ fn a_removed_endpoint_is_released_before_it_is_handed_back() {
     drop(device);
     assert!(nested.remove_endpoint(0x10).is_none());
     assert!(nested.install_ste(0x10, S1_STE).is_err());
+}
+
+#[test]
+fn fault_sources_go_after_the_hwpts_that_use_them_and_before_the_viommu() {
+    let log = Log::default();
+    let first = endpoint(&log, 7);
+    let nested = IommufdNested::new(FORMAT, FakeObjects::new(&log), first.as_ref(), 3)
+        .unwrap()
+        .with_page_requests()
+        .unwrap()
+        .with_events(8)
+        .unwrap();
+    nested.add_endpoint(0x10, first).unwrap();
+    nested.install_ste(0x10, S1_STE).unwrap();
+    assert_eq!(
+        take(&log)[2..],
+        [
+            "fault queue 102",
+            "veventq 103 viommu 101 type 1 depth 8",
+            "vdevice 104 viommu 101 dev 7 virt 0x10",
+            "attach dev 7 to 100",
+            "hwpt 105 dev 7 viommu 101 type 2 data 0b fault 102",
+            "attach dev 7 to 105",
+        ],
+        "every nested HWPT reports its page requests to the fault queue"
+    );
+    drop(nested);
+    assert_eq!(
+        take(&log),
+        [
+            "attach dev 7 to 100",
+            "destroy 105",
+            "destroy 104",
+            "close dev 7",
+            "destroy 102",
+            "destroy 103",
+            "destroy 101",
+            "destroy 100",
+        ]
+    );
+}
+
+#[test]
+fn a_lost_events_marker_is_reported_with_the_next_event() {
+    use crate::host_iommu::iommufd_faults::VEVENT_LOST_EVENTS;
+    use crate::host_iommu::iommufd_selftest::SelftestFormat;
+    use crate::host_iommu::nested::NestedHostIommu;
+    use std::io::Write;
+
+    let log = Log::default();
+    let objects = FakeObjects::new(&log);
+    let kernel = objects.vevents.clone();
+    let first = endpoint(&log, 7);
+    let nested = IommufdNested::new(SelftestFormat, objects, first.as_ref(), 3)
+        .unwrap()
+        .with_events(2)
+        .unwrap();
+    let event = |flags: u32, sequence: u32, virt_id: Option<u32>| {
+        let mut b = [flags.to_le_bytes(), sequence.to_le_bytes()].concat();
+        if let Some(v) = virt_id {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        kernel
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .write_all(&b)
+            .unwrap();
+    };
+    event(0, 0, Some(0x10));
+    event(0, 1, Some(0x10));
+    event(VEVENT_LOST_EVENTS, 2, None);
+    let events = nested.read_events(8).unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|e| e.lost_before == 0 && e.record.sid() == 0x10));
+    event(0, 7, Some(0x20));
+    // A gap after a known sequence number counts exactly.
+    event(0, 10, Some(0x20));
+    let events = nested.read_events(8).unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.lost_before).collect::<Vec<_>>(),
+        [1, 2],
+        "the marker's loss comes with the next event; 8 and 9 were lost"
+    );
+    assert!(nested.read_events(8).unwrap().is_empty());
 }

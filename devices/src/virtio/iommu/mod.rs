@@ -17,11 +17,15 @@
 //!   domain,
 //! - [`queues`], [`request`]: serving the virtqueues, [`request_counters`]: what they served,
 //! - [`device`], [`worker`]: the `VirtioDevice` and its thread,
-//! - [`viot`]: the ACPI VIOT table describing the IOMMU and its endpoints.
+//! - [`viot`]: the ACPI VIOT table describing the IOMMU and its endpoints,
+//! - `driver_harness` (tests, feature `driver-harness`): a driver's side of the requestq
+//!   and eventq over a small guest memory.
 
 pub mod config;
 pub mod device;
 pub mod domains;
+#[cfg(any(test, feature = "driver-harness"))]
+pub mod driver_harness;
 pub mod endpoint;
 pub mod faults;
 pub mod host_endpoints;

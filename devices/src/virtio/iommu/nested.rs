@@ -53,6 +53,17 @@ impl NestedBackend {
         }
     }
 
+    /// A back-end that translates only its own devices' DMA (iommufd's nested objects on
+    /// a host IOMMU): endpoints nestor emulates cannot be translated in table mode.
+    pub fn host_only(host: Arc<dyn NestedHostIommu>, ram: GuestMemoryMmap) -> Self {
+        Self {
+            host,
+            translator: None,
+            ram,
+            fault_relay: None,
+        }
+    }
+
     /// Page requests and events reach the guest through `relay`, and PAGE_RESP answers
     /// through it: the extension's PAGE_REQUEST is offered.
     pub fn with_fault_relay(mut self, relay: Arc<FaultRelayState>) -> Self {

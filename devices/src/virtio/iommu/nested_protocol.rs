@@ -316,20 +316,23 @@ fn parse_attach_table(body: &Body) -> Result<NestedRequest, RequestError> {
     }))
 }
 
-mod scope {
+/// INVALIDATE's `scope`.
+pub mod scope {
     pub const DOMAIN: u8 = 1;
     pub const PASID: u8 = 2;
     pub const ADDRESS: u8 = 3;
 }
 
-mod caches {
+/// INVALIDATE's `caches`.
+pub mod caches {
     pub const CD: u8 = 1 << 0;
     pub const TLB: u8 = 1 << 1;
     pub const DEVICE_TLB: u8 = 1 << 2;
     pub const ALL: u8 = CD | TLB | DEVICE_TLB;
 }
 
-mod invalidate_flags {
+/// INVALIDATE's `flags`.
+pub mod invalidate_flags {
     pub const LEAF: u16 = 1 << 0;
     pub const PASID: u16 = 1 << 1;
     pub const ASID: u16 = 1 << 2;

@@ -144,21 +144,11 @@ fn put(bytes: &mut [u8], offset: usize, value: &[u8]) {
 
 /// INVALIDATE's readable part (3.2): TLB, ADDRESS scope, one 4 KiB page of `asid`.
 fn invalidate_page(domain: u32, asid: u16, address: u64) -> Vec<u8> {
-    let mut bytes = invalidate(domain, 3, 1 << 1, 1 << 2);
+    let mut bytes = invalidate(domain, 3, 1 << 1, 1 << 2, 0);
     put(&mut bytes, 16, &asid.to_le_bytes());
     put(&mut bytes, 24, &address.to_le_bytes());
     put(&mut bytes, 32, &1u64.to_le_bytes());
     bytes[40] = 12;
-    bytes
-}
-
-fn invalidate(domain: u32, scope: u8, caches: u8, flags: u16) -> Vec<u8> {
-    let mut bytes = vec![0u8; 60];
-    bytes[0] = 7;
-    bytes[4] = scope;
-    bytes[5] = caches;
-    put(&mut bytes, 6, &flags.to_le_bytes());
-    put(&mut bytes, 8, &domain.to_le_bytes());
     bytes
 }
 
@@ -259,8 +249,8 @@ fn invalidate_of_the_whole_domain_and_of_the_cds() {
     assert!(n.write(DISK, Some(2), IOVA, b"old!"));
     // PASID 2's CD now points at PASID 1's tables.
     n.put(CD_TABLE + 64 * 2 + 8, TABLES[1]);
-    let cd_all = invalidate(3, 1, 1 << 0, 0);
-    let tlb_all = invalidate(3, 1, 1 << 1, 0);
+    let cd_all = invalidate(3, 1, 1 << 0, 0, 0);
+    let tlb_all = invalidate(3, 1, 1 << 1, 0, 0);
     assert_eq!(n.send(&cd_all), OK);
     assert_eq!(n.send(&tlb_all), OK);
     assert!(n.write(DISK, Some(2), IOVA, b"moved"));
@@ -341,7 +331,7 @@ fn table_and_map_modes_refuse_each_other() {
     assert_eq!(n.rig.map(5, 0, 0xfff, 0x1000, rw), OK);
     assert_eq!(n.attach_table(5, RNG, STE0), INVAL);
     assert_eq!(
-        n.send(&invalidate(5, 1, 1 << 1, 0)),
+        n.send(&invalidate(5, 1, 1 << 1, 0, 0)),
         INVAL,
         "INVALIDATE on map mode"
     );
@@ -440,15 +430,15 @@ fn malformed_invalidate_and_page_resp_get_their_status() {
     let mut reserved = invalidate_page(3, 1, IOVA);
     reserved[50] = 1;
     let cases: Vec<(Vec<u8>, Option<Status>, &str)> = vec![
-        (invalidate(9, 1, 1 << 1, 0), NOENT, "no such domain"),
-        (invalidate(3, 1, 0, 0), INVAL, "no cache"),
-        (invalidate(3, 1, 1 << 3, 0), INVAL, "unknown cache"),
-        (invalidate(3, 2, 1 << 1, 0), INVAL, "TLB by PASID"),
-        (invalidate(3, 3, 1 << 1, 1 << 2), INVAL, "no pages"),
+        (invalidate(9, 1, 1 << 1, 0, 0), NOENT, "no such domain"),
+        (invalidate(3, 1, 0, 0, 0), INVAL, "no cache"),
+        (invalidate(3, 1, 1 << 3, 0, 0), INVAL, "unknown cache"),
+        (invalidate(3, 2, 1 << 1, 0, 0), INVAL, "TLB by PASID"),
+        (invalidate(3, 3, 1 << 1, 1 << 2, 0), INVAL, "no pages"),
         (wraps, RANGE, "wrapping range"),
         (reserved, INVAL, "reserved byte"),
         (
-            invalidate(3, 1, 1 << 1, 0)[..40].to_vec(),
+            invalidate(3, 1, 1 << 1, 0, 0)[..40].to_vec(),
             INVAL,
             "too short",
         ),
@@ -469,7 +459,7 @@ fn without_the_feature_the_requests_are_unsupported() {
     let mut n = Nested::new();
     n.rig.negotiated &= !features::ATTACH_TABLE;
     assert_eq!(n.attach_table(3, DISK, STE0), UNSUPP);
-    assert_eq!(n.send(&invalidate(3, 1, 1 << 1, 0)), UNSUPP);
+    assert_eq!(n.send(&invalidate(3, 1, 1 << 1, 0, 0)), UNSUPP);
     assert_eq!(n.rig.state.domains().domain_count(), 0);
 }
 

@@ -1,4 +1,8 @@
-//! A driver's side of the requestq and eventq, over a small guest memory.
+//! A driver's side of the requestq and eventq, over a small guest memory: requests are
+//! laid out as a driver lays them out, served by the device's own queue code, and the
+//! answers read back. The device-level tests use it, and so does the rig's check of the
+//! iommufd nested back-end (feature `driver-harness`). A harness that cannot set itself up
+//! panics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,16 +80,27 @@ const STATUSES: [Status; 9] = [
     Status::NoMem,
 ];
 
+impl Default for Rig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Rig {
     pub fn new() -> Self {
         Self::with(IommuConfig::default(), FaultRateLimit::default())
     }
 
     pub fn with(config: IommuConfig, rate: FaultRateLimit) -> Self {
+        Self::with_endpoints(config, rate, &[DISK, RNG])
+    }
+
+    /// A virtio-iommu whose endpoints are `endpoints`, as emulated devices.
+    pub fn with_endpoints(config: IommuConfig, rate: FaultRateLimit, endpoints: &[u32]) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
         let state = Arc::new(IommuState::new(config, rate).unwrap());
         let mut tlbs = HashMap::new();
-        for endpoint in [DISK, RNG] {
+        for &endpoint in endpoints {
             let tlb = DeviceTlb::new();
             state.add_endpoint(endpoint, tlb.clone());
             tlbs.insert(endpoint, tlb);
@@ -357,5 +372,20 @@ pub fn probe(endpoint: u32) -> Vec<u8> {
     let mut b = head(request_type::PROBE);
     b.extend_from_slice(&endpoint.to_le_bytes());
     b.extend_from_slice(&[0u8; 64]);
+    b
+}
+
+/// INVALIDATE's readable part (3.2), 60 bytes: `scope`, `caches` and `flags` as
+/// [`scope`](crate::virtio::iommu::nested_protocol::scope),
+/// [`caches`](crate::virtio::iommu::nested_protocol::caches) and
+/// [`invalidate_flags`](crate::virtio::iommu::nested_protocol::invalidate_flags) name them.
+pub fn invalidate(domain: u32, scope: u8, caches: u8, flags: u16, pasid: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 60];
+    b[0] = 7;
+    b[4] = scope;
+    b[5] = caches;
+    b[6..8].copy_from_slice(&flags.to_le_bytes());
+    b[8..12].copy_from_slice(&domain.to_le_bytes());
+    b[12..16].copy_from_slice(&pasid.to_le_bytes());
     b
 }
