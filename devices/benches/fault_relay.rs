@@ -4,11 +4,17 @@
 //! cookie, the model's PRI_RESP), and the device is told (the model's device notifier).
 //!
 //! - `round_trip`: one request at a time, from the device's request to its response;
-//! - `sustained`: 64 requests in flight, as requests per second.
+//! - `sustained`: 64 requests in flight, as requests per second;
+//! - `engine_round_trip`: from the DMA engine's miss to its resumed access (engine.rs);
+//! - `engine_sustained`: the engine's 64 requests in flight (eight groups at eight PASIDs).
 //!
-//! Before criterion's figures, the breakdown of 2,000 single round trips (medians): relay
+//! Before criterion's figures, the breakdowns of 2,000 single round trips (medians): relay
 //! wake-up (request to the guest side being called), delivery (to the guest thread),
-//! guest to response (the answer through the cookie to the device).
+//! guest to response (the answer through the cookie to the device); and the engine's, with
+//! the guest's handling and the engine's own wake-up apart.
+
+#[path = "fault_relay/engine.rs"]
+mod engine;
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -152,6 +158,8 @@ fn breakdown(s: &Setup) {
 fn bench(c: &mut Criterion) {
     let s = setup();
     breakdown(&s);
+    let e = engine::Engine::new();
+    engine::breakdown(&e);
     let mut group = c.benchmark_group("fault_relay");
     let mut next = 0u16;
     group.bench_function("round_trip", |b| {
@@ -180,6 +188,16 @@ fn bench(c: &mut Criterion) {
             }
             start.elapsed()
         })
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("engine_round_trip", |b| {
+        b.iter_custom(|iters| engine::round_trip(&e, iters))
+    });
+    group.throughput(Throughput::Elements(
+        u64::from(engine::SUSTAINED_JOBS) * engine::SUSTAINED_PAGES,
+    ));
+    group.bench_function("engine_sustained", |b| {
+        b.iter_custom(|iters| engine::sustained(&e, iters))
     });
     group.finish();
 }

@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod io_counters;
 pub mod legacy;
 pub mod pci;
+pub mod pri;
 pub mod vfio;
 pub mod virtio;
 pub mod vm_control;

@@ -44,6 +44,8 @@ pub enum ConfigError {
     Cpus { got: u32, max: u32 },
     #[error("--timeout must be at least 1 second")]
     Timeout,
+    #[error("--viommu: {0}")]
+    Viommu(String),
     #[error(transparent)]
     VfioHost(#[from] VfioHostError),
     #[error(transparent)]
@@ -226,6 +228,9 @@ impl VmConfig {
         }
         if args.timeout == Some(0) {
             return Err(ConfigError::Timeout);
+        }
+        if let Some(viommu) = &args.viommu {
+            viommu.check().map_err(ConfigError::Viommu)?;
         }
         let vfio = check_vfio(args.vfio, Path::new("/dev"))?;
         let cmdline = match (&kernel, args.cmdline) {

@@ -13,11 +13,13 @@ use devices::fault_relay::{FaultRelay, FaultRelayState, GroupLimits};
 use devices::virtio::iommu::page_requests::GuestEventq;
 use devices::virtio::ThreadSetupHook;
 use std::sync::Arc;
+use std::time::Duration;
 
 use devices::dma::DeviceDma;
 use devices::host_iommu::smmuv3::{Smmuv3, Smmuv3Caps};
 use devices::host_iommu::{GuestRam, HostIommu, HostIommuError};
 use devices::pci::Bdf;
+use devices::pri::{PageResponseRouter, PriLink};
 use devices::virtio::iommu::state::IommuState;
 use devices::virtio::iommu::viot::{build_viot, endpoint_id};
 use devices::virtio::iommu::{
@@ -27,29 +29,80 @@ use devices::virtio::iommu::{
 use devices::virtio::{VirtioDevice, WorkerSpec};
 use vm_memory::GuestMemoryMmap;
 
-/// What `--viommu` asked for; in a config file `{"bypass": BOOL}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What `--viommu` asked for; in a config file `{"bypass": BOOL, "page-response-timeout":
+/// MS}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViommuOptions {
     #[serde(default)]
     pub bypass: bool,
+    /// Milliseconds the guest has to answer a page request (nested mode) before the device
+    /// is told it failed.
+    #[serde(
+        default = "default_page_response_timeout",
+        rename = "page-response-timeout"
+    )]
+    pub page_response_timeout_ms: u64,
+}
+
+/// Long enough for a guest to fault a page in from disk, short enough that a device does
+/// not hang on a guest that ignores it.
+pub const DEFAULT_PAGE_RESPONSE_TIMEOUT_MS: u64 = 5000;
+/// At most ten minutes.
+const MAX_PAGE_RESPONSE_TIMEOUT_MS: u64 = 600_000;
+
+fn default_page_response_timeout() -> u64 {
+    DEFAULT_PAGE_RESPONSE_TIMEOUT_MS
+}
+
+impl Default for ViommuOptions {
+    fn default() -> Self {
+        Self {
+            bypass: false,
+            page_response_timeout_ms: DEFAULT_PAGE_RESPONSE_TIMEOUT_MS,
+        }
+    }
 }
 
 impl ViommuOptions {
-    /// `--viommu` alone (empty value), or `--viommu bypass=on|off`.
+    /// `--viommu` alone (empty value), or `--viommu bypass=on|off,page-response-timeout=MS`.
     pub fn parse(value: &str) -> Result<Self, String> {
         let mut options = Self::default();
         for item in value.split(',').filter(|s| !s.is_empty()) {
             match item.split_once('=') {
                 Some(("bypass", v)) => options.bypass = parse_on_off(v)?,
+                Some(("page-response-timeout", v)) => {
+                    options.page_response_timeout_ms = parse_timeout_ms(v)?
+                }
                 _ => {
                     return Err(format!(
-                        "unknown --viommu option '{item}' (want bypass=on|off)"
+                        "unknown --viommu option '{item}' (want bypass=on|off or page-response-timeout=MS)"
                     ))
                 }
             }
         }
         Ok(options)
+    }
+
+    /// Refuses what `parse` would (a config file's value).
+    pub fn check(&self) -> Result<(), String> {
+        parse_timeout_ms(&self.page_response_timeout_ms.to_string()).map(|_| ())
+    }
+
+    fn group_limits(&self) -> GroupLimits {
+        GroupLimits {
+            answer_within: Duration::from_millis(self.page_response_timeout_ms),
+            ..GroupLimits::default()
+        }
+    }
+}
+
+fn parse_timeout_ms(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(ms) if (1..=MAX_PAGE_RESPONSE_TIMEOUT_MS).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "page-response-timeout '{value}' is not a number of milliseconds from 1 to {MAX_PAGE_RESPONSE_TIMEOUT_MS}"
+        )),
     }
 }
 
@@ -90,6 +143,10 @@ pub struct ViommuBuilder {
     host: HostEndpoints,
     /// Nested mode: the fault relay between the back-end and the guest.
     fault_relay: Option<Arc<FaultRelayState>>,
+    /// Nested mode: the software SMMUv3, which takes emulated devices' page requests, and
+    /// where its PRI_RESPs go.
+    page_requests: Option<(Arc<Smmuv3<GuestMemoryMmap>>, Arc<PageResponseRouter>)>,
+    group_limits: GroupLimits,
 }
 
 impl ViommuBuilder {
@@ -116,6 +173,8 @@ impl ViommuBuilder {
             endpoints: Vec::new(),
             host: HostEndpoints::new(ram),
             fault_relay: None,
+            page_requests: None,
+            group_limits: options.group_limits(),
         })
     }
 
@@ -139,13 +198,32 @@ impl ViommuBuilder {
         if self.iommu.state().nested().is_some() {
             return Ok(());
         }
-        let model = Arc::new(Smmuv3::new(ram.clone(), Smmuv3Caps::default())?);
-        let relay = FaultRelayState::new(model.clone(), GroupLimits::default());
-        let backend = NestedBackend::translating(model, ram).with_fault_relay(relay.clone());
+        let router = PageResponseRouter::new();
+        let model = Arc::new(
+            Smmuv3::new(ram.clone(), Smmuv3Caps::default())?.with_notifier(router.clone()),
+        );
+        let relay = FaultRelayState::new(model.clone(), self.group_limits);
+        let backend =
+            NestedBackend::translating(model.clone(), ram).with_fault_relay(relay.clone());
         // Set nowhere else, and checked just above.
         let _ = self.iommu.state().set_nested(backend);
         self.fault_relay = Some(relay);
+        self.page_requests = Some((model, router));
         Ok(())
+    }
+
+    /// In nested mode, how the emulated device at `bdf` sends page requests to the SMMU
+    /// and hears its responses. It waits for one a second past the relay's own deadline,
+    /// by which the relay has answered for a guest that did not.
+    pub fn page_request_link(&self, bdf: Bdf) -> Option<PriLink> {
+        let (model, router) = self.page_requests.as_ref()?;
+        let stream = endpoint_id(bdf);
+        Some(PriLink {
+            port: model.clone(),
+            stream,
+            responses: router.attach(stream),
+            wait_limit: self.group_limits.answer_within + Duration::from_secs(1),
+        })
     }
 
     /// Starts the fault relay thread in nested mode; `setup` installs its seccomp filter.
@@ -208,14 +286,27 @@ mod tests {
 
     #[test]
     fn viommu_options() {
-        assert_eq!(
-            ViommuOptions::parse(""),
-            Ok(ViommuOptions { bypass: false })
-        );
+        assert_eq!(ViommuOptions::parse(""), Ok(ViommuOptions::default()));
         assert_eq!(
             ViommuOptions::parse("bypass=on"),
-            Ok(ViommuOptions { bypass: true })
+            Ok(ViommuOptions {
+                bypass: true,
+                ..ViommuOptions::default()
+            })
         );
+        assert_eq!(
+            ViommuOptions::parse("page-response-timeout=250,bypass=off"),
+            Ok(ViommuOptions {
+                bypass: false,
+                page_response_timeout_ms: 250
+            })
+        );
+        for bad in ["0", "600001", "1s", ""] {
+            assert!(
+                ViommuOptions::parse(&format!("page-response-timeout={bad}")).is_err(),
+                "{bad}"
+            );
+        }
         assert!(ViommuOptions::parse("bypass=maybe").is_err());
         assert!(ViommuOptions::parse("colour=blue").is_err());
         assert_eq!(parse_on_off("off"), Ok(false));
@@ -228,7 +319,10 @@ mod tests {
 
     #[test]
     fn endpoints_translate_and_appear_in_the_viot() {
-        let options = ViommuOptions { bypass: true };
+        let options = ViommuOptions {
+            bypass: true,
+            ..ViommuOptions::default()
+        };
         let ram = Arc::new(
             vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x10000)])
                 .unwrap(),

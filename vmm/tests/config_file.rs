@@ -91,6 +91,15 @@ fn a_bad_file_is_one_line_naming_the_field() {
         .output()
         .unwrap();
     assert_usage_error(&output, "4 KiB");
+    let file = dir.file(
+        "timeout.json",
+        br#"{"viommu": {"page-response-timeout": 0}}"#,
+    );
+    let output = nestor()
+        .args(["run", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_usage_error(&output, "page-response-timeout");
     let missing = dir.path().join("missing.json");
     let output = nestor()
         .args(["run", "--config", missing.to_str().unwrap()])

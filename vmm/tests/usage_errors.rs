@@ -82,6 +82,14 @@ fn bad_serial_mode() {
 }
 
 #[test]
+fn bad_page_response_timeout() {
+    for bad in ["0", "600001", "5s"] {
+        let option = format!("page-response-timeout={bad}");
+        assert_usage_error(&run(&["--viommu", &option]), "page-response-timeout");
+    }
+}
+
+#[test]
 fn pit_takes_no_value() {
     assert_usage_error(&run(&["--pit=on"]), "--pit");
 }

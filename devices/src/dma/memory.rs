@@ -82,6 +82,12 @@ impl DmaMemory {
         self.tlb.generation() != self.generation
     }
 
+    /// Whether `[addr, addr + count)` translates for `access` now, the question of a PCIe
+    /// ATS Translation Request: the IOTLB is filled as for an access, nothing is copied.
+    pub fn translates(&self, addr: u64, count: u64, access: Permissions) -> bool {
+        self.pin(addr, count, access).is_ok()
+    }
+
     /// Pins the IOTLB with `[addr, addr + count)` translated for `access`; returns the one
     /// entry that holds it all, when one does.
     fn pin(

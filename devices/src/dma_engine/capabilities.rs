@@ -2,10 +2,10 @@
 //! them: the PCI Express capability (a Root Complex Integrated Endpoint, so the guest reads
 //! extended configuration space) and the PASID, ATS and PRI extended capabilities.
 //!
-//! The guest can read them and write their control fields, which read back. PASID Enable
-//! is honoured in nested translation (`iommu=nested`): jobs may carry a PASID only while it
-//! is set. The engine never sends translation requests (its DMA is translated inside
-//! nestor) and never sends page requests, whatever ATS and PRI say.
+//! The guest can read them and write their control fields, which read back. In nested
+//! translation (`iommu=nested`) PASID Enable lets jobs carry a PASID, and PRI Enable with
+//! a non-zero allocation lets the engine ask for the pages its jobs miss (page_requests).
+//! The engine never sends ATS translation requests: its DMA is translated inside nestor.
 
 use crate::pci::config::{ConfigError, PciConfiguration};
 use crate::pci::ExtendedCapabilities;
@@ -33,11 +33,14 @@ pub const PASID_CONTROL_ENABLE: u16 = 1 << 0;
 const ATS_CAPABILITY: u16 = 1 << 5;
 /// ATS Control: Smallest Translation Unit (bits 4:0) and Enable (bit 15).
 const ATS_CONTROL_WRITABLE: u16 = 0x801f;
-const PRI_CONTROL_ENABLE: u16 = 1 << 0;
+pub const PRI_CONTROL_ENABLE: u16 = 1 << 0;
 /// PRI Status: Stopped (no requests outstanding while disabled).
 const PRI_STATUS_STOPPED: u16 = 1 << 8;
-/// Outstanding page requests the engine would issue at once.
-const PRI_REQUEST_CAPACITY: u32 = 32;
+/// Outstanding page requests the engine can issue at once.
+pub const PRI_REQUEST_CAPACITY: u32 = 256;
+/// Where the PRI capability's registers are, from its header.
+pub const PRI_CONTROL_OFFSET: usize = 4;
+pub const PRI_ALLOCATION_OFFSET: usize = 0xc;
 
 /// Where each capability landed in configuration space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

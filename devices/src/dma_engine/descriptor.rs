@@ -66,6 +66,9 @@ pub enum JobStatus {
     TranslationFault = 5,
     /// An address (translated or not) is outside guest RAM.
     MemoryFault = 6,
+    /// The engine asked for a page (PRI) and the answer was a failure, or none came in time;
+    /// nothing was written.
+    PageRequestFailed = 7,
 }
 
 /// `fault_flags` bit: the access that faulted was a write.

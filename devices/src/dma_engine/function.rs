@@ -17,7 +17,11 @@ use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::capabilities::{add_pcie_capabilities, PASID_CONTROL_ENABLE};
+use super::capabilities::{
+    add_pcie_capabilities, PASID_CONTROL_ENABLE, PRI_ALLOCATION_OFFSET, PRI_CONTROL_ENABLE,
+    PRI_CONTROL_OFFSET, PRI_REQUEST_CAPACITY,
+};
+use super::page_requests::PageRequester;
 use super::registers::*;
 use super::ring::{Progress, RingRunner};
 use crate::dma::DeviceDma;
@@ -27,6 +31,7 @@ use crate::pci::config::{BarMove, BarRegionKind, ConfigError, PciConfiguration, 
 use crate::pci::device::{PciBar, PciDevice};
 use crate::pci::msix::{MsixLayout, MsixState};
 use crate::pci::{Bdf, ExtendedCapabilities, SharedMsix};
+use crate::pri::PriLink;
 use crate::virtio::worker::Worker;
 use crate::virtio::WorkerSpec;
 
@@ -68,6 +73,10 @@ pub struct DmaEngine {
     pasid_capability: usize,
     /// In nested translation: jobs may carry PASIDs.
     nested: bool,
+    /// Where the PRI capability is in configuration space.
+    pri_capability: usize,
+    /// Where page requests go, when the IOMMU takes them.
+    page_requests: Option<PriLink>,
 }
 
 impl DmaEngine {
@@ -129,6 +138,8 @@ impl DmaEngine {
             counters: Arc::default(),
             pasid_capability: capabilities.pasid,
             nested: false,
+            pri_capability: capabilities.pri,
+            page_requests: None,
         })
     }
 
@@ -142,6 +153,28 @@ impl DmaEngine {
     pub fn with_nested_translation(mut self) -> Self {
         self.nested = true;
         self
+    }
+
+    /// Page requests go through `link` while the guest enables PRI (nested translation).
+    pub fn with_page_requests(mut self, link: PriLink) -> Self {
+        self.page_requests = Some(link);
+        self
+    }
+
+    /// The page requester of an enabling: PRI Enable set with a non-zero allocation (at
+    /// most the capacity), in nested translation with a link to the IOMMU.
+    fn page_requester(&self) -> Option<PageRequester> {
+        let link = self.page_requests.clone().filter(|_| self.nested)?;
+        let control = self
+            .extended
+            .read_reg((self.pri_capability + PRI_CONTROL_OFFSET) / 4);
+        if control & u32::from(PRI_CONTROL_ENABLE) == 0 {
+            return None;
+        }
+        let allocation = self
+            .extended
+            .read_reg((self.pri_capability + PRI_ALLOCATION_OFFSET) / 4);
+        PageRequester::new(link, allocation.min(PRI_REQUEST_CAPACITY))
     }
 
     /// PASID Enable in the PASID capability's Control register.
@@ -240,7 +273,7 @@ impl DmaEngine {
         {
             return;
         }
-        // PASID Enable is taken as it stands when the engine starts its work.
+        // PASID and PRI are taken as they stand when the engine starts its work.
         let runner = RingRunner::new(
             self.ring,
             self.dma.memory(self.ram.clone()),
@@ -248,7 +281,8 @@ impl DmaEngine {
             self.msix.clone(),
         )
         .counting(self.counters.clone())
-        .with_pasids(self.nested && self.pasid_enabled());
+        .with_pasids(self.nested && self.pasid_enabled())
+        .with_page_requests(self.page_requester());
         match Worker::spawn(&self.spec, vec![self.doorbell.clone()], vec![], runner) {
             Ok(worker) => self.worker = Some(worker),
             Err(e) => {
@@ -264,6 +298,10 @@ impl DmaEngine {
             worker.stop();
         }
         self.dma.tlb().revoke();
+        // A worker waiting for page responses gives up now; revoked, it writes nothing.
+        if let Some(link) = &self.page_requests {
+            link.responses.abandon();
+        }
     }
 
     /// RESET: the engine stops, and every register returns to its reset value.

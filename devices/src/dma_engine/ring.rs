@@ -7,15 +7,17 @@
 //! than guess. A call serves at most its budget of jobs, each at most `MAX_JOB_LEN` bytes,
 //! so a doorbell cannot keep the worker from seeing its stop flag.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
 use super::descriptor::{
-    Completion, Job, JobDescriptor, JobStatus, COMPLETION_OFFSET, JOB_DESCRIPTOR_SIZE,
+    Completion, Job, JobDescriptor, JobStatus, COMPLETION_OFFSET, FAULT_WRITE, JOB_DESCRIPTOR_SIZE,
 };
 use super::job::{run_job, JobBuffers};
+use super::page_requests::{PageRequester, Refusal, WaitingJob};
 use super::registers::{HaltReason, RingConfig, COMPLETION_VECTOR};
 use crate::dma::DmaMemory;
 use crate::io_counters::IoCounters;
@@ -58,6 +60,10 @@ pub struct RingRunner {
     /// The head as the worker knows it; published to `progress` after each completion.
     head: u32,
     counters: Arc<IoCounters>,
+    /// PRI enabled: pages the waiting jobs miss are asked for before they run.
+    page_requests: Option<PageRequester>,
+    /// Jobs (by ring index) whose pages were refused.
+    refused: HashMap<u32, Refusal>,
 }
 
 /// Counts a completed job: the bytes it read from and wrote to guest memory.
@@ -91,6 +97,8 @@ impl RingRunner {
             serves_pasids: false,
             head,
             counters: Arc::default(),
+            page_requests: None,
+            refused: HashMap::new(),
         }
     }
 
@@ -106,21 +114,63 @@ impl RingRunner {
         self
     }
 
-    /// Runs the job in the next slot and writes its completion; `Ok(interrupt wanted)`.
-    fn serve_one(&mut self) -> Result<bool, HaltReason> {
-        let slot = self.ring.slot_address(self.head);
+    /// Ask for the pages jobs miss before running them (PRI enabled).
+    pub fn with_page_requests(mut self, requester: Option<PageRequester>) -> Self {
+        self.page_requests = requester;
+        self
+    }
+
+    fn descriptor(&self, index: u32) -> Result<JobDescriptor, HaltReason> {
+        let slot = self.ring.slot_address(index);
         let mut bytes = [0u8; JOB_DESCRIPTOR_SIZE];
         self.mem
             .read_slice(&mut bytes, GuestAddress(slot))
             .map_err(|_| HaltReason::RingFault)?;
-        let descriptor = JobDescriptor::from_le_bytes(&bytes);
+        Ok(JobDescriptor::from_le_bytes(&bytes))
+    }
+
+    /// Asks for the pages the next `count` jobs miss; false if the engine was reset while
+    /// it waited.
+    fn fault_in(&mut self, count: u32) -> bool {
+        let Some(requester) = &self.page_requests else {
+            return true;
+        };
+        let jobs: Vec<WaitingJob> = (0..count)
+            .map(|i| self.head.wrapping_add(i))
+            .filter_map(|index| {
+                // A slot that cannot be read halts the engine when its turn comes.
+                let descriptor = self.descriptor(index).ok()?;
+                let job = descriptor.validate_for(self.serves_pasids).ok()?;
+                Some((index, job, descriptor.pasid_tag()))
+            })
+            .collect();
+        match requester.fault_in(&self.mem, &jobs) {
+            Ok(refused) => {
+                self.refused = refused;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Runs the job in the next slot and writes its completion; `Ok(interrupt wanted)`.
+    fn serve_one(&mut self) -> Result<bool, HaltReason> {
+        let slot = self.ring.slot_address(self.head);
+        let descriptor = self.descriptor(self.head)?;
         let job = descriptor.validate_for(self.serves_pasids);
-        let completion = match &job {
-            Ok(job) => match descriptor.pasid_tag() {
+        let refusal = self.refused.remove(&self.head);
+        let completion = match (&job, refusal) {
+            (Ok(_), Some(refusal)) => Completion {
+                status: JobStatus::PageRequestFailed as u32,
+                fault_flags: if refusal.write { FAULT_WRITE } else { 0 },
+                bytes_done: 0,
+                fault_address: refusal.address,
+            },
+            (Ok(job), None) => match descriptor.pasid_tag() {
                 None => run_job(&self.mem, job, &mut self.buffers),
                 pasid => run_job(&self.mem.with_pasid(pasid), job, &mut self.buffers),
             },
-            Err(status) => Completion::refused(*status),
+            (Err(status), _) => Completion::refused(*status),
         };
         self.mem
             .write_slice(
@@ -155,6 +205,22 @@ impl RingRunner {
         }
         let mut interrupt = false;
         let mut served = 0;
+        let mut budget = budget;
+        if self.page_requests.is_some() {
+            let waiting = self
+                .progress
+                .tail
+                .load(Ordering::Acquire)
+                .wrapping_sub(self.head);
+            if waiting <= self.ring.slots {
+                // Only the jobs whose pages were asked for run in this call.
+                let window = waiting.min(budget as u32);
+                if !self.fault_in(window) {
+                    return false;
+                }
+                budget = window as usize;
+            }
+        }
         let more = loop {
             let tail = self.progress.tail.load(Ordering::Acquire);
             let waiting = tail.wrapping_sub(self.head);

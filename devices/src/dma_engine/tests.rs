@@ -13,17 +13,17 @@ use crate::pci::msix::tests::RecordingGroup;
 use crate::pci::{Bdf, PciDevice};
 use crate::virtio::WorkerSpec;
 
-const RING: u64 = 0x1000;
-const SLOTS: u32 = 8;
-const SRC: u64 = 0x10000;
-const DST: u64 = 0x20000;
+pub(super) const RING: u64 = 0x1000;
+pub(super) const SLOTS: u32 = 8;
+pub(super) const SRC: u64 = 0x10000;
+pub(super) const DST: u64 = 0x20000;
 const BAR: u64 = 0xc000_0000;
 const COMMAND_REG: usize = 1;
 const BUS_MASTER_AND_MEMORY: u32 = 0x6;
 
 /// IOVA ranges mapped to guest-physical ones, changed by the test like an IOMMU would.
 #[derive(Debug, Default)]
-struct Mappings(Mutex<Vec<(u64, u64, u64, Permissions)>>);
+pub(super) struct Mappings(pub(super) Mutex<Vec<(u64, u64, u64, Permissions)>>);
 
 impl DmaAddressSpace for Mappings {
     fn fill(
@@ -51,9 +51,9 @@ impl DmaAddressSpace for Mappings {
     }
 }
 
-struct Harness {
-    engine: DmaEngine,
-    ram: GuestMemoryMmap,
+pub(super) struct Harness {
+    pub(super) engine: DmaEngine,
+    pub(super) ram: GuestMemoryMmap,
     interrupts: Arc<RecordingGroup>,
     tlb: Arc<DeviceTlb>,
 }
@@ -68,7 +68,7 @@ impl Harness {
     }
 
     /// `nested`: the engine is in nested translation (`iommu=nested`).
-    fn with_translation(dma: DeviceDma, nested: bool) -> Self {
+    pub(super) fn with_translation(dma: DeviceDma, nested: bool) -> Self {
         let ram = ram();
         let interrupts = Arc::new(RecordingGroup::default());
         let tlb = dma.tlb().clone();
@@ -92,6 +92,14 @@ impl Harness {
         }
     }
 
+    /// The same harness with its engine changed by `f` (before it is brought up).
+    pub(super) fn map_engine(self, f: impl FnOnce(DmaEngine) -> DmaEngine) -> Self {
+        Self {
+            engine: f(self.engine),
+            ..self
+        }
+    }
+
     fn untranslated() -> Self {
         Self::new(DeviceDma::untranslated())
     }
@@ -108,24 +116,24 @@ impl Harness {
         (Self::new(DeviceDma::translated(tlb, maps.clone())), maps)
     }
 
-    fn write(&mut self, offset: u64, value: u32) {
+    pub(super) fn write(&mut self, offset: u64, value: u32) {
         self.engine
             .write_bar(BAR_INDEX, offset, &value.to_le_bytes());
     }
 
-    fn read(&mut self, offset: u64) -> u32 {
+    pub(super) fn read(&mut self, offset: u64) -> u32 {
         let mut data = [0u8; 4];
         self.engine.read_bar(BAR_INDEX, offset, &mut data);
         u32::from_le_bytes(data)
     }
 
-    fn config_write(&mut self, reg: usize, value: u32) {
+    pub(super) fn config_write(&mut self, reg: usize, value: u32) {
         self.engine
             .write_config_register(reg, 0, &value.to_le_bytes());
     }
 
     /// MSI-X on with vector 0 unmasked, bus mastering on.
-    fn bring_up(&mut self) {
+    pub(super) fn bring_up(&mut self) {
         let msix_reg = 0x40 / 4;
         let control = self.engine.read_config_register(msix_reg);
         self.config_write(msix_reg, control | 1 << 31);
@@ -145,13 +153,13 @@ impl Harness {
         self.write(RING_SLOTS, slots);
     }
 
-    fn enable(&mut self) {
+    pub(super) fn enable(&mut self) {
         self.configure_ring(RING, SLOTS);
         self.write(CONTROL, CONTROL_ENABLE);
         assert_eq!(self.read(ERROR), 0);
     }
 
-    fn post(&self, index: u32, job: JobDescriptor) {
+    pub(super) fn post(&self, index: u32, job: JobDescriptor) {
         let slot = RING + u64::from(index % SLOTS) * SLOT_SIZE;
         self.ram
             .write_slice(&job.to_le_bytes(), GuestAddress(slot))
@@ -164,7 +172,7 @@ impl Harness {
             .unwrap();
     }
 
-    fn completion(&self, index: u32) -> Completion {
+    pub(super) fn completion(&self, index: u32) -> Completion {
         let slot = RING + u64::from(index % SLOTS) * SLOT_SIZE;
         let mut bytes = [0u8; COMPLETION_SIZE];
         self.ram
@@ -174,7 +182,7 @@ impl Harness {
     }
 
     /// Waits until HEAD reads `head` (or the engine halts).
-    fn wait_head(&mut self, head: u32) {
+    pub(super) fn wait_head(&mut self, head: u32) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.read(HEAD) != head && self.read(STATUS) & STATUS_HALTED == 0 {
             assert!(
@@ -211,7 +219,7 @@ fn copy(source: u64, destination: u64, length: u64) -> JobDescriptor {
     }
 }
 
-fn fill(destination: u64, length: u64, pattern: u64) -> JobDescriptor {
+pub(super) fn fill(destination: u64, length: u64, pattern: u64) -> JobDescriptor {
     JobDescriptor {
         opcode: OP_FILL,
         flags: FLAG_INTERRUPT,

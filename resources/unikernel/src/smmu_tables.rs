@@ -31,13 +31,20 @@ pub fn ste1(s1dss: u64) -> u64 {
 /// A context descriptor (eight dwords): T0SZ, TG0 4 KiB, EPD1 (no TTB1 region), V,
 /// IPS 48 bits, AA64, R (faults recorded), A (faulting accesses abort), ASID, TTB0.
 pub fn cd(ttb0: u64, asid: u16) -> [u64; 8] {
+    cd_with(ttb0, asid, true)
+}
+
+/// [`cd`] with R (`record`) clear: translation faults are not recorded, as for a device
+/// that asks for missing pages with page requests instead.
+pub fn cd_with(ttb0: u64, asid: u16, record: bool) -> [u64; 8] {
     const EPD1: u64 = 1 << 30;
     const V: u64 = 1 << 31;
     const IPS_48: u64 = 5 << 32;
     const AA64: u64 = 1 << 41;
     const R: u64 = 1 << 45;
     const A: u64 = 1 << 46;
-    let d0 = T0SZ | EPD1 | V | IPS_48 | AA64 | R | A | u64::from(asid) << 48;
+    let r = if record { R } else { 0 };
+    let d0 = T0SZ | EPD1 | V | IPS_48 | AA64 | r | A | u64::from(asid) << 48;
     [d0, ttb0 & 0x000f_ffff_ffff_fff0, 0, 0, 0, 0, 0, 0]
 }
 
@@ -96,6 +103,11 @@ mod tests {
         assert_eq!(c[0] >> 44 & 7, 0b110, "S [44] clear, R [45] and A [46] set");
         assert_eq!(c[0] >> 48, 0xbeef, "ASID [63:48]");
         assert_eq!(c[1], 0x8000_0000, "TTB0 [51:4]");
+        assert_eq!(
+            cd_with(0x8000_0000, 1, false)[0] >> 44 & 7,
+            0b100,
+            "R clear"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ const F_PROBE: u64 = 1 << 4;
 const F_BYPASS_CONFIG: u64 = 1 << 6;
 /// nestor's extension: ATTACH_TABLE and INVALIDATE (docs/virtio-iommu-nested.md).
 const F_NESTOR_ATTACH_TABLE: u64 = 1 << 20;
+/// nestor's extension: page-request records on the eventq, PAGE_RESP.
+const F_NESTOR_PAGE_REQUEST: u64 = 1 << 21;
 
 const ATTACH: u8 = 1;
 const DETACH: u8 = 2;
@@ -26,6 +28,13 @@ const UNMAP: u8 = 4;
 const PROBE: u8 = 5;
 const ATTACH_TABLE: u8 = 6;
 const INVALIDATE: u8 = 7;
+const PAGE_RESP: u8 = 8;
+/// PAGE_RESP codes.
+pub const RESP_SUCCESS: u16 = 0;
+pub const RESP_FAILURE: u16 = 2;
+/// The page-request record's reason, and its flags.
+pub const FAULT_R_PAGE_REQUEST: u8 = 0x80;
+pub const FAULT_F_LAST_PAGE: u32 = 1 << 10;
 pub const S_OK: u8 = 0;
 pub const S_INVAL: u8 = 4;
 pub const S_RANGE: u8 = 5;
@@ -102,6 +111,18 @@ pub fn attach_table_request(domain: u32, endpoint: u32, ste0: u64, ste1: u64) ->
     req
 }
 
+/// PAGE_RESP (docs/virtio-iommu-nested.md 3.4) for group `group` of `endpoint` and `pasid`.
+pub fn page_resp_request(endpoint: u32, pasid: Option<u32>, group: u32, code: u16) -> [u8; 28] {
+    let mut req = [0u8; 28];
+    req[0] = PAGE_RESP;
+    put32(&mut req, 4, endpoint);
+    put32(&mut req, 8, pasid.is_some() as u32);
+    put32(&mut req, 12, pasid.unwrap_or(0));
+    put32(&mut req, 16, group);
+    req[20..22].copy_from_slice(&code.to_le_bytes());
+    req
+}
+
 /// A fault record as the eventq delivered it.
 #[derive(Clone, Copy, Debug)]
 pub struct FaultRecord {
@@ -111,6 +132,8 @@ pub struct FaultRecord {
     /// Valid with FAULT_F_PASID.
     pub pasid: u32,
     pub address: u64,
+    /// The page-request group (32-byte records only).
+    pub group: u32,
 }
 
 // Device configuration offsets.
@@ -122,6 +145,8 @@ const CONFIG_BYPASS: u64 = 36;
 
 const EVENT_BUFFERS: u16 = 8;
 const EVENT_SIZE: u32 = 24;
+/// With page requests negotiated every record is 32 bytes.
+const EVENT_SIZE_PAGE_REQUESTS: u32 = 32;
 /// TSC milliseconds to wait for a request or fault record that should come.
 const COMPLETION_MS: u64 = 5000;
 
@@ -146,6 +171,9 @@ pub struct VirtioIommu {
     requests: Queue,
     events: Queue,
     probe_size: u32,
+    event_size: u32,
+    /// Notifications this driver sent (each one exit to the VMM).
+    pub kicks: u64,
 }
 
 impl VirtioIommu {
@@ -159,6 +187,11 @@ impl VirtioIommu {
     /// too: the device must offer it.
     pub fn open_nested(bdf: Bdf) -> Result<VirtioIommu, Line> {
         Self::open_with(bdf, F_NESTOR_ATTACH_TABLE)
+    }
+
+    /// Like [`VirtioIommu::open_nested`], with page requests too (32-byte records).
+    pub fn open_page_requests(bdf: Bdf) -> Result<VirtioIommu, Line> {
+        Self::open_with(bdf, F_NESTOR_ATTACH_TABLE | F_NESTOR_PAGE_REQUEST)
     }
 
     fn open_with(bdf: Bdf, extra: u64) -> Result<VirtioIommu, Line> {
@@ -210,6 +243,12 @@ impl VirtioIommu {
             requests,
             events,
             probe_size,
+            event_size: if extra & F_NESTOR_PAGE_REQUEST != 0 {
+                EVENT_SIZE_PAGE_REQUESTS
+            } else {
+                EVENT_SIZE
+            },
+            kicks: 0,
         };
         iommu.post_event_buffers();
         Ok(iommu)
@@ -241,6 +280,7 @@ impl VirtioIommu {
         ];
         self.requests.post(0, &chain);
         self.requests.kick();
+        self.kicks += 1;
         let (_, used) = self
             .requests
             .wait_used(COMPLETION_MS)
@@ -351,13 +391,76 @@ impl VirtioIommu {
             self.post_event_buffer(i);
         }
         self.events.kick();
+        self.kicks += 1;
     }
 
     fn post_event_buffer(&mut self, i: u16) {
         // SAFETY: only this driver touches the event records page.
         let page = unsafe { &*core::ptr::addr_of!(EVENT_RECORDS) };
         let at = page.address() + u64::from(i) * 32;
-        self.events.post(i, &[(at, EVENT_SIZE, true)]);
+        self.events.post(i, &[(at, self.event_size, true)]);
+    }
+
+    /// The next record the device returned, if any; its buffer is posted again, and
+    /// [`VirtioIommu::kick_events`] tells the device.
+    pub fn take_record(&mut self) -> Option<Result<FaultRecord, Line>> {
+        let (id, len) = self.events.take_used()?;
+        // SAFETY: only this driver touches the event records page; the device wrote the
+        // record before returning the buffer.
+        let page = unsafe { &*core::ptr::addr_of!(EVENT_RECORDS) };
+        let rec = &page.0[id as usize * 32..id as usize * 32 + 32];
+        let found = FaultRecord {
+            reason: rec[0],
+            flags: get32(rec, 4),
+            endpoint: get32(rec, 8),
+            pasid: get32(rec, 12),
+            address: get64(rec, 16),
+            group: get32(rec, 24),
+        };
+        self.post_event_buffer(id as u16);
+        if len != self.event_size {
+            return Some(Err(format_line!("fault record of ", len, " bytes")));
+        }
+        Some(Ok(found))
+    }
+
+    /// Tells the device about eventq buffers posted again.
+    pub fn kick_events(&mut self) {
+        self.events.kick();
+        self.kicks += 1;
+    }
+
+    /// Sends two requests with one notification (INVALIDATE then PAGE_RESP, say); the
+    /// device serves them in order. Returns both statuses.
+    pub fn request_pair(&mut self, first: &[u8], second: &[u8]) -> Result<(u8, u8), Line> {
+        let page = Self::buffers();
+        page.0[..first.len()].copy_from_slice(first);
+        page.0[0x400..0x400 + second.len()].copy_from_slice(second);
+        page.0[0x800..0x810].fill(0xff);
+        let base = page.address();
+        self.requests.post(
+            0,
+            &[(base, first.len() as u32, false), (base + 0x800, 4, true)],
+        );
+        self.requests.post(
+            2,
+            &[
+                (base + 0x400, second.len() as u32, false),
+                (base + 0x808, 4, true),
+            ],
+        );
+        self.requests.kick();
+        self.kicks += 1;
+        for _ in 0..2 {
+            let (_, used) = self
+                .requests
+                .wait_used(COMPLETION_MS)
+                .ok_or_else(|| format_line!("request pair never completed"))?;
+            if used != 4 {
+                return Err(format_line!("request pair used length ", used));
+            }
+        }
+        Ok((page.0[0x803], page.0[0x80b]))
     }
 
     /// Waits for a fault record with `reason` for `endpoint`; returns its address and flags.
@@ -374,17 +477,22 @@ impl VirtioIommu {
             };
             // SAFETY: as above; the device wrote the record before returning the buffer.
             let page = unsafe { &*core::ptr::addr_of!(EVENT_RECORDS) };
-            let rec = &page.0[id as usize * 32..id as usize * 32 + 24];
+            let rec = &page.0[id as usize * 32..id as usize * 32 + 32];
             let found = FaultRecord {
                 reason: rec[0],
                 flags: get32(rec, 4),
                 endpoint: get32(rec, 8),
                 pasid: get32(rec, 12),
                 address: get64(rec, 16),
+                group: if self.event_size == EVENT_SIZE_PAGE_REQUESTS {
+                    get32(rec, 24)
+                } else {
+                    0
+                },
             };
             self.post_event_buffer(id as u16);
-            self.events.kick();
-            if len != EVENT_SIZE {
+            self.kick_events();
+            if len != self.event_size {
                 return Err(format_line!("fault record of ", len, " bytes"));
             }
             if found.reason == reason && found.endpoint == endpoint {

@@ -24,6 +24,7 @@ use devices::pci::ecam::ECAM_SIZE;
 use devices::pci::{
     BarAllocator, Bdf, IoEventRegistry, PciConfigIo, PciEcam, PciRoot, SharedMsix, LAST_BUS,
 };
+use devices::pri::PriLink;
 use devices::vfio::{HostVfioDevice, VfioPciFunction};
 use devices::virtio::block::Block;
 use devices::virtio::console::Console;
@@ -132,12 +133,14 @@ impl Builder<'_> {
 
 impl Builder<'_> {
     /// The DMA engine at `bdf`, reaching memory through `dma`; `nested`: its jobs may
-    /// carry PASIDs, translated by the virtio-iommu in nested mode.
+    /// carry PASIDs, translated by the virtio-iommu in nested mode, and its page requests
+    /// go through `page_requests`.
     fn add_dma_engine(
         &mut self,
         bdf: Bdf,
         dma: DeviceDma,
         nested: bool,
+        page_requests: Option<PriLink>,
     ) -> Result<Arc<IoCounters>, VmmError> {
         let bar = self
             .bars
@@ -163,6 +166,9 @@ impl Builder<'_> {
         .map_err(|e| device_err(format!("{bdf}: {e}")))?;
         if nested {
             engine = engine.with_nested_translation();
+        }
+        if let Some(link) = page_requests {
+            engine = engine.with_page_requests(link);
         }
         log::info!("PCI {bdf}: DMA engine, BAR at {bar:#x}, {behind}");
         self.msix_tables
@@ -349,7 +355,15 @@ pub fn add_pci_devices(
             }
             _ => DeviceDma::untranslated(),
         };
-        counted("dma-engine", bdf, builder.add_dma_engine(bdf, dma, nested)?);
+        let page_requests = viommu
+            .as_ref()
+            .filter(|_| nested)
+            .and_then(|iommu| iommu.page_request_link(bdf));
+        counted(
+            "dma-engine",
+            bdf,
+            builder.add_dma_engine(bdf, dma, nested, page_requests)?,
+        );
     }
     let mut acpi_tables = vec![build_mcfg(PCI_ECAM_START, LAST_BUS)];
     let iommu_counters = viommu.as_ref().map(ViommuBuilder::counter_source);

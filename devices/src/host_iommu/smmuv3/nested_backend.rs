@@ -82,6 +82,20 @@ impl NestedState {
     }
 }
 
+/// CMD_PRI_RESP for a group: Success, or Invalid Request.
+fn pri_response(sid: u32, ssid: Option<u32>, group: u16, success: bool) -> Command {
+    let response = if success {
+        PriResponse::Success
+    } else {
+        PriResponse::Deny
+    };
+    let ssid_bits = ssid.map_or(0, |s| 1 << 11 | u64::from(s) << 12);
+    Command([
+        u64::from(opcode::PRI_RESP) | ssid_bits | u64::from(sid) << 32,
+        u64::from(group) | (response as u64) << 12,
+    ])
+}
+
 /// Reads an eventfd empty so it polls readable only after the next write.
 fn drain(fd: &vmm_sys_util::eventfd::EventFd) {
     let _ = fd.read();
@@ -130,14 +144,31 @@ impl<M: GuestMemory> Smmuv3<M> {
         ste
     }
 
-    /// Ends what the stream had waiting: stalled transactions are terminated, unanswered
-    /// page requests forgotten.
+    /// Ends what the stream had waiting: stalled transactions are terminated, and the
+    /// device is told its unanswered page request groups failed, as the kernel answers
+    /// them when a table goes: nobody is left to answer them.
     fn abandon_waiting(&self, sid: u32) {
-        self.nested_state().cookies.retain(|_, a| a.sid() != sid);
-        let _ = self.execute(&[Command([
+        let mut commands = vec![Command([
             u64::from(opcode::STALL_TERM) | u64::from(sid) << 32,
             0,
-        ])]);
+        ])];
+        self.nested_state()
+            .cookies
+            .retain(|_, answer| match *answer {
+                Answer::PriResponse {
+                    sid: s,
+                    ssid,
+                    group,
+                } if s == sid => {
+                    commands.push(pri_response(sid, ssid, group, false));
+                    false
+                }
+                answer => answer.sid() != sid,
+            });
+        // Legal by construction; a group answered meanwhile is skipped by the model.
+        for command in commands {
+            let _ = self.execute(&[command]);
+        }
     }
 
     fn install(&self, stream: u32, ste: Ste) {
@@ -306,18 +337,7 @@ impl<M: GuestMemory + Send + Sync> NestedHostIommu for Smmuv3<M> {
                     | u64::from(sid) << 32,
                 stag.into(),
             ]),
-            Answer::PriResponse { sid, ssid, group } => {
-                let response = if success {
-                    PriResponse::Success
-                } else {
-                    PriResponse::Deny
-                };
-                let ssid_bits = ssid.map_or(0, |s| 1 << 11 | u64::from(s) << 12);
-                Command([
-                    u64::from(opcode::PRI_RESP) | ssid_bits | u64::from(sid) << 32,
-                    u64::from(group) | (response as u64) << 12,
-                ])
-            }
+            Answer::PriResponse { sid, ssid, group } => pri_response(sid, ssid, group, success),
         };
         // Both commands are legal by construction.
         let _ = self.execute(&[cmd]);

@@ -82,6 +82,19 @@ impl FaultQueue {
         true
     }
 
+    /// Queues a page-request record if the pending queue has room; returns whether it was
+    /// queued. Not rate-limited: the device's PRI allocation and the relay's limit on
+    /// outstanding groups bound them, and one refused fails its group.
+    pub fn report_page_request(&mut self, record: FaultRecord) -> bool {
+        self.counters.reported += 1;
+        if self.pending.len() >= self.limit.max_pending {
+            self.counters.overflowed += 1;
+            return false;
+        }
+        self.pending.push_back(record);
+        true
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
@@ -163,6 +176,25 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         let admitted = (0..10).filter(|&i| q.report_at(record(i), later)).count();
         assert_eq!(admitted, 2);
+    }
+
+    #[test]
+    fn page_requests_pass_the_rate_limit_but_not_the_pending_bound() {
+        let t0 = Instant::now();
+        let limit = FaultRateLimit {
+            burst: 1,
+            per_second: 0,
+            max_pending: 5,
+        };
+        let mut q = FaultQueue::new_at(limit, t0);
+        assert!(q.report_at(record(0), t0));
+        assert!(!q.report_at(record(1), t0), "rate-limited");
+        let queued = (2..10)
+            .filter(|&i| q.report_page_request(record(i)))
+            .count();
+        assert_eq!(queued, 4);
+        assert_eq!(q.counters().overflowed, 4);
+        assert_eq!(q.pending(), 5);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! DMA of an endpoint in a table-mode domain: translated by the nested back-end through
 //! the guest's stage 1 (StreamID = endpoint ID, SubstreamID = the transaction's PASID),
-//! and its faults, the back-end's events, turned into eventq records with the PASID.
+//! and how the back-end's events become eventq records with the PASID. The fault relay
+//! thread is their one reader: a faulting fill only leaves its event in the back-end,
+//! whose eventfd wakes the relay.
 
 use vm_memory::Permissions;
 
@@ -12,9 +14,6 @@ use super::state::IommuState;
 use crate::dma::{DmaFault, TlbEntries};
 use crate::host_iommu::nested::{Access, EventRecord, Fault, NestedEvent};
 use crate::host_iommu::smmuv3::wire::event_id;
-
-/// Events moved from the back-end to the eventq per fault; the rest wait for the next.
-const EVENTS_PER_FAULT: usize = 64;
 
 impl IommuState {
     /// Fills `tlb` for `[iova, iova + len)` from the guest's stage 1, one translated
@@ -55,26 +54,7 @@ impl IommuState {
                     }
                     cursor = t.last + 1;
                 }
-                Err(fault) => {
-                    self.relay_nested_events();
-                    return Err(dma_fault(&fault, cursor));
-                }
-            }
-        }
-    }
-
-    /// Moves the back-end's pending events onto the eventq, with a record for each run
-    /// of events the back-end lost.
-    pub(super) fn relay_nested_events(&self) {
-        let Some(nested) = self.nested() else {
-            return;
-        };
-        let Ok(events) = nested.host().read_events(EVENTS_PER_FAULT) else {
-            return;
-        };
-        for event in events {
-            for record in records_for(&event) {
-                self.report(record);
+                Err(fault) => return Err(dma_fault(&fault, cursor)),
             }
         }
     }

@@ -47,7 +47,7 @@ impl GuestFaultSink for GuestEventq {
     }
 
     fn page_request(&self, request: &PageRequest) -> bool {
-        self.0.report_checked(page_request_record(request))
+        self.0.report_page_request(page_request_record(request))
     }
 
     fn event(&self, event: &NestedEvent) {

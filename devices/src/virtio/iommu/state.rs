@@ -219,6 +219,16 @@ impl IommuState {
         queued
     }
 
+    /// Queues a page-request record for the eventq, past the rate limit; false if the
+    /// pending queue is full.
+    pub(super) fn report_page_request(&self, record: FaultRecord) -> bool {
+        let queued = self.faults().report_page_request(record);
+        if queued {
+            let _ = self.fault_event.write(1);
+        }
+        queued
+    }
+
     fn msi_window_for(&self, iova: u64, len: u64) -> Option<(u64, u64)> {
         self.config.msi_window().filter(|&(start, end)| {
             iova >= start && len > 0 && iova.checked_add(len - 1).is_some_and(|l| l <= end)

@@ -54,6 +54,7 @@ pub(super) const SLOTS: u32 = 4;
 pub(super) const ST_OK: u32 = 1;
 const ST_PASID_UNSUPPORTED: u32 = 4;
 pub(super) const ST_TRANSLATION_FAULT: u32 = 5;
+pub(super) const ST_PAGE_REQUEST_FAILED: u32 = 7;
 pub(super) const FAULT_WRITE: u32 = 1;
 
 const MSIX_CAPABILITY: u8 = 0x11;
@@ -126,6 +127,11 @@ impl Engine {
 
     /// Writes job `index` into its slot with its completion cleared.
     pub fn post(&self, index: u32, job: Job) {
+        self.post_len(index, job, LEN as u64);
+    }
+
+    /// Writes job `index`, moving `len` bytes, into its slot with its completion cleared.
+    pub fn post_len(&self, index: u32, job: Job, len: u64) {
         let ring = &mut page(&raw mut RING).0;
         let at = (index % SLOTS) as usize * SLOT;
         let slot = &mut ring[at..at + SLOT];
@@ -135,8 +141,13 @@ impl Engine {
         put32(slot, 4, job.pasid);
         put64(slot, 8, job.src);
         put64(slot, 16, job.dst);
-        put64(slot, 24, LEN as u64);
+        put64(slot, 24, len);
         put64(slot, 32, job.pattern);
+    }
+
+    /// Rings the doorbell with `tail`.
+    pub fn ring(&self, tail: u32) {
+        self.write(DOORBELL, tail);
     }
 
     /// Rings the doorbell with `tail` and waits for HEAD to reach it.

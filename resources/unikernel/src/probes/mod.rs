@@ -18,6 +18,7 @@ mod nested;
 mod pci;
 mod pio_loop;
 mod power_button;
+mod sva;
 mod triple_fault;
 mod viommu;
 mod viommu_map_bench;
@@ -57,6 +58,10 @@ const PROBES: &[Probe] = &[
     nested::invalidate::PROBE,
     nested::fault::PROBE,
     nested::hostile::PROBE,
+    sva::page_request::PROBE,
+    sva::page_deny::PROBE,
+    sva::burst::PROBE,
+    sva::no_answer::PROBE,
     pci::PROBE,
     virtio_blk::PROBE,
     virtio_rng::PROBE,

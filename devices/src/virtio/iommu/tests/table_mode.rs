@@ -7,9 +7,11 @@ use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::rig::*;
+use crate::fault_relay::{FaultRelayState, GroupLimits};
 use crate::host_iommu::smmuv3::{Smmuv3, Smmuv3Caps};
 use crate::virtio::iommu::nested::NestedBackend;
 use crate::virtio::iommu::nested_protocol::{fault_reason, features, PROBE_T_NESTOR_SMMUV3};
+use crate::virtio::iommu::page_requests::GuestEventq;
 use crate::virtio::iommu::protocol::{
     FaultRecord, Status, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_RECORD_SIZE,
     FAULT_R_MAPPING, MAP_F_READ, MAP_F_WRITE,
@@ -51,6 +53,8 @@ fn cd(ttb0: u64, asid: u16) -> [u64; 8] {
 
 struct Nested {
     rig: Rig,
+    /// The back-end's events reach the eventq through it, as through the relay thread.
+    relay: Arc<FaultRelayState>,
 }
 
 impl Nested {
@@ -58,12 +62,13 @@ impl Nested {
     /// IOVA to their pages (ASIDs 1 and 2).
     fn new() -> Self {
         let mut rig = Rig::new();
-        let model = Smmuv3::new(rig.mem.clone(), Smmuv3Caps::default()).unwrap();
-        rig.state
-            .set_nested(NestedBackend::translating(Arc::new(model), rig.mem.clone()))
-            .unwrap();
+        let model = Arc::new(Smmuv3::new(rig.mem.clone(), Smmuv3Caps::default()).unwrap());
+        let relay = FaultRelayState::new(model.clone(), GroupLimits::default());
+        let backend =
+            NestedBackend::translating(model, rig.mem.clone()).with_fault_relay(relay.clone());
+        rig.state.set_nested(backend).unwrap();
         rig.negotiated |= features::ATTACH_TABLE;
-        let n = Self { rig };
+        let n = Self { rig, relay };
         for pasid in [1u64, 2] {
             let [l1, l2, l3] = n.levels(pasid);
             n.put(l1 + 8, l2 | TABLE);
@@ -110,7 +115,11 @@ impl Nested {
         bytes
     }
 
+    /// What the relay thread moves to the eventq when the back-end signals, delivered.
     fn events(&self) -> Vec<FaultRecord> {
+        self.relay
+            .relay_events(&GuestEventq(self.rig.state.clone()))
+            .unwrap();
         let used = self
             .rig
             .deliver_into(EVENTS_AT, &[FAULT_RECORD_SIZE as u32; 8]);
@@ -188,6 +197,11 @@ fn an_unmapped_address_faults_with_translation_and_the_pasid() {
     let mut word = [0u8; 4];
     let unmapped = IOVA + 0x20_0000;
     assert!(mem.read_slice(&mut word, GuestAddress(unmapped)).is_err());
+    // The relay is the events' one reader: the fault left its event in the back-end.
+    let early = n
+        .rig
+        .deliver_into(EVENTS_AT, &[FAULT_RECORD_SIZE as u32; 8]);
+    assert!(early.is_empty(), "{early:?}");
     assert_eq!(
         n.events(),
         vec![FaultRecord {

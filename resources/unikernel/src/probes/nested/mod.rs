@@ -45,6 +45,10 @@ pub const IOVA_DST: u64 = 0x4000_1000;
 pub const IOVA_UNMAPPED: u64 = 0x4000_5000;
 const PASID_CAPABILITY: u16 = 0x1b;
 const PASID_ENABLE: u32 = 1 << 16;
+const PRI_CAPABILITY: u16 = 0x13;
+const PRI_ENABLE: u32 = 1;
+/// Outstanding page requests the engine may have (its capacity is 256).
+pub const PRI_ALLOCATION: u32 = 256;
 
 static mut CD_TABLE: Page = Page::ZERO;
 /// Levels 1, 2 and 3 of PASIDs 1 and 2.
@@ -172,10 +176,20 @@ pub struct Nested {
 
 impl Nested {
     pub fn open(ctx: &Context) -> Result<Nested, Line> {
+        Self::open_with(ctx, false)
+    }
+
+    /// With `page_requests`, the page-request records are negotiated too and the engine's
+    /// PRI is enabled (allocation [`PRI_ALLOCATION`]) before the engine starts.
+    pub fn open_with(ctx: &Context, page_requests: bool) -> Result<Nested, Line> {
         let fail = |why: &str| format_line!(why);
         let iommu_bdf = virtio_iommu::find().ok_or_else(|| fail("no virtio-iommu on bus 0"))?;
         let engine_bdf = find_engine().ok_or_else(|| fail("no DMA engine on bus 0"))?;
-        let mut iommu = VirtioIommu::open_nested(iommu_bdf)?;
+        let mut iommu = if page_requests {
+            VirtioIommu::open_page_requests(iommu_bdf)?
+        } else {
+            VirtioIommu::open_nested(iommu_bdf)?
+        };
         let endpoint = endpoint_id(engine_bdf);
         let (first, last) = iommu.domain_range();
         let domain = first + 3;
@@ -189,6 +203,17 @@ impl Nested {
             .ok_or_else(|| fail("the DMA engine has no PASID capability"))?;
         let control = ecam.read32(engine_bdf, pasid_cap + 4);
         ecam.write32(engine_bdf, pasid_cap + 4, control | PASID_ENABLE);
+        let pri_cap = ecam
+            .extended_capability(engine_bdf, PRI_CAPABILITY)
+            .ok_or_else(|| fail("the DMA engine has no PRI capability"))?;
+        // Allocation, then Enable (or not): the engine takes both when it starts.
+        let allocation = if page_requests { PRI_ALLOCATION } else { 0 };
+        ecam.write32(engine_bdf, pri_cap + 0xc, allocation);
+        ecam.write32(
+            engine_bdf,
+            pri_cap + 4,
+            u32::from(page_requests) * PRI_ENABLE,
+        );
 
         build_tables();
         let (w0, w1) = ste_words();
@@ -216,6 +241,19 @@ impl Nested {
             domain,
             next: 0,
         })
+    }
+
+    /// Posts `job` moving `len` bytes in the next slot without ringing; returns its index.
+    pub fn post_len(&mut self, job: Job, len: u64) -> u32 {
+        let index = self.next;
+        self.engine.post_len(index, job, len);
+        self.next = self.next.wrapping_add(1);
+        index
+    }
+
+    /// Rings the doorbell for every job posted.
+    pub fn ring(&self) {
+        self.engine.ring(self.next);
     }
 
     /// Runs one job (LEN bytes) and returns its completion.
