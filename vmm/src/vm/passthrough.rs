@@ -333,3 +333,23 @@ fn iommu_group(path: &Path) -> Result<String, VmmError> {
         .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned()))
         .ok_or_else(|| passthrough_err(path, "no IOMMU group"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn require_stops_with_one_line_and_exit_2_prefer_goes_on() {
+        let why = "the host IOMMU can nest, but the virtio-iommu's nested mode serves --dma-engine iommu=nested";
+        let err = nested_fallback("0000:00:04.0", NestedPolicy::Require, why).unwrap_err();
+        assert_eq!(err.exit_status(), 2);
+        let message = err.to_string();
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(
+            message.contains("--vfio 0000:00:04.0: nested=require: the host IOMMU can nest"),
+            "{message}"
+        );
+        assert!(message.ends_with("use nested=prefer to map through the virtio-iommu instead"));
+        assert!(nested_fallback("0000:00:04.0", NestedPolicy::Prefer, why).is_ok());
+    }
+}
