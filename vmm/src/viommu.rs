@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devices::dma::DeviceDma;
+use devices::host_iommu::nested::NestedHostIommu;
 use devices::host_iommu::smmuv3::{Smmuv3, Smmuv3Caps};
 use devices::host_iommu::{GuestRam, HostIommu, HostIommuError};
 use devices::pci::Bdf;
@@ -147,6 +148,8 @@ pub struct ViommuBuilder {
     /// where its PRI_RESPs go.
     page_requests: Option<(Arc<Smmuv3<GuestMemoryMmap>>, Arc<PageResponseRouter>)>,
     group_limits: GroupLimits,
+    /// Nested mode for passed-through devices, set once all endpoints are known.
+    nested_passthrough: Option<NestedBackend>,
 }
 
 impl ViommuBuilder {
@@ -175,6 +178,7 @@ impl ViommuBuilder {
             fault_relay: None,
             page_requests: None,
             group_limits: options.group_limits(),
+            nested_passthrough: None,
         })
     }
 
@@ -189,6 +193,28 @@ impl ViommuBuilder {
     pub fn add_host_endpoint(&mut self, bdf: Bdf, iommu: Arc<dyn HostIommu>) {
         self.endpoints.push(bdf);
         self.host.add(endpoint_id(bdf), iommu);
+    }
+
+    /// Puts the passed-through device at `bdf` behind the IOMMU as an endpoint of the nested
+    /// back-end (see [`Self::enable_nested_passthrough`]): its host SMMU translates it,
+    /// through the guest's tables or as bypass or abort.
+    pub fn add_nested_host_endpoint(&mut self, bdf: Bdf) {
+        self.endpoints.push(bdf);
+        // Its DMA never passes the seam: the translation handle is of no use.
+        drop(self.iommu.add_endpoint(endpoint_id(bdf)));
+    }
+
+    /// Nested mode for passed-through devices: table-mode domains served by their host
+    /// SMMU through iommufd's nested objects (`host`), its events relayed to the guest.
+    pub fn enable_nested_passthrough(
+        &mut self,
+        host: Arc<dyn NestedHostIommu>,
+        ram: GuestMemoryMmap,
+    ) {
+        let relay = FaultRelayState::new(host.clone(), self.group_limits);
+        self.nested_passthrough =
+            Some(NestedBackend::host_only(host, ram).with_fault_relay(relay.clone()));
+        self.fault_relay = Some(relay);
     }
 
     /// Nested mode: table-mode domains translated through the guest's stage-1 tables by the
@@ -245,6 +271,11 @@ impl ViommuBuilder {
         if self.host.endpoints().next().is_some() {
             // Set nowhere else: the cell is empty.
             let _ = self.iommu.state().set_host_endpoints(self.host);
+        }
+        if let Some(nested) = self.nested_passthrough {
+            // Passthrough nesting is refused next to the emulated kind: the cell is empty.
+            // Its devices leave the nest parent for the route the config byte gives them.
+            let _ = self.iommu.state().set_nested(nested);
         }
         let viot = build_viot(
             OEM_ID,

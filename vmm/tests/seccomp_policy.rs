@@ -32,9 +32,13 @@ const VFIO_TYPE: u32 = b';' as u32;
 ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, VFIO_TYPE, 100 + 10);
 ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, VFIO_TYPE, 100 + 13);
 ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, VFIO_TYPE, 100 + 14);
+ioctl_io_nr!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_TYPE, 100 + 19);
 // iommufd's are `_IO(';', 0x80 + n)`, n following `enum iommufd_cmd`.
 ioctl_io_nr!(IOMMU_IOAS_MAP, VFIO_TYPE, 0x85);
 ioctl_io_nr!(IOMMU_IOAS_UNMAP, VFIO_TYPE, 0x86);
+ioctl_io_nr!(IOMMU_DESTROY, VFIO_TYPE, 0x80);
+ioctl_io_nr!(IOMMU_HWPT_ALLOC, VFIO_TYPE, 0x89);
+ioctl_io_nr!(IOMMU_HWPT_INVALIDATE, VFIO_TYPE, 0x8d);
 
 /// Every ioctl a policy may name, by the name its rule's comment starts with.
 fn known_ioctls() -> BTreeMap<&'static str, u64> {
@@ -55,6 +59,13 @@ fn known_ioctls() -> BTreeMap<&'static str, u64> {
         ("VFIO_IOMMU_UNMAP_DMA", VFIO_IOMMU_UNMAP_DMA()),
         ("IOMMU_IOAS_MAP", IOMMU_IOAS_MAP()),
         ("IOMMU_IOAS_UNMAP", IOMMU_IOAS_UNMAP()),
+        (
+            "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+            VFIO_DEVICE_ATTACH_IOMMUFD_PT(),
+        ),
+        ("IOMMU_DESTROY", IOMMU_DESTROY()),
+        ("IOMMU_HWPT_ALLOC", IOMMU_HWPT_ALLOC()),
+        ("IOMMU_HWPT_INVALIDATE", IOMMU_HWPT_INVALIDATE()),
         ("TCGETS", libc::TCGETS),
         ("TCSETS", libc::TCSETS),
         ("FIONBIO", libc::FIONBIO),

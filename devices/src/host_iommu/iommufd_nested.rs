@@ -9,13 +9,14 @@
 //! Two seams keep it independent of what it runs on: [`NestedFormat`], the
 //! hardware-specific data (SMMUv3 STEs and commands, or the test driver's own types), and
 //! [`IommufdObjects`], the ioctls (the kernel's, or a recording fake in tests). How an
-//! endpoint is attached ([`NestedEndpoint`]) is the device's: a VFIO cdev, or a mock
-//! device of the test driver. [`host`] makes the whole a [`NestedHostIommu`].
+//! endpoint is attached ([`NestedEndpoint`]) is the device's: a VFIO cdev
+//! ([`VfioCdevEndpoint`]), or a mock device of the test driver. [`host`] makes the whole a [`NestedHostIommu`].
 //!
 //! [`NestedHostIommu`]: super::nested::NestedHostIommu
 
 mod host;
 mod kernel;
+mod vfio_cdev;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -26,9 +27,10 @@ use std::sync::{Mutex, MutexGuard};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::iommufd_faults::{IommufdPageRequests, VeventQueue};
-use super::nested::{Command, EventRecord, InvalidateError, NestedError};
+use super::nested::{Command, EventRecord, InvalidateError, NestedError, ABORT_VSTE};
 
 pub use kernel::KernelIommufd;
+pub use vfio_cdev::VfioCdevEndpoint;
 
 /// What a run of guest commands becomes for the vIOMMU.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -217,6 +219,13 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
     /// A vEVENTQ of `depth` events on the vIOMMU: unrecoverable events of its vDEVICEs
     /// reach [`super::nested::NestedHostIommu::read_events`].
     pub fn with_events(mut self, depth: u32) -> Result<Self, NestedSetupError> {
+        self.add_events(depth)?;
+        Ok(self)
+    }
+
+    /// [`Self::with_events`] on a back-end kept whatever the kernel answers (a kernel
+    /// before 6.15 has no vEVENTQ, and nesting works without it).
+    pub fn add_events(&mut self, depth: u32) -> Result<(), NestedSetupError> {
         let (veventq_id, fd) = self
             .objects
             .alloc_veventq(self.viommu_id, self.format.veventq_type(), depth)
@@ -226,7 +235,7 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
             queue: Mutex::new(VeventQueue::new(fd, self.format.vevent_size())),
             lost_pending: Mutex::new(0),
         });
-        Ok(self)
+        Ok(())
     }
 
     pub fn parent_id(&self) -> u32 {
@@ -320,7 +329,7 @@ impl<F: NestedFormat, O: IommufdObjects> IommufdNested<F, O> {
     /// The stream's guest STE removed: its device goes back to an abort configuration
     /// (a nested HWPT from an STE with V = 1, Config = abort).
     pub fn remove_ste(&self, stream: u32) -> Result<(), NestedError> {
-        self.install_ste(stream, [1, 0])
+        self.install_ste(stream, ABORT_VSTE)
     }
 
     /// Sends the guest's invalidation commands through the vIOMMU; the kernel reports how
@@ -412,3 +421,5 @@ impl<F: NestedFormat, O: IommufdObjects> Drop for IommufdNested<F, O> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_through_requests;

@@ -19,11 +19,12 @@ use iommufd_ioctls::{IommuFd, IommufdHwInfoData};
 
 use super::iommufd_nested::{IommufdObjects, KernelIommufd};
 use super::iommufd_os_error;
+use super::iommufd_smmuv3::HwInfoArmSmmuv3;
 
-/// A host IOMMU that can nest: SMMU_IDR0..5 as the kernel reports them.
+/// A host IOMMU that can nest: its SMMU as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NestingCapable {
-    pub idr: [u32; 6],
+    pub info: HwInfoArmSmmuv3,
 }
 
 /// The call the kernel refused, and why nesting needs it.
@@ -95,7 +96,9 @@ pub fn probe(
             "failed: {e}; the SMMU needs FEAT_NESTING and S2FWB, or CANWBS for the device in the IORT"
         ),
     })?;
-    Ok(NestingCapable { idr: smmu.idr })
+    Ok(NestingCapable {
+        info: HwInfoArmSmmuv3::new(smmu.flags, smmu.idr),
+    })
 }
 
 #[cfg(test)]

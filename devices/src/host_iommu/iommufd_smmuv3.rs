@@ -113,6 +113,15 @@ const IDR0_COHACC: u32 = 1 << 4;
 const IDR0_ATS: u32 = 1 << 10;
 
 impl HwInfoArmSmmuv3 {
+    /// What GET_HW_INFO reported: its flags and SMMU_IDR0..5.
+    pub fn new(flags: u32, idr: [u32; 6]) -> Self {
+        Self {
+            flags,
+            idr,
+            ..Self::default()
+        }
+    }
+
     /// From the bytes GET_HW_INFO wrote; a shorter report (an older kernel's struct) reads
     /// as zeroes past its end, as the kernel's own zero-filling would give.
     pub fn from_le_bytes(bytes: &[u8]) -> Self {
@@ -329,6 +338,36 @@ pub struct Smmuv3Format {
     pub features: HostCommandFeatures,
     /// The guest's SMMU_IDR0..5 ([`HwInfoArmSmmuv3::guest_idr`]).
     pub guest_idr: [u32; 6],
+}
+
+/// SMMU_IDR5.OAS encodings and the output address bits each gives.
+const OAS_BITS: [(u32, u32); 7] = [
+    (0, 32),
+    (1, 36),
+    (2, 40),
+    (3, 42),
+    (4, 44),
+    (5, 48),
+    (6, 52),
+];
+
+impl Smmuv3Format {
+    /// The data for a host SMMU as GET_HW_INFO describes it, for a guest whose RAM ends
+    /// below `ram_end`: the guest's SMMU outputs addresses (IPAs) wide enough to reach all
+    /// of it, the smallest IDR5.OAS that does.
+    pub fn for_host(info: &HwInfoArmSmmuv3, ram_end: u64) -> Self {
+        let needed = 64 - ram_end.saturating_sub(1).leading_zeros();
+        let oas = OAS_BITS
+            .iter()
+            .find(|&&(_, bits)| bits >= needed)
+            .map_or(6, |&(encoding, _)| encoding);
+        let mut guest_idr = info.guest_idr();
+        guest_idr[5] = guest_idr[5] & !7 | oas;
+        Self {
+            features: info.command_features(),
+            guest_idr,
+        }
+    }
 }
 
 impl NestedFormat for Smmuv3Format {

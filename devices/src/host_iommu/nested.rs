@@ -20,6 +20,12 @@ pub const VSTE0_ALLOWED: u64 = 0xf80f_ffff_ffff_ffff;
 /// The STE dword-1 bits a guest may set: S1DSS, S1CIR, S1COR, S1CSH, S1STALLD, EATS.
 pub const VSTE1_ALLOWED: u64 = 0x3800_00ff;
 
+/// An STE whose stage 1 bypasses (V, Config = 0b100): the device reaches what stage 2
+/// maps, all of guest RAM at IPA = GPA.
+pub const BYPASS_VSTE: [u64; 2] = [1 | 0b100 << 1, 0];
+/// An STE that aborts every transaction (V, Config = 0b000).
+pub const ABORT_VSTE: [u64; 2] = [1, 0];
+
 /// An unrecoverable event for the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NestedEvent {
@@ -113,6 +119,13 @@ pub fn check_vste(stream: u32, vste: [u64; 2]) -> Result<(), NestedError> {
 pub trait NestedHostIommu: Debug + Send + Sync {
     /// SMMU_IDR0..IDR5 of the host's SMMU, to describe the guest-visible one.
     fn hw_info(&self) -> [u32; 6];
+
+    /// Whether the host IOMMU translates this stream's DMA itself (a passed-through
+    /// device): none of its accesses pass nestor's DMA seam, so outside table mode its
+    /// route (bypass or abort) must be installed here too.
+    fn translates_in_hardware(&self, _stream: u32) -> bool {
+        false
+    }
 
     /// Installs the guest's STE dwords 0 and 1 for the guest StreamID `stream`, replacing
     /// what was installed (stalled transactions and unanswered page requests of the

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio::{
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX,
@@ -12,14 +13,15 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::device_io::{RegionInfo, VfioDeviceIo, BAR_REGIONS};
 
-/// A host device and the sizes of its regions, read once at open.
+/// A host device and the sizes of its regions, read once at open. The device may be shared
+/// with the nested back-end, which attaches its cdev to page tables.
 pub struct HostVfioDevice {
-    device: VfioDevice,
+    device: Arc<VfioDevice>,
     bars: [RegionInfo; BAR_REGIONS as usize],
 }
 
 impl HostVfioDevice {
-    pub fn new(device: VfioDevice) -> Self {
+    pub fn new(device: Arc<VfioDevice>) -> Self {
         let bars = std::array::from_fn(|index| {
             let index = index as u32;
             let flags = device.get_region_flags(index);

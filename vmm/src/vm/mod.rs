@@ -6,6 +6,7 @@ mod failure_report;
 mod guest_vm;
 mod kernel;
 mod legacy;
+mod nested_passthrough;
 mod output;
 mod passthrough;
 mod pci;

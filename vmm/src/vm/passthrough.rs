@@ -17,7 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use devices::host_iommu::iommufd_nesting;
+use devices::host_iommu::iommufd_nested::VfioCdevEndpoint;
+use devices::host_iommu::iommufd_nesting::{self, NestingCapable};
 use devices::host_iommu::{HostIommu, IommufdIoasIommu, VfioContainerIommu};
 use devices::vfio::{map_guest_ram, GuestMemorySlots, HostVfioDevice};
 use iommufd_ioctls::{IommuFd, IommufdIoas};
@@ -27,6 +28,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::device_memory::{DmaTargets, KvmDeviceMemory};
 use super::error::VmmError;
+use super::nested_passthrough::NestedPassthrough;
 use super::GuestVm;
 use crate::vfio_options::{NestedPolicy, VfioBackend, VfioOptions};
 
@@ -55,8 +57,11 @@ enum SpaceKey {
 /// A host device opened for passthrough.
 pub struct OpenedDevice {
     pub device: HostVfioDevice,
-    /// The address space the virtio-iommu fills, for an `iommu=on` device.
+    /// The address space the virtio-iommu fills, for an `iommu=on` device (and a nested
+    /// device's, should its StreamID be refused under `nested=prefer`).
     pub behind_iommu: Option<Arc<dyn HostIommu>>,
+    /// The device's cdev for the nested back-end, when its stage 1 is to be the guest's.
+    pub nested: Option<(VfioCdevEndpoint, NestedPolicy)>,
 }
 
 /// The address spaces the passthrough devices share and the memory slots their BARs take.
@@ -68,10 +73,16 @@ pub struct Passthrough {
     /// The address space each IOMMU group joined.
     groups: HashMap<String, SpaceKey>,
     slots: Arc<KvmDeviceMemory>,
+    /// The nested back-end, made for the first device that can nest.
+    nested: Option<Arc<NestedPassthrough>>,
+    /// The VM's virtio-iommu serves emulated devices in nested mode (the software SMMUv3).
+    emulated_nested: bool,
 }
 
 impl Passthrough {
-    pub fn new(vm: &Arc<GuestVm>) -> Self {
+    /// `emulated_nested`: the virtio-iommu's nested mode serves emulated devices through
+    /// the software SMMUv3, so passed-through devices cannot have it too.
+    pub fn new(vm: &Arc<GuestVm>, emulated_nested: bool) -> Self {
         let ram_slots = vm.memory().num_regions() as u32;
         Self {
             kvm_vfio: None,
@@ -79,7 +90,14 @@ impl Passthrough {
             spaces: HashMap::new(),
             groups: HashMap::new(),
             slots: Arc::new(KvmDeviceMemory::new(Arc::downgrade(vm), ram_slots)),
+            nested: None,
+            emulated_nested,
         }
+    }
+
+    /// The nested back-end, if a device's stage 1 is the guest's.
+    pub fn nested(&self) -> Option<&Arc<NestedPassthrough>> {
+        self.nested.as_ref()
     }
 
     pub fn memory_slots(&self) -> Arc<dyn GuestMemorySlots> {
@@ -118,10 +136,18 @@ impl Passthrough {
         }
         let space = &self.spaces[&key];
         let device = VfioDevice::new(path, space.ops.clone(), true)
+            .map(Arc::new)
             .map_err(|e| passthrough_err(path, format!("cannot open the device: {e}")))?;
+        let mut nested = None;
         if let Some(policy) = options.nested {
-            self.check_nesting(&device, space.ioas_id, policy, options)?;
+            let ioas_id = space.ioas_id;
+            if let Some(host) = self.check_nesting(&device, ioas_id, policy, options)? {
+                nested = self
+                    .nested_endpoint(&device, &host, mem, policy, options)?
+                    .map(|endpoint| (endpoint, policy));
+            }
         }
+        let space = &self.spaces[&key];
         if created && !options.iommu {
             let started = Instant::now();
             map_guest_ram(space.iommu.as_ref(), mem)
@@ -135,20 +161,50 @@ impl Passthrough {
         Ok(OpenedDevice {
             device: HostVfioDevice::new(device),
             behind_iommu: options.iommu.then(|| space.iommu.clone()),
+            nested,
         })
     }
 
+    /// The device's cdev as an endpoint of the nested back-end, made with the first one.
+    /// A back-end the kernel refuses stops `require` and is done without under `prefer`.
+    fn nested_endpoint(
+        &mut self,
+        device: &Arc<VfioDevice>,
+        host: &NestingCapable,
+        mem: &GuestMemoryMmap,
+        policy: NestedPolicy,
+        options: &VfioOptions,
+    ) -> Result<Option<VfioCdevEndpoint>, VmmError> {
+        let bdf = options.bdf();
+        let (Some(iommufd), Some(endpoint)) =
+            (&self.iommufd, VfioCdevEndpoint::new(device.clone()))
+        else {
+            return Ok(None);
+        };
+        if self.nested.is_none() {
+            match NestedPassthrough::new(iommufd, &endpoint, host, mem) {
+                Ok(nested) => self.nested = Some(Arc::new(nested)),
+                Err(why) => {
+                    return nested_fallback(&bdf, policy, &format!("the nested back-end: {why}"))
+                        .map(|()| None)
+                }
+            }
+        }
+        log::info!("--vfio {bdf}: the guest owns the device's stage 1 (nested translation on the host SMMUv3)");
+        Ok(Some(endpoint))
+    }
+
     /// `nested=`: asks the kernel whether the device's host IOMMU can take a guest's SMMUv3
-    /// stage 1. nestor's nested mode serves emulated devices; a passthrough device stays
-    /// behind the virtio-iommu's MAP and UNMAP, so `require` stops here either way and
-    /// `prefer` goes on with a warning that says why.
+    /// stage 1: the host's SMMU if it can (and the VM's nested mode is free for it), else
+    /// `require` stops here and `prefer` goes on behind MAP and UNMAP with a warning that
+    /// says why.
     fn check_nesting(
         &self,
         device: &VfioDevice,
         ioas_id: Option<u32>,
         policy: NestedPolicy,
         options: &VfioOptions,
-    ) -> Result<(), VmmError> {
+    ) -> Result<Option<NestingCapable>, VmmError> {
         let bdf = options.bdf();
         let (Some(iommufd), Some(dev_id), Some(ioas_id)) =
             (&self.iommufd, device.iommufd_dev_id(), ioas_id)
@@ -159,19 +215,12 @@ impl Passthrough {
         };
         let why = match iommufd_nesting::probe(iommufd, dev_id, ioas_id) {
             Err(refused) => format!("the host IOMMU cannot nest: {refused}"),
-            Ok(_) => "the host IOMMU can nest, but this nestor hands guest stage-1 tables only to emulated devices (--dma-engine iommu=nested), not yet to passthrough devices".into(),
+            // One virtio-iommu has one nested back-end: the software SMMUv3 translating
+            // emulated devices, or the host's SMMU translating its own.
+            Ok(_) if self.emulated_nested => "the host IOMMU can nest, but the virtio-iommu's nested mode serves --dma-engine iommu=nested through the software SMMUv3, and one VM has one nested back-end".into(),
+            Ok(host) => return Ok(Some(host)),
         };
-        match policy {
-            NestedPolicy::Require => Err(VmmError::HostRefuses(format!(
-                "--vfio {bdf}: nested=require: {why}; use nested=prefer to map through the virtio-iommu instead"
-            ))),
-            NestedPolicy::Prefer => {
-                log::warn!(
-                    "--vfio {bdf}: nested=prefer: {why}; the device maps through the virtio-iommu's MAP and UNMAP"
-                );
-                Ok(())
-            }
-        }
+        nested_fallback(&bdf, policy, &why).map(|()| None)
     }
 
     /// A group is in one address space only: the host cannot give part of it guest RAM
@@ -261,10 +310,46 @@ impl Passthrough {
     }
 }
 
+/// A device that cannot have nested translation, for `why`: `require` stops nestor (exit
+/// 2), `prefer` warns and the device maps through the virtio-iommu's MAP and UNMAP.
+pub fn nested_fallback(bdf: &str, policy: NestedPolicy, why: &str) -> Result<(), VmmError> {
+    match policy {
+        NestedPolicy::Require => Err(VmmError::HostRefuses(format!(
+            "--vfio {bdf}: nested=require: {why}; use nested=prefer to map through the virtio-iommu instead"
+        ))),
+        NestedPolicy::Prefer => {
+            log::warn!(
+                "--vfio {bdf}: nested=prefer: {why}; the device maps through the virtio-iommu's MAP and UNMAP"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// The name of the device's IOMMU group (checked present when the options were).
 fn iommu_group(path: &Path) -> Result<String, VmmError> {
     std::fs::read_link(path.join("iommu_group"))
         .ok()
         .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned()))
         .ok_or_else(|| passthrough_err(path, "no IOMMU group"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn require_stops_with_one_line_and_exit_2_prefer_goes_on() {
+        let why = "the host IOMMU can nest, but the virtio-iommu's nested mode serves --dma-engine iommu=nested";
+        let err = nested_fallback("0000:00:04.0", NestedPolicy::Require, why).unwrap_err();
+        assert_eq!(err.exit_status(), 2);
+        let message = err.to_string();
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(
+            message.contains("--vfio 0000:00:04.0: nested=require: the host IOMMU can nest"),
+            "{message}"
+        );
+        assert!(message.ends_with("use nested=prefer to map through the virtio-iommu instead"));
+        assert!(nested_fallback("0000:00:04.0", NestedPolicy::Prefer, why).is_ok());
+    }
 }

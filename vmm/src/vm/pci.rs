@@ -36,7 +36,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
 use super::output::GuestOutputs;
-use super::passthrough::Passthrough;
+use super::passthrough::{nested_fallback, Passthrough};
 use super::GuestVm;
 use crate::api::CountedDevice;
 use crate::config::VmConfig;
@@ -47,6 +47,7 @@ use crate::seccomp::{device_worker_setup, filtered_thread_setup, ThreadKind};
 use crate::vfio_options::{VfioBackend, VfioOptions};
 use crate::viommu::{IommuCounterSource, ViommuBuilder};
 use devices::fault_relay::FaultRelay;
+use devices::virtio::iommu::viot::endpoint_id;
 
 /// What the rest of the VM needs from the PCI setup.
 pub struct PciDevices {
@@ -255,7 +256,10 @@ pub fn add_pci_devices(
     };
     let devices = &config.devices;
     // Opened first: the host IOMMUs of those behind the virtio-iommu bound what it offers.
-    let mut passthrough = Passthrough::new(vm);
+    let emulated_nested = devices
+        .dma_engine
+        .is_some_and(|d| d.iommu == DmaEngineIommu::Nested);
+    let mut passthrough = Passthrough::new(vm, emulated_nested);
     let opened = devices
         .vfio
         .iter()
@@ -340,8 +344,23 @@ pub fn add_pci_devices(
         let counters = builder.add_passthrough(bdf, opened.device, &passthrough, options)?;
         counted("vfio", bdf, counters);
         if let (Some(iommu), Some(behind)) = (&mut viommu, opened.behind_iommu) {
-            iommu.add_host_endpoint(bdf, behind);
+            match (opened.nested, passthrough.nested()) {
+                (Some((device, policy)), Some(nested)) => {
+                    match nested.add_endpoint(endpoint_id(bdf), device) {
+                        Ok(()) => iommu.add_nested_host_endpoint(bdf),
+                        Err(e) => {
+                            let why = format!("{e}; the nested back-end serves the devices behind one host SMMU, the first nested device's");
+                            nested_fallback(&options.bdf(), policy, &why)?;
+                            iommu.add_host_endpoint(bdf, behind);
+                        }
+                    }
+                }
+                _ => iommu.add_host_endpoint(bdf, behind),
+            }
         }
+    }
+    if let (Some(iommu), Some(nested)) = (&mut viommu, passthrough.nested()) {
+        iommu.enable_nested_passthrough(nested.clone(), mem.clone());
     }
     if let Some(engine) = devices.dma_engine {
         let bdf = builder.reserve()?;

@@ -24,6 +24,10 @@ impl<F: NestedFormat, O: IommufdObjects> NestedHostIommu for IommufdNested<F, O>
         self.format.guest_idr()
     }
 
+    fn translates_in_hardware(&self, stream: u32) -> bool {
+        self.endpoint_objects(stream).is_some()
+    }
+
     fn install_ste(&self, stream: u32, vste: [u64; 2]) -> Result<(), NestedError> {
         IommufdNested::install_ste(self, stream, vste)
     }

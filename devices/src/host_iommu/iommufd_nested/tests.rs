@@ -6,7 +6,7 @@ use super::*;
 use crate::host_iommu::iommufd_smmuv3::{HostCommandFeatures, Smmuv3Format};
 use crate::host_iommu::smmuv3::wire::opcode;
 
-type Log = Arc<Mutex<Vec<String>>>;
+pub(super) type Log = Arc<Mutex<Vec<String>>>;
 
 fn record(log: &Log, entry: String) {
     log.lock().unwrap().push(entry);
@@ -15,7 +15,7 @@ fn record(log: &Log, entry: String) {
 /// Hands out ids from 100 and records every call; `invalidate` handles at most
 /// `handle_at_most` entries and then fails as the kernel does.
 #[derive(Debug)]
-struct FakeObjects {
+pub(super) struct FakeObjects {
     log: Log,
     next_id: Mutex<u32>,
     handle_at_most: u32,
@@ -25,7 +25,7 @@ struct FakeObjects {
 }
 
 impl FakeObjects {
-    fn new(log: &Log) -> Self {
+    pub(super) fn new(log: &Log) -> Self {
         Self {
             log: log.clone(),
             next_id: Mutex::new(100),
@@ -172,7 +172,7 @@ fn empty_fd() -> File {
 }
 
 #[derive(Debug)]
-struct FakeEndpoint {
+pub(super) struct FakeEndpoint {
     log: Log,
     dev_id: u32,
 }
@@ -194,7 +194,7 @@ impl Drop for FakeEndpoint {
     }
 }
 
-const FORMAT: Smmuv3Format = Smmuv3Format {
+pub(super) const FORMAT: Smmuv3Format = Smmuv3Format {
     features: HostCommandFeatures {
         asid_bits: 16,
         ssid_bits: 20,
@@ -206,7 +206,7 @@ const FORMAT: Smmuv3Format = Smmuv3Format {
 };
 const S1_STE: [u64; 2] = [1 | 0b101 << 1 | 0x8000_0000, 0];
 
-fn endpoint(log: &Log, dev_id: u32) -> Box<FakeEndpoint> {
+pub(super) fn endpoint(log: &Log, dev_id: u32) -> Box<FakeEndpoint> {
     Box::new(FakeEndpoint {
         log: log.clone(),
         dev_id,
@@ -222,7 +222,7 @@ fn nested(log: &Log, objects: FakeObjects) -> IommufdNested<Smmuv3Format, FakeOb
     nested
 }
 
-fn take(log: &Log) -> Vec<String> {
+pub(super) fn take(log: &Log) -> Vec<String> {
     std::mem::take(&mut *log.lock().unwrap())
 }
 

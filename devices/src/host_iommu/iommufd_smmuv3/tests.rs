@@ -346,3 +346,41 @@ fn vevent_stream_is_split_into_records() {
     assert_eq!(decode_vevents(&stream[..20]), None, "cut inside the record");
     assert_eq!(decode_vevents(&stream[..44]), None, "cut inside a header");
 }
+
+#[test]
+fn a_host_format_describes_the_host_smmu_and_reaches_all_guest_ram() {
+    // IDR0: two-level tables, ASID16, stage 1 and 2, ATS; IDR1: 20 SSID bits, 16 SID bits;
+    // IDR5: OAS 48 bits, 4K and 64K granules, and bits the guest may not see.
+    let info = HwInfoArmSmmuv3::new(
+        0,
+        [
+            1 << 27 | 1 << 12 | 1 << 10 | 3,
+            20 << 6 | 16,
+            0,
+            1 << 10,
+            0,
+            1 << 6 | 1 << 4 | 5,
+        ],
+    );
+    let format = Smmuv3Format::for_host(&info, 1 << 30);
+    assert_eq!(format.features.asid_bits, 16);
+    assert_eq!(format.features.ssid_bits, 20);
+    assert!(format.features.range_invalidation);
+    let idr = format.guest_idr;
+    assert_eq!(idr[0] & (1 << 10), 0, "ATS is per device: clear");
+    assert_eq!(idr[0] & 2, 2, "stage 1 offered");
+    assert_eq!(idr[1], 20 << 6 | 16);
+    assert_eq!(idr[5] & 7, 0, "1 GiB of RAM fits 32-bit IPAs");
+    assert_eq!(idr[5] & !7, 1 << 6 | 1 << 4);
+    let wide = |ram_end| Smmuv3Format::for_host(&info, ram_end).guest_idr[5] & 7;
+    assert_eq!(
+        wide(1 << 32),
+        0,
+        "RAM ending at 4 GiB: its last byte has 32 bits"
+    );
+    assert_eq!(wide((1 << 32) + 1), 1);
+    assert_eq!(wide(1 << 40), 2);
+    assert_eq!(wide(3 << 40), 3);
+    assert_eq!(wide(1 << 48), 5);
+    assert_eq!(wide(u64::MAX), 6);
+}

@@ -116,6 +116,13 @@ impl Domains {
         self.endpoints.entry(endpoint).or_insert(None);
     }
 
+    /// Every endpoint, attached or not, in ascending order.
+    pub fn endpoint_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.endpoints.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn has_endpoint(&self, endpoint: u32) -> bool {
         self.endpoints.contains_key(&endpoint)
     }

@@ -14,7 +14,8 @@
 //!   filled from,
 //! - [`faults`]: rate-limited fault records for the eventq,
 //! - [`host_endpoints`]: endpoints that are host devices, whose host IOMMU mirrors their
-//!   domain,
+//!   domain; `hardware_routes`: those the nested back-end's host IOMMU translates, whose
+//!   bypass or abort it installs,
 //! - [`queues`], [`request`]: serving the virtqueues, [`request_counters`]: what they served,
 //! - [`device`], [`worker`]: the `VirtioDevice` and its thread,
 //! - [`viot`]: the ACPI VIOT table describing the IOMMU and its endpoints,
@@ -28,6 +29,7 @@ pub mod domains;
 pub mod driver_harness;
 pub mod endpoint;
 pub mod faults;
+mod hardware_routes;
 pub mod host_endpoints;
 pub mod nested;
 mod nested_dma;

@@ -6,7 +6,7 @@ use super::protocol::{
     parse_request, resv_mem_property, Request, RequestError, Status, HEAD_SIZE, TAIL_SIZE,
 };
 use super::state::{IommuState, Stale};
-use super::table_requests;
+use super::{hardware_routes, table_requests};
 
 /// Longest device-readable part any request needs (ATTACH_TABLE).
 pub const MAX_READABLE: usize = HEAD_SIZE + 120;
@@ -93,7 +93,8 @@ fn execute_standard(shared: &IommuState, request: Request) -> Result<Stale, Stat
 
 /// A standard request in nested mode: MAP and UNMAP refuse table-mode domains (the
 /// domain layer says INVAL), ATTACH to one installs the endpoint's configuration, and an
-/// endpoint leaving one has it removed.
+/// endpoint leaving one has it removed. An endpoint the host IOMMU translates gets its
+/// new route installed there.
 fn execute_nested_mode(
     shared: &IommuState,
     nested: &super::nested::NestedBackend,
@@ -104,6 +105,7 @@ fn execute_nested_mode(
             if let Some(result) = table_requests::attach_to_table(shared, nested, &a) {
                 return result;
             }
+            hardware_routes::check_attach(nested, &a)?;
             Some(a.endpoint)
         }
         Request::Detach(d) => Some(d.endpoint),
@@ -112,7 +114,11 @@ fn execute_nested_mode(
     let was_table = moved.is_some_and(|e| shared.domains().table_of_endpoint(e).is_some());
     let result = execute_standard(shared, request);
     if let (Ok(_), Some(endpoint)) = (&result, moved) {
-        table_requests::left_table(shared, nested, endpoint, was_table);
+        if was_table {
+            table_requests::left_table(shared, nested, endpoint, was_table);
+        } else {
+            hardware_routes::sync(shared, nested, &shared.domains(), endpoint)?;
+        }
     }
     result
 }

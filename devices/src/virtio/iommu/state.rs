@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use super::domains::{covering_mappings, Domains, Mapping, Route};
 use super::faults::{FaultQueue, FaultRateLimit};
+use super::hardware_routes;
 use super::host_endpoints::HostEndpoints;
 use super::nested::{forget_stream_commands, NestedBackend};
 use super::nested_protocol::SMMUV3_PROPERTY_SIZE;
@@ -115,8 +116,13 @@ impl IommuState {
 
     /// Turns nested mode on; once only, before the guest runs. Gives `backend` back if
     /// already set.
+    /// Endpoints its host IOMMU translates get the route they have now.
     pub fn set_nested(&self, backend: NestedBackend) -> Result<(), NestedBackend> {
-        self.nested.set(backend)
+        self.nested.set(backend)?;
+        if let Some(nested) = self.nested.get() {
+            hardware_routes::sync_all(self, nested, &self.domains());
+        }
+        Ok(())
     }
 
     pub fn nested(&self) -> Option<&NestedBackend> {
@@ -165,15 +171,20 @@ impl IommuState {
         if let Some(host) = self.host.get() {
             host.forget_all(&domains);
         }
+        let table_endpoints = domains.table_endpoints();
+        domains.reset();
         if let Some(nested) = self.nested.get() {
-            for endpoint in domains.table_endpoints() {
+            // Endpoints the host translates take the route of an unattached endpoint.
+            hardware_routes::sync_all(self, nested, &domains);
+            for endpoint in table_endpoints {
                 // Removing a configuration cannot fail in a way the reset could answer.
-                let _ = nested.host().remove_ste(endpoint);
+                if !hardware_routes::is_hardware(nested, endpoint) {
+                    let _ = nested.host().remove_ste(endpoint);
+                }
                 let _ = nested.host().invalidate(&forget_stream_commands(endpoint));
                 nested.forget_stream(endpoint);
             }
         }
-        domains.reset();
         if let Some(host) = self.host.get() {
             // Every endpoint is unattached now: in bypass as the config byte, kept across
             // the reset, says.
@@ -195,6 +206,9 @@ impl IommuState {
         if self.bypass.swap(on, Ordering::AcqRel) != on {
             if let Some(host) = self.host.get() {
                 host.sync_identity(&domains, on);
+            }
+            if let Some(nested) = self.nested.get() {
+                hardware_routes::sync_unattached(self, nested, &domains);
             }
             drop(domains);
             self.invalidate_every_endpoint();

@@ -9,9 +9,9 @@ use super::nested_protocol::{
     is_negotiated, parse_nested_request, readable_size, AttachTable, Invalidate, InvalidateCommand,
     NestedRequest, VirtualSte,
 };
-use super::page_requests;
 use super::protocol::{Attach, RequestError, Status};
 use super::state::{IommuState, Stale};
+use super::{hardware_routes, page_requests};
 
 /// Answers an extension request (`readable` starts with its type) in nested mode.
 pub fn execute(
@@ -168,12 +168,19 @@ fn attach_to_table_with(
 }
 
 /// After an ATTACH or DETACH took `endpoint` out of a table-mode domain (`was_table`):
-/// its configuration goes from the back-end, now that no fill routes through it.
+/// its configuration goes from the back-end, now that no fill routes through it (an
+/// endpoint the host translates gets its new route there instead), and then what the
+/// SMMU cached from it.
 pub fn left_table(shared: &IommuState, nested: &NestedBackend, endpoint: u32, was_table: bool) {
-    if was_table && shared.domains().table_of_endpoint(endpoint).is_none() {
-        // The model's removal cannot fail; a hardware back-end's failure leaves the
-        // endpoint unreachable by the domain routing, which is what matters here.
-        let _ = nested.host().remove_ste(endpoint);
+    let domains = shared.domains();
+    if was_table && domains.table_of_endpoint(endpoint).is_none() {
+        if hardware_routes::is_hardware(nested, endpoint) {
+            // A refusal is logged there; the answer stands, as for the model below.
+            let _ = hardware_routes::sync(shared, nested, &domains, endpoint);
+        } else {
+            // The model's removal cannot fail.
+            let _ = nested.host().remove_ste(endpoint);
+        }
         let _ = nested.host().invalidate(&forget_stream_commands(endpoint));
         nested.forget_stream(endpoint);
     }

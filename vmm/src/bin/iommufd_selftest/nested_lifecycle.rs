@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use devices::host_iommu::iommufd_selftest::{
     self as selftest, selftest_iotlb, DEV_CACHE_DEFAULT, DEV_CACHE_NUM,
 };
+use devices::host_iommu::nested::BYPASS_VSTE;
 use devices::virtio::iommu::driver_harness::{attach, attach_table, detach, invalidate};
 use devices::virtio::iommu::nested_protocol::{caches, invalidate_flags, scope};
 use devices::virtio::iommu::protocol::Status;
@@ -84,6 +85,12 @@ fn exercise(vm: &mut NestedVm) -> Check {
     let (idev_a, idev_b) = (vm.a.idev_id, vm.b.idev_id);
     let fresh = [true; DEV_CACHE_NUM as usize];
 
+    // Before any request the devices are off the nest parent: unattached without bypass,
+    // they abort, as passed-through devices do.
+    let initial = vm.hwpt_of(SID_A)?;
+    if !made_from(&iommufd, initial, STE_ABORT)? {
+        return Err("before any request, A is not on an abort configuration".into());
+    }
     // A guest STE becomes a nested HWPT made from it, attached to A.
     expect(
         "ATTACH_TABLE a",
@@ -91,8 +98,8 @@ fn exercise(vm: &mut NestedVm) -> Check {
         Status::Ok,
     )?;
     let first = vm.hwpt_of(SID_A)?;
-    if !made_from(&iommufd, first, STE_1)? {
-        return Err("A's nested HWPT was not made from the guest's STE".into());
+    if !made_from(&iommufd, first, STE_1)? || !is_gone(&iommufd, initial)? {
+        return Err("A's nested HWPT was not made from the guest's STE in place of abort".into());
     }
     // B joins the table-mode domain with a plain ATTACH: its own HWPT of the same STE.
     expect("ATTACH b", vm.send(&attach(1, SID_B, 0, 0)), Status::Ok)?;
@@ -158,6 +165,22 @@ fn exercise(vm: &mut NestedVm) -> Check {
 
     let median_us = time_invalidations(vm, &cd)?;
 
+    // B has no MAP domain (the host holds no IOVA mappings for it); a bypass domain is an
+    // STE whose stage 1 bypasses, in place of its table.
+    let map_domain = refused("ATTACH b to a MAP domain", vm.send(&attach(4, SID_B, 0, 0)))?;
+    if vm.hwpt_of(SID_B)? != hwpt_b {
+        return Err("a refused ATTACH moved B's nested HWPT".into());
+    }
+    expect(
+        "ATTACH b to a bypass domain",
+        vm.send(&attach(5, SID_B, 1, 0)),
+        Status::Ok,
+    )?;
+    let bypassing = vm.hwpt_of(SID_B)?;
+    if !made_from(&iommufd, bypassing, BYPASS_VSTE[0])? || !is_gone(&iommufd, hwpt_b)? {
+        return Err("B in a bypass domain is not on a stage-1 bypass configuration".into());
+    }
+
     // DETACH: A is left with an abort configuration and its CDs are invalidated.
     expect("DETACH a", vm.send(&detach(2, SID_A, 0)), Status::Ok)?;
     expect_cache(&iommufd, "after DETACH", idev_a, [false; 4])?;
@@ -167,8 +190,9 @@ fn exercise(vm: &mut NestedVm) -> Check {
     }
     let detached = refused("INVALIDATE of a detached endpoint's domain", vm.send(&cd))?;
     Ok(format!(
-        "hwpts={first},{hwpt_b},{second},{aborting} refused: config_nested={config_nested:?} \
-         mev={mev:?} no_vdevice={no_vdevice:?} unknown_endpoint={unknown_endpoint:?} \
+        "hwpts={initial},{first},{hwpt_b},{second},{bypassing},{aborting} refused: \
+         config_nested={config_nested:?} mev={mev:?} no_vdevice={no_vdevice:?} \
+         unknown_endpoint={unknown_endpoint:?} map_domain={map_domain:?} \
          detached={detached:?} invalidate_median_us={median_us:.1}"
     ))
 }

@@ -49,6 +49,9 @@ impl NestedHostIommu for Recorded {
     fn hw_info(&self) -> [u32; 6] {
         self.inner.hw_info()
     }
+    fn translates_in_hardware(&self, stream: u32) -> bool {
+        self.inner.translates_in_hardware(stream)
+    }
     fn install_ste(&self, stream: u32, vste: [u64; 2]) -> Result<(), NestedError> {
         NestedHostIommu::install_ste(&*self.inner, stream, vste)
     }
