@@ -122,7 +122,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     trace.step("outputs");
     let legacy = legacy::add_legacy_devices(&vm, &pio, &mmio, &control, outputs.serial())?;
     trace.step("legacy-devices");
-    let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
+    let mut pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
     trace.step("pci-devices");
 
     let acpi = AcpiConfig {
@@ -175,6 +175,12 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         threads.push(thread.start(fd, ctx));
     }
     trace.step("vcpus-started");
+    // Only now: the guest's first instruction does not wait for them.
+    if let Err(e) = pci.start_workers() {
+        let why = format!("cannot start a device worker thread: {e}");
+        control.request_exit(VmExitReason::VmmFailure(why));
+    }
+    trace.step("device-workers");
 
     let mut event_loop = EventLoop::new(control.clone())?;
     let kick = KickRequest::new().map_err(VmmError::Thread)?;

@@ -29,6 +29,7 @@ use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
+use devices::virtio::worker_thread::PendingWorker;
 use devices::virtio::{ThreadSetupHook, VirtioDevice, WorkerSpec};
 use devices::{Bus, VmControl};
 use vm_memory::GuestMemoryMmap;
@@ -62,6 +63,8 @@ pub struct PciDevices {
     pub iommu_counters: Option<IommuCounterSource>,
     /// Each device's counters, in BDF order (the virtio-iommu's are above).
     pub device_counters: Vec<CountedDevice>,
+    /// The devices' worker threads, not started yet (see [`PciDevices::start_workers`]).
+    workers: Vec<PendingWorker>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
     /// Nested mode's fault relay thread, stopped when the VM's devices go.
@@ -72,6 +75,16 @@ fn device_err(what: impl std::fmt::Display) -> VmmError {
     VmmError::Device(what.to_string())
 }
 
+impl PciDevices {
+    /// Starts the devices' worker threads, from the VMM thread before its filter exists.
+    /// Called once the vCPUs run: a thread's start costs about 0.1 ms, which the guest's
+    /// first instruction need not wait for, since no device has work before its driver
+    /// sets DRIVER_OK; an activation that comes first waits for its thread.
+    pub fn start_workers(&mut self) -> std::io::Result<()> {
+        self.workers.drain(..).try_for_each(PendingWorker::launch)
+    }
+}
+
 struct Builder<'a> {
     /// Shared only once every function is on it.
     root: PciRoot,
@@ -80,6 +93,7 @@ struct Builder<'a> {
     mem: &'a GuestMemoryMmap,
     setup: ThreadSetupHook,
     msix_tables: Vec<(String, SharedMsix)>,
+    workers: Vec<PendingWorker>,
 }
 
 /// What `lspci` users call the device.
@@ -98,9 +112,11 @@ impl Builder<'_> {
         self.root.reserve_slot().map_err(device_err)
     }
 
-    /// Starts the device's worker thread now, on the VMM thread before any filter exists.
-    fn spec(&self, name: String) -> Result<WorkerSpec, VmmError> {
-        WorkerSpec::new(name, self.setup.clone()).map_err(VmmError::Thread)
+    /// The device's worker thread, started later by [`PciDevices::start_workers`].
+    fn spec(&mut self, name: String) -> Result<WorkerSpec, VmmError> {
+        let (spec, pending) = WorkerSpec::new(name, self.setup.clone());
+        self.workers.push(pending);
+        Ok(spec)
     }
 
     fn add(
@@ -246,6 +262,7 @@ pub fn add_pci_devices(
         mem,
         setup: device_worker_setup(config.seccomp, control.clone()),
         msix_tables: Vec::new(),
+        workers: Vec::new(),
     };
     let devices = &config.devices;
     // Opened first: the host IOMMUs of those behind the virtio-iommu bound what it offers.
@@ -388,6 +405,7 @@ pub fn add_pci_devices(
         console_owns_stdin,
         interrupts,
         msix_tables: builder.msix_tables,
+        workers: builder.workers,
         iommu_counters,
         device_counters,
         _root: root,
