@@ -7,7 +7,8 @@
 use std::io;
 use std::sync::Arc;
 
-use super::worker_thread::{PendingWorker, WorkerThread};
+use super::worker_thread::WorkerThread;
+use crate::pending_thread::PendingThread;
 
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
@@ -29,7 +30,7 @@ pub struct WorkerSpec {
 impl WorkerSpec {
     /// The spec, and what starts its thread; the thread runs `setup` before any
     /// activation's work, and activations wait for it to start.
-    pub fn new(name: impl Into<String>, setup: ThreadSetupHook) -> (Self, PendingWorker) {
+    pub fn new(name: impl Into<String>, setup: ThreadSetupHook) -> (Self, PendingThread) {
         let name = name.into();
         let (thread, pending) = WorkerThread::new(&name, setup);
         (Self { name, thread }, pending)

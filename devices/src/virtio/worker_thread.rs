@@ -5,13 +5,14 @@
 //! worker does. Starting the thread from the VMM thread, before its filter exists, lets it
 //! install exactly its own; each activation then runs on it as a job.
 //!
-//! The handle exists before the thread: [`WorkerThread::new`] gives both, and jobs queue
-//! until [`PendingWorker::launch`] starts the thread. So the VMM can start the threads once
-//! the vCPUs run, when a thread's start no longer delays the guest's first instruction.
+//! The handle exists before the thread ([`crate::pending_thread`]): jobs queue until the
+//! thread is launched.
 
 use std::io;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+
+use crate::pending_thread::PendingThread;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -36,36 +37,17 @@ impl JobHandle {
     }
 }
 
-/// A worker thread not started yet; its jobs wait, in order, until it is.
-pub struct PendingWorker {
-    name: String,
-    setup: Arc<dyn Fn() + Send + Sync>,
-    queue: Receiver<Job>,
-}
-
-impl PendingWorker {
-    /// Starts the thread; it runs `setup` first, then the jobs in order.
-    pub fn launch(self) -> io::Result<()> {
-        let Self { name, setup, queue } = self;
-        std::thread::Builder::new().name(name).spawn(move || {
+impl WorkerThread {
+    /// The thread's handle, and the thread, which runs `setup` first, then the jobs in
+    /// order, once launched.
+    pub fn new(name: &str, setup: Arc<dyn Fn() + Send + Sync>) -> (Arc<Self>, PendingThread) {
+        let (jobs, queue) = channel::<Job>();
+        let pending = PendingThread::new(name, move || {
             setup();
             while let Ok(job) = queue.recv() {
                 job();
             }
-        })?;
-        Ok(())
-    }
-}
-
-impl WorkerThread {
-    /// The thread's handle, and what starts it.
-    pub fn new(name: &str, setup: Arc<dyn Fn() + Send + Sync>) -> (Arc<Self>, PendingWorker) {
-        let (jobs, queue) = channel::<Job>();
-        let pending = PendingWorker {
-            name: name.to_string(),
-            setup,
-            queue,
-        };
+        });
         let thread = Arc::new(Self {
             jobs: Mutex::new(jobs),
         });

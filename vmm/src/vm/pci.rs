@@ -29,9 +29,8 @@ use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
-use devices::virtio::worker_thread::PendingWorker;
 use devices::virtio::{ThreadSetupHook, VirtioDevice, WorkerSpec};
-use devices::{Bus, VmControl};
+use devices::{Bus, PendingThread, VmControl};
 use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
@@ -63,8 +62,8 @@ pub struct PciDevices {
     pub iommu_counters: Option<IommuCounterSource>,
     /// Each device's counters, in BDF order (the virtio-iommu's are above).
     pub device_counters: Vec<CountedDevice>,
-    /// The devices' worker threads, not started yet (see [`PciDevices::start_workers`]).
-    workers: Vec<PendingWorker>,
+    /// The devices' worker threads, to start once the vCPUs run.
+    pub workers: Vec<PendingThread>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
     /// Nested mode's fault relay thread, stopped when the VM's devices go.
@@ -75,16 +74,6 @@ fn device_err(what: impl std::fmt::Display) -> VmmError {
     VmmError::Device(what.to_string())
 }
 
-impl PciDevices {
-    /// Starts the devices' worker threads, from the VMM thread before its filter exists.
-    /// Called once the vCPUs run: a thread's start costs about 0.1 ms, which the guest's
-    /// first instruction need not wait for, since no device has work before its driver
-    /// sets DRIVER_OK; an activation that comes first waits for its thread.
-    pub fn start_workers(&mut self) -> std::io::Result<()> {
-        self.workers.drain(..).try_for_each(PendingWorker::launch)
-    }
-}
-
 struct Builder<'a> {
     /// Shared only once every function is on it.
     root: PciRoot,
@@ -93,7 +82,7 @@ struct Builder<'a> {
     mem: &'a GuestMemoryMmap,
     setup: ThreadSetupHook,
     msix_tables: Vec<(String, SharedMsix)>,
-    workers: Vec<PendingWorker>,
+    workers: Vec<PendingThread>,
 }
 
 /// What `lspci` users call the device.
@@ -112,7 +101,7 @@ impl Builder<'_> {
         self.root.reserve_slot().map_err(device_err)
     }
 
-    /// The device's worker thread, started later by [`PciDevices::start_workers`].
+    /// The device's worker thread, started once the vCPUs run.
     fn spec(&mut self, name: String) -> Result<WorkerSpec, VmmError> {
         let (spec, pending) = WorkerSpec::new(name, self.setup.clone());
         self.workers.push(pending);
