@@ -13,6 +13,8 @@ use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::pending_thread::PendingThread;
+
 /// Bytes held for the host before more are dropped.
 pub const DEFAULT_CAPACITY: usize = 64 << 10;
 /// Dropped output is reported at most this often.
@@ -102,14 +104,15 @@ impl Drop for Handle {
 pub struct HostOutput(Arc<Handle>);
 
 impl HostOutput {
-    /// Starts the thread `name` that writes to `file`; it runs `setup` first (the VMM
-    /// installs its seccomp filter there). At most `capacity` bytes wait for the file.
-    pub fn start(
+    /// The output, and its thread `name` that writes to `file` once launched; the thread
+    /// runs `setup` first (the VMM installs its seccomp filter there). At most `capacity`
+    /// bytes wait for the file, from before the thread starts too.
+    pub fn new(
         name: &str,
         file: impl Write + Send + 'static,
         capacity: usize,
         setup: impl FnOnce() + Send + 'static,
-    ) -> io::Result<Self> {
+    ) -> (Self, PendingThread) {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             capacity,
@@ -121,13 +124,11 @@ impl HostOutput {
             written: Condvar::new(),
         });
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                setup();
-                write_until_closed(&thread_shared, file);
-            })?;
-        Ok(Self(Arc::new(Handle(shared))))
+        let thread = PendingThread::new(name, move || {
+            setup();
+            write_until_closed(&thread_shared, file);
+        });
+        (Self(Arc::new(Handle(shared))), thread)
     }
 
     fn shared(&self) -> &Shared {
@@ -249,7 +250,9 @@ mod tests {
     }
 
     fn start(file: impl Write + Send + 'static, capacity: usize) -> HostOutput {
-        HostOutput::start("out-test", file, capacity, || {}).unwrap()
+        let (output, thread) = HostOutput::new("out-test", file, capacity, || {});
+        thread.launch().unwrap();
+        output
     }
 
     /// Runs `f` on another thread; fails the test if it takes longer than `limit`.

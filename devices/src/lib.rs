@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod io_counters;
 pub mod legacy;
 pub mod pci;
+pub mod pending_thread;
 pub mod pri;
 pub mod vfio;
 pub mod virtio;
@@ -21,4 +22,5 @@ pub mod vm_control;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use host_output::HostOutput;
+pub use pending_thread::PendingThread;
 pub use vm_control::{VmControl, VmExitReason};

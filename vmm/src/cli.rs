@@ -28,7 +28,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Each subcommand's options are built only when it is the one given: building clap's
+/// option table is most of what parsing costs, and `run` is started often.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Command {
     /// Boot a guest and run it until it powers off, resets or writes the exit port.
     Run(RunArgs),
@@ -37,8 +40,10 @@ pub enum Command {
     Config(RunArgs),
 }
 
-/// The whole VM: what `run` takes as flags, or as one JSON document with `--config` (the
-/// same fields, spelled as the flags are; docs/config-file.md).
+// The whole VM: what `run` takes as flags, or as one JSON document with `--config` (the
+// same fields, spelled as the flags are; docs/config-file.md). A plain comment, not a doc
+// comment: clap would make a doc comment the subcommands' help text, and since their
+// options are added only when used (`defer`), it would replace `run`'s and `config`'s own.
 #[derive(Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct RunArgs {

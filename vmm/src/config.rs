@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arch::boot::{detect_format, BootError, KernelFormat};
+use arch::boot::{detect_format, BootError, ImageFile, KernelFormat};
 use arch::layout::{MIN_MEMORY, MMIO_HOLE_END, MMIO_HOLE_START};
 
 use crate::cli::RunArgs;
@@ -184,11 +184,15 @@ impl VmConfig {
         let kernel = match &args.kernel {
             None => KernelSource::Bundled,
             Some(path) => {
-                let format = detect_format(&mut open("kernel", path)?).map_err(|source| {
-                    ConfigError::Kernel {
-                        path: path.clone(),
-                        source,
-                    }
+                let file = open("kernel", path)?;
+                let mut image = ImageFile::new(file).map_err(|source| ConfigError::Open {
+                    what: "kernel",
+                    path: path.into(),
+                    source,
+                })?;
+                let format = detect_format(&mut image).map_err(|source| ConfigError::Kernel {
+                    path: path.clone(),
+                    source,
                 })?;
                 KernelSource::File {
                     path: path.clone(),

@@ -4,6 +4,7 @@
 //! a PVH entry note (a Linux vmlinux built with CONFIG_PVH, or a unikernel).
 
 mod format;
+mod image_file;
 mod initrd;
 mod linux;
 mod pvh;
@@ -15,6 +16,7 @@ use linux_loader::loader::{self, KernelLoader};
 use vm_memory::{GuestAddress, GuestMemoryMmap, ReadVolatile};
 
 pub use format::{detect_format, KernelFormat};
+pub use image_file::ImageFile;
 
 use crate::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START};
 

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::worker_thread::WorkerThread;
+use crate::pending_thread::PendingThread;
 
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
@@ -18,7 +19,7 @@ use crate::dma::DmaMemory;
 /// worker's seccomp filter with it).
 pub type ThreadSetupHook = Arc<dyn Fn() + Send + Sync>;
 
-/// A device's worker thread: named, prepared by its setup hook, started with the VM.
+/// A device's worker thread: named, prepared by its setup hook, made with the VM.
 #[derive(Clone)]
 pub struct WorkerSpec {
     /// The thread name, e.g. `dev-blk0` (at most 15 bytes, the Linux limit).
@@ -27,16 +28,19 @@ pub struct WorkerSpec {
 }
 
 impl WorkerSpec {
-    /// Starts the thread now; it runs `setup` before any activation's work.
-    pub fn new(name: impl Into<String>, setup: ThreadSetupHook) -> std::io::Result<Self> {
+    /// The spec, and what starts its thread; the thread runs `setup` before any
+    /// activation's work, and activations wait for it to start.
+    pub fn new(name: impl Into<String>, setup: ThreadSetupHook) -> (Self, PendingThread) {
         let name = name.into();
-        let thread = WorkerThread::start(&name, setup)?;
-        Ok(Self { name, thread })
+        let (thread, pending) = WorkerThread::new(&name, setup);
+        (Self { name, thread }, pending)
     }
 
-    /// A spec whose setup does nothing (tests, benchmarks).
+    /// A spec whose thread is running and whose setup does nothing (tests, benchmarks).
     pub fn unconfined(name: impl Into<String>) -> Self {
-        Self::new(name, Arc::new(|| {})).expect("cannot start a worker thread")
+        let (spec, pending) = Self::new(name, Arc::new(|| {}));
+        pending.launch().expect("cannot start a worker thread");
+        spec
     }
 }
 

@@ -191,14 +191,14 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let (setup_tx, setup_rx) = mpsc::channel();
         let setup_tx = std::sync::Mutex::new(setup_tx);
-        let spec = WorkerSpec::new(
+        let (spec, pending) = WorkerSpec::new(
             "dev-test0",
             Arc::new(move || {
                 let name = std::thread::current().name().map(str::to_owned);
                 setup_tx.lock().unwrap().send(name).unwrap();
             }),
-        )
-        .unwrap();
+        );
+        pending.launch().unwrap();
         let q1 = eventfd();
         let worker = Worker::spawn(
             &spec,

@@ -1,13 +1,18 @@
-//! A device's worker thread, started when the VM is built and reused by every activation.
+//! A device's worker thread, made when the VM is built and reused by every activation.
 //!
 //! Drivers activate devices from vCPU threads (a DRIVER_OK write). A thread started there
 //! would inherit the vCPU's seccomp filter, and the vCPU filter would have to allow what a
-//! worker does. Starting the thread up front, before any filter exists, lets it install
-//! exactly its own; each activation then runs on it as a job.
+//! worker does. Starting the thread from the VMM thread, before its filter exists, lets it
+//! install exactly its own; each activation then runs on it as a job.
+//!
+//! The handle exists before the thread ([`crate::pending_thread`]): jobs queue until the
+//! thread is launched.
 
 use std::io;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+
+use crate::pending_thread::PendingThread;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -33,20 +38,20 @@ impl JobHandle {
 }
 
 impl WorkerThread {
-    /// Starts the thread; it runs `setup` first, then jobs in order.
-    pub fn start(name: &str, setup: Arc<dyn Fn() + Send + Sync>) -> io::Result<Arc<Self>> {
+    /// The thread's handle, and the thread, which runs `setup` first, then the jobs in
+    /// order, once launched.
+    pub fn new(name: &str, setup: Arc<dyn Fn() + Send + Sync>) -> (Arc<Self>, PendingThread) {
         let (jobs, queue) = channel::<Job>();
-        std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                setup();
-                while let Ok(job) = queue.recv() {
-                    job();
-                }
-            })?;
-        Ok(Arc::new(Self {
+        let pending = PendingThread::new(name, move || {
+            setup();
+            while let Ok(job) = queue.recv() {
+                job();
+            }
+        });
+        let thread = Arc::new(Self {
             jobs: Mutex::new(jobs),
-        }))
+        });
+        (thread, pending)
     }
 
     /// Runs `job` on the thread.
@@ -60,7 +65,7 @@ impl WorkerThread {
             .lock()
             .unwrap()
             .send(job)
-            .map_err(|_| io::Error::other("the device worker thread has ended"))?;
+            .map_err(|_| io::Error::other("the device worker thread has ended or never started"))?;
         Ok(JobHandle { done })
     }
 }
@@ -74,24 +79,30 @@ mod tests {
     fn setup_runs_once_then_jobs_run_in_order_on_the_named_thread() {
         let setups = Arc::new(AtomicUsize::new(0));
         let counter = setups.clone();
-        let thread = WorkerThread::start(
+        let (thread, pending) = WorkerThread::new(
             "dev-test0",
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
-        )
-        .unwrap();
+        );
         let (tx, rx) = channel();
-        for i in 0..3 {
-            let tx = tx.clone();
-            thread
-                .run(move || {
-                    let name = std::thread::current().name().map(str::to_string);
-                    tx.send((i, name)).unwrap();
-                })
-                .unwrap()
-                .join()
-                .unwrap();
+        // Jobs given before the thread starts wait for it, in order.
+        let jobs: Vec<JobHandle> = (0..3)
+            .map(|i| {
+                let tx = tx.clone();
+                thread
+                    .run(move || {
+                        let name = std::thread::current().name().map(str::to_string);
+                        tx.send((i, name)).unwrap();
+                    })
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(setups.load(Ordering::SeqCst), 0);
+        assert!(rx.try_recv().is_err());
+        pending.launch().unwrap();
+        for job in jobs {
+            job.join().unwrap();
         }
         let seen: Vec<_> = rx.try_iter().collect();
         assert_eq!(seen.len(), 3);

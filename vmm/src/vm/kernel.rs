@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Cursor;
 
-use arch::boot::{self, BootEntry, BootRequest, Initrd};
+use arch::boot::{self, BootEntry, BootRequest, ImageFile, Initrd};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::VmmError;
@@ -12,6 +12,14 @@ use crate::unikernel::UNIKERNEL_ELF;
 
 fn open(path: &std::path::Path) -> Result<File, VmmError> {
     File::open(path).map_err(|source| VmmError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The kernel through [`ImageFile`]: its headers in one read.
+fn image(path: &std::path::Path) -> Result<ImageFile, VmmError> {
+    ImageFile::new(open(path)?).map_err(|source| VmmError::File {
         path: path.display().to_string(),
         source,
     })
@@ -59,7 +67,7 @@ pub fn load_kernel(
         KernelSource::File { path, .. } => boot::load(
             mem,
             BootRequest {
-                kernel: &mut open(path)?,
+                kernel: &mut image(path)?,
                 cmdline: &config.cmdline,
                 initrd,
                 memory_size: config.memory,

@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use arch::acpi::{create_acpi_tables, AcpiConfig, GedDescription};
-use devices::{Bus, VmControl, VmExitReason};
+use devices::{Bus, PendingThread, VmControl, VmExitReason};
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 
@@ -119,11 +119,11 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
     let mmio = Arc::new(Bus::new());
     let output_setup =
         seccomp::filtered_thread_setup(ThreadKind::HostOutput, config.seccomp, control.clone());
-    let outputs = GuestOutputs::open(&config, &output_setup)?;
+    let mut outputs = GuestOutputs::open(&config, &output_setup)?;
     trace.step("outputs");
     let legacy = legacy::add_legacy_devices(&vm, &pio, &mmio, &control, outputs.serial())?;
     trace.step("legacy-devices");
-    let pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
+    let mut pci = pci::add_pci_devices(&vm, &mem, &pio, &mmio, &config, &control, &outputs)?;
     trace.step("pci-devices");
 
     let acpi = AcpiConfig {
@@ -176,6 +176,16 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         threads.push(thread.start(fd, ctx));
     }
     trace.step("vcpus-started");
+    // Only now, and before this thread's filter exists: the guest's first instruction
+    // need not wait for them, since what is given to them before waits for them.
+    let mut pending = std::mem::take(&mut outputs.threads)
+        .into_iter()
+        .chain(std::mem::take(&mut pci.workers));
+    if let Err(e) = pending.try_for_each(PendingThread::launch) {
+        let why = format!("cannot start a device or output thread: {e}");
+        control.request_exit(VmExitReason::VmmFailure(why));
+    }
+    trace.step("threads");
 
     let mut event_loop = EventLoop::new(control.clone())?;
     let kick = KickRequest::new().map_err(VmmError::Thread)?;

@@ -1,7 +1,7 @@
 //! Where guest output leaves nestor: the serial port and the virtio-console write to stdout,
 //! or the serial port to a file, through [`HostOutput`]s, so neither a vCPU nor a device
 //! worker ever waits for the host to drain them. The two share one stdout buffer: what the
-//! guest wrote first is printed first.
+//! guest wrote first is printed first. The writer threads start once the vCPUs run.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use devices::host_output::DEFAULT_CAPACITY;
 use devices::virtio::ThreadSetupHook;
-use devices::HostOutput;
+use devices::{HostOutput, PendingThread};
 
 use super::error::VmmError;
 use crate::config::{SerialMode, VmConfig};
@@ -21,11 +21,20 @@ pub struct GuestOutputs {
     console: Option<HostOutput>,
     /// Each distinct output once, to finish at exit.
     all: Vec<HostOutput>,
+    /// Their writer threads, to start once the vCPUs run; output waits for them until then.
+    pub threads: Vec<PendingThread>,
 }
 
-fn start(name: &str, file: File, setup: &ThreadSetupHook) -> Result<HostOutput, VmmError> {
+fn output(
+    name: &str,
+    file: File,
+    setup: &ThreadSetupHook,
+    threads: &mut Vec<PendingThread>,
+) -> HostOutput {
     let setup = setup.clone();
-    HostOutput::start(name, file, DEFAULT_CAPACITY, move || setup()).map_err(VmmError::Thread)
+    let (output, thread) = HostOutput::new(name, file, DEFAULT_CAPACITY, move || setup());
+    threads.push(thread);
+    output
 }
 
 /// nestor's own descriptor of stdout: written directly, it bypasses the standard library's
@@ -62,8 +71,9 @@ fn writer(output: &Option<HostOutput>) -> Box<dyn Write + Send> {
 impl GuestOutputs {
     /// Opens what `config` sends guest output to; `setup` runs first on each writer thread.
     pub fn open(config: &VmConfig, setup: &ThreadSetupHook) -> Result<Self, VmmError> {
+        let mut threads = Vec::new();
         let stdout = if config.serial == SerialMode::Stdio || config.devices.console {
-            Some(start("out-stdout", own_stdout()?, setup)?)
+            Some(output("out-stdout", own_stdout()?, setup, &mut threads))
         } else {
             None
         };
@@ -71,7 +81,8 @@ impl GuestOutputs {
         let serial = match &config.serial {
             SerialMode::Stdio => stdout.clone(),
             SerialMode::File(path) => {
-                let file = start("out-serial", open_serial_file(path)?, setup)?;
+                let file = open_serial_file(path)?;
+                let file = output("out-serial", file, setup, &mut threads);
                 all.push(file.clone());
                 Some(file)
             }
@@ -82,6 +93,7 @@ impl GuestOutputs {
             serial,
             console,
             all,
+            threads,
         })
     }
 

@@ -31,7 +31,7 @@ use devices::virtio::console::Console;
 use devices::virtio::pci::{VirtioPciDevice, VIRTIO_PCI_BAR_SIZE};
 use devices::virtio::rng::Rng;
 use devices::virtio::{ThreadSetupHook, VirtioDevice, WorkerSpec};
-use devices::{Bus, VmControl};
+use devices::{Bus, PendingThread, VmControl};
 use vm_memory::GuestMemoryMmap;
 
 use super::error::VmmError;
@@ -64,6 +64,8 @@ pub struct PciDevices {
     pub iommu_counters: Option<IommuCounterSource>,
     /// Each device's counters, in BDF order (the virtio-iommu's are above).
     pub device_counters: Vec<CountedDevice>,
+    /// The devices' worker threads, to start once the vCPUs run.
+    pub workers: Vec<PendingThread>,
     /// Keeps the devices (and their workers) alive for the VM's lifetime.
     _root: Arc<PciRoot>,
     /// Nested mode's fault relay thread, stopped when the VM's devices go.
@@ -82,6 +84,7 @@ struct Builder<'a> {
     mem: &'a GuestMemoryMmap,
     setup: ThreadSetupHook,
     msix_tables: Vec<(String, SharedMsix)>,
+    workers: Vec<PendingThread>,
 }
 
 /// What `lspci` users call the device.
@@ -100,9 +103,11 @@ impl Builder<'_> {
         self.root.reserve_slot().map_err(device_err)
     }
 
-    /// Starts the device's worker thread now, on the VMM thread before any filter exists.
-    fn spec(&self, name: String) -> Result<WorkerSpec, VmmError> {
-        WorkerSpec::new(name, self.setup.clone()).map_err(VmmError::Thread)
+    /// The device's worker thread, started once the vCPUs run.
+    fn spec(&mut self, name: String) -> Result<WorkerSpec, VmmError> {
+        let (spec, pending) = WorkerSpec::new(name, self.setup.clone());
+        self.workers.push(pending);
+        Ok(spec)
     }
 
     fn add(
@@ -253,6 +258,7 @@ pub fn add_pci_devices(
         mem,
         setup: device_worker_setup(config.seccomp, control.clone()),
         msix_tables: Vec::new(),
+        workers: Vec::new(),
     };
     let devices = &config.devices;
     // Opened first: the host IOMMUs of those behind the virtio-iommu bound what it offers.
@@ -421,6 +427,7 @@ pub fn add_pci_devices(
         console_owns_stdin,
         interrupts,
         msix_tables: builder.msix_tables,
+        workers: builder.workers,
         iommu_counters,
         device_counters,
         _root: root,
