@@ -19,12 +19,6 @@
 # rig-nestor: yes
 # rig-nvme: 64M
 # rig-iommu: intel
-# Linux 7.3 as the rig host stalls the guest: with the controller passed
-# through, its vCPU stops making progress for a minute at a time (RCU stalls
-# in the guest, the rig host itself live), on QEMU's AMD IOMMU as on its VT-d;
-# under 6.12 it does not. Until that is understood this scenario's rig host
-# runs the guest kernel.
-# rig-host-kernel: guest
 # shellcheck shell=sh
 set -u
 
