@@ -59,12 +59,6 @@ run_scenario() {
     iommu=${RIG_IOMMU:-$(scenario_meta "$script" iommu amd)}
     hung_after=$(scenario_meta "$script" hung-after "${RIG_HUNG_AFTER:-120}")
     expect=$(scenario_meta "$script" expect ok)
-    local host_kernel
-    case $(scenario_meta "$script" host-kernel rig-host) in
-        rig-host) host_kernel=$rig_host_bzimage ;;
-        guest) host_kernel=$kernel_bzimage ;;
-        *) echo "RIG $name FAIL # rig-host-kernel: wants rig-host or guest"; return 1 ;;
-    esac
 
     entries=(dir:proc dir:sys dir:dev dir:tmp
              "file:init:$rig_dir/l2/init.sh:755"
@@ -128,7 +122,7 @@ run_scenario() {
     local tsc_tolerance="kvm.tsc_tolerance_ppm=5000"
     log "$name: booting L2 (timeout ${timeout}s, $iommu IOMMU), logs in $dir"
     rc=0
-    RIG_IOMMU=$iommu RIG_HUNG_AFTER=$hung_after boot_l2 "$timeout" "$host_kernel" "$initrd" \
+    RIG_IOMMU=$iommu RIG_HUNG_AFTER=$hung_after boot_l2 "$timeout" "$rig_host_bzimage" "$initrd" \
         "console=ttyS0 loglevel=4 panic=-1 rdinit=/init rig.scenario=$name $unsafe_msi $tsc_tolerance $l2_extra ${RIG_L2_ARGS:-}" \
         "$l2_log" "$guest_log" "${qemu_args[@]}" || rc=$?
 
