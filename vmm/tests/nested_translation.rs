@@ -22,21 +22,15 @@ fn the_nested_probes_pass_with_the_engine_in_nested_mode() {
         "--cmdline",
         NESTED_PROBES,
     ]);
-    let lines = probe_lines(&output);
-    for probe in [
-        "nested-s1",
-        "nested-invalidate",
-        "nested-fault",
-        "nested-hostile",
-    ] {
-        assert!(
-            lines.contains(&format!("PROBE {probe} ok")),
-            "{lines:?}\n{}",
-            stderr(&output)
-        );
-    }
-    assert_eq!(lines.last().unwrap(), "PROBE done passed=4 failed=0");
-    assert_status(&output, 0);
+    assert_probes_passed(
+        &output,
+        &[
+            "nested-s1",
+            "nested-invalidate",
+            "nested-fault",
+            "nested-hostile",
+        ],
+    );
 }
 
 #[test]

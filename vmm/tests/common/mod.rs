@@ -102,3 +102,22 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Asserts that each of `probes` passed, that nothing failed, and that nestor exited 0.
+pub fn assert_probes_passed(output: &Output, probes: &[&str]) {
+    let lines = probe_lines(output);
+    for probe in probes {
+        assert!(
+            lines.contains(&format!("PROBE {probe} ok")),
+            "{lines:?}\n{}",
+            stderr(output)
+        );
+    }
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(format!("PROBE done passed={} failed=0", probes.len()).as_str()),
+        "{}",
+        stderr(output)
+    );
+    assert_status(output, 0);
+}

@@ -221,18 +221,7 @@ impl Rig {
             })
             .collect();
         mq.add_desc_chains(&raw, 0).unwrap();
-        let queue: Queue = mq.create_queue().unwrap();
-        let mut server = QueueServer::new(queue, 1);
-        deliver_faults(
-            &self.state,
-            self.negotiated,
-            &self.own_memory(),
-            &mut server,
-            &NoInterrupt,
-            usize::MAX,
-        );
-        let used_idx: u16 = self.mem.read_obj(mq.used_addr().unchecked_add(2)).unwrap();
-        (0..used_idx).map(|i| self.used_entry(&mq, i)).collect()
+        self.deliver_posted(&mq)
     }
 
     /// Posts one eventq chain of writable `(addr, len)` buffers, delivers pending faults, and
@@ -244,6 +233,12 @@ impl Rig {
             .map(|&(addr, len)| (addr, len, VRING_DESC_F_WRITE as u16))
             .collect();
         mq.add_desc_chains(&chain(&descs), 0).unwrap();
+        self.deliver_posted(&mq)
+    }
+
+    /// Delivers pending faults into the eventq buffers posted on `mq`; the used entries
+    /// `(id, len)` that came back.
+    fn deliver_posted(&self, mq: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<(u32, u32)> {
         let queue: Queue = mq.create_queue().unwrap();
         let mut server = QueueServer::new(queue, 1);
         deliver_faults(
@@ -255,7 +250,7 @@ impl Rig {
             usize::MAX,
         );
         let used_idx: u16 = self.mem.read_obj(mq.used_addr().unchecked_add(2)).unwrap();
-        (0..used_idx).map(|i| self.used_entry(&mq, i)).collect()
+        (0..used_idx).map(|i| self.used_entry(mq, i)).collect()
     }
 
     /// A queue at guest address 0 with empty rings (the previous request's are wiped).
