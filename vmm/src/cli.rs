@@ -130,8 +130,11 @@ pub struct RunArgs {
           value_parser = DmaEngineOptions::parse)]
     pub dma_engine: Option<DmaEngineOptions>,
 
-    /// A virtio-iommu, even with no iommu=on device behind it; bypass=on lets endpoints the
-    /// guest never attached reach memory.
+    /// A virtio-iommu, even with no iommu=on device behind it:
+    /// [bypass=on|off][,page-response-timeout=MS]. bypass=on lets endpoints the guest never
+    /// attached reach memory (default off); page-response-timeout is how long, in nested
+    /// mode, the guest has to answer a page request before the device is told it failed
+    /// (1 to 600000, default 5000).
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "",
           value_parser = ViommuOptions::parse)]
     pub viommu: Option<ViommuOptions>,
