@@ -6,12 +6,14 @@
 #   rig-host  linux-source >= 6.15 of a newer suite (see kernel-source.sh,
 #             which also takes NESTOR_RIG_KERNEL_SOURCE=TARBALL) + kernel.config
 #             + rig-host.config: the nested rig's host (L2), with the iommufd
-#             test driver
+#             test driver, and the patches in patches/rig-host/ (each says
+#             why; one that does not apply to another source is skipped
+#             with a warning)
 #
 # usage: build-kernel.sh [--rig-host] [OUTDIR]
 #
 # Results are cached under ${NESTOR_CACHE:-$HOME/.cache/nestor}/kernel/KEY/,
-# KEY being a hash of the fragments, these scripts and the kernel source
+# KEY being a hash of the fragments, the patches, these scripts and the kernel source
 # (package and version, or tarball hash); a warm call only prints the paths.
 # With OUTDIR, vmlinux and bzImage are also copied there. The last two lines
 # printed are always
@@ -28,10 +30,13 @@ if [[ ${1:-} == --rig-host ]]; then
 fi
 fragments=("$here/kernel.config")
 [[ $profile == rig-host ]] && fragments+=("$here/rig-host.config")
+shopt -s nullglob
+patches=("$here/patches/$profile"/*.patch)
+shopt -u nullglob
 outdir=${1:-}
 cache_root=${NESTOR_CACHE:-$HOME/.cache/nestor}
 apt_root="$cache_root/kernel/apt"
-deps=(bc flex bison libelf-dev libssl-dev cpio xz-utils lz4 make gcc)
+deps=(bc flex bison libelf-dev libssl-dev cpio xz-utils lz4 make gcc patch)
 [[ $profile == guest ]] && deps+=(linux-source-6.12)
 
 log() { printf 'build-kernel: %s\n' "$*" >&2; }
@@ -67,7 +72,7 @@ ensure_packages
 # shellcheck source=kernel-source.sh
 . "$here/kernel-source.sh"
 
-key=$( { sha256sum "${fragments[@]}" "$self" "$here/kernel-source.sh" | cut -d' ' -f1
+key=$( { sha256sum "${fragments[@]}" "${patches[@]}" "$self" "$here/kernel-source.sh" | cut -d' ' -f1
          echo "$profile $kernel_source_id"; } \
        | sha256sum | cut -c1-16)
 kdir="$cache_root/kernel/$key"
@@ -96,13 +101,24 @@ if [[ -s $vmlinux && -s $bzimage ]]; then
     exit 0
 fi
 
-# Unpack the source once per source; builds happen out of tree.
+# Unpack the source once per source and patch set; builds happen out of tree.
 srcdir="$cache_root/kernel/src-$kernel_source_id"
+if [[ ${#patches[@]} -gt 0 ]]; then
+    srcdir+="-patched-$(cat "${patches[@]}" | sha256sum | cut -c1-8)"
+fi
 if [[ ! -f $srcdir/.unpacked ]]; then
     log "unpacking $kernel_source_id"
     rm -rf "$srcdir"
     mkdir -p "$srcdir"
     unpack_kernel_source "$srcdir"
+    for p in "${patches[@]}"; do
+        if patch -d "$srcdir" -p1 --forward --dry-run -s < "$p" >/dev/null 2>&1; then
+            log "applying ${p##*/}"
+            patch -d "$srcdir" -p1 --forward -s < "$p" >&2
+        else
+            log "warning: ${p##*/} does not apply to $kernel_source_id; building without it"
+        fi
+    done
     touch "$srcdir/.unpacked"
 fi
 

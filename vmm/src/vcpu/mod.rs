@@ -175,7 +175,22 @@ fn describe_failure(fd: &mut VcpuFd, reason: VmExitReason) -> VmExitReason {
     let detail = if run.exit_reason == kvm_bindings::KVM_EXIT_INTERNAL_ERROR {
         // SAFETY: `internal` is the active union member for KVM_EXIT_INTERNAL_ERROR.
         let internal = unsafe { run.__bindgen_anon_1.internal };
-        format!(", suberror {}", internal.suberror)
+        // The data words are KVM's own account of the failure (for a failed event
+        // delivery: the exit reason, its qualifications and the faulting address).
+        let ndata = (internal.ndata as usize).min(internal.data.len());
+        let words: Vec<String> = internal.data[..ndata]
+            .iter()
+            .map(|w| format!("{w:#x}"))
+            .collect();
+        if words.is_empty() {
+            format!(", suberror {}", internal.suberror)
+        } else {
+            format!(
+                ", suberror {} data [{}]",
+                internal.suberror,
+                words.join(" ")
+            )
+        }
     } else {
         String::new()
     };
