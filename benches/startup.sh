@@ -5,7 +5,9 @@
 #     (nestor's --boot-timer line, the floor's own, both counted from main());
 #   - start -> first guest instruction: to the guest's first exit, its write to the
 #     boot-timer port;
-#   - start -> exit: from this script launching the program to the program being gone.
+#   - start -> exit: from this script launching the program to the program being gone;
+#   - the page faults before main() and from main() to the first KVM_RUN (nestor's are its
+#     VMM thread's, per --boot-timer step; the floor has one thread).
 # The guest is the floor's (`nestor-floor --write-guest`, run by nestor with --kernel as a
 # PVH ELF): it writes code 0 to the boot-timer port, then 0 to the exit port. 128 MiB and
 # one vCPU throughout. Rows: the floor; nestor; nestor with a virtio-blk disk behind the
@@ -67,7 +69,16 @@ fi
 # Microseconds from a "seconds.micros" EPOCHREALTIME.
 us() { local s=${1%.*} f=${1#*.}; echo $(( 10#$s * 1000000 + 10#$f )); }
 
-declare -A first_run first_insn total
+# "BEFORE_MAIN TO_FIRST_RUN" page faults from a --boot-timer report: step=main's count, and
+# the sum of the counts of the lines up to the first KVM_RUN (a build without counts: "- -").
+faults() {
+    awk '/step=main / { split($0, f, "faults="); before = f[2]; next }
+         / faults=/ { split($0, f, "faults="); upto += f[2] }
+         /first KVM_RUN/ { found = 1; exit }
+         END { if (found && before != "") print before, upto + 0; else print "-", "-" }' "$1"
+}
+
+declare -A first_run first_insn total faults_before faults_upto
 for _ in $(seq "$runs"); do
     for label in "${labels[@]}"; do
         read -ra argv <<<"${cmd[$label]}"
@@ -81,15 +92,20 @@ for _ in $(seq "$runs"); do
         first_run[$label]+=" $(sed -n 's/.*first KVM_RUN at \([0-9]*\) us.*/\1/p' "$work/err")"
         first_insn[$label]+=" $(sed -n 's/.*boot-timer code=0 at \([0-9]*\) us.*/\1/p' "$work/err" | head -n1)"
         total[$label]+=" $(( $(us "$end") - $(us "$start") ))"
+        read -r before upto < <(faults "$work/err")
+        faults_before[$label]+=" $before"
+        faults_upto[$label]+=" $upto"
     done
 done
 
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+median() { tr ' ' '\n' | awk '/^[0-9]/' | sort -n | awk '{ a[NR] = $1 } END { if (!NR) exit; print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 declare -A med
 for label in "${labels[@]}"; do
     med[$label,run]=$(median <<<"${first_run[$label]}")
     med[$label,insn]=$(median <<<"${first_insn[$label]}")
     med[$label,exit]=$(median <<<"${total[$label]}")
+    med[$label,before]=$(median <<<"${faults_before[$label]}")
+    med[$label,upto]=$(median <<<"${faults_upto[$label]}")
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 
@@ -109,6 +125,12 @@ for label in "${labels[@]}"; do
         fi
     done
     echo "$row"
+done
+
+echo
+echo "page faults, medians: before main, main -> first KVM_RUN"
+for label in "${labels[@]}"; do
+    printf '%-16s %22s %22s\n' "$label" "${med[$label,before]:--}" "${med[$label,upto]:--}"
 done
 
 added() { printf '%+d' $(( med[$1+disk,$2] - med[$1,$2] )); }

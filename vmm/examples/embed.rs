@@ -10,8 +10,6 @@
 //! thread that calls it (unless the configuration turns seccomp off), so an embedder gives
 //! it a thread of its own, as here.
 
-use std::time::Instant;
-
 use vmm::cli::RunArgs;
 use vmm::config_file;
 
@@ -25,7 +23,7 @@ fn main() {
     println!("booting:\n{}", config_file::to_json(&args));
     let vm = std::thread::spawn(move || -> Result<u8, vmm::VmmError> {
         let config = args.into_config()?;
-        vmm::run_vm(config, Instant::now())
+        vmm::run_vm(config, vmm::Start::now())
     });
     match vm.join() {
         Ok(Ok(status)) => {

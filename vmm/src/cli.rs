@@ -88,7 +88,7 @@ pub struct RunArgs {
 
     /// Report each step of the VM's start and end, the first KVM_RUN and the guest's writes
     /// to the boot-timer port (0x440) on stderr once the VM has ended, in microseconds since
-    /// nestor started.
+    /// nestor started, with the page faults of each step.
     #[arg(long)]
     pub boot_timer: bool,
 

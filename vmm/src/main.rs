@@ -2,16 +2,15 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 
 use vmm::cli::{Cli, Command};
-use vmm::{run_vm, VmmError};
+use vmm::{run_vm, Start, VmmError};
 
 fn main() -> ExitCode {
-    let started = Instant::now();
+    let started = Start::now();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -105,6 +105,8 @@ fn trace_lines(err: &str) -> Vec<(String, u64, u64)> {
         .filter_map(|line| {
             let rest = line.strip_prefix("nestor: ")?;
             let (what, times) = rest.split_once(" at ")?;
+            // nestor's steps end with the page faults in them.
+            let times = times.split_once(" faults=").map_or(times, |(t, _)| t);
             let (at, delta) = times.strip_suffix(" us)")?.split_once(" us (+")?;
             Some((what.to_owned(), at.parse().ok()?, delta.parse().ok()?))
         })
@@ -149,6 +151,22 @@ fn boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order() {
     position("boot-timer step=vcpu0-left-guest");
     position("boot-timer step=vcpu1-left-guest");
     assert!(!err.contains("step=pit"), "{err}");
+    // Every step of nestor's, from main's start to the end under the VMM thread's filter,
+    // says how many page faults it took; the program's loading and the first touch of the
+    // command-line parser take some.
+    let step_faults: Vec<(&str, u64)> = err
+        .lines()
+        .filter(|l| l.starts_with("nestor: boot-timer step=") && !l.contains("-left-guest"))
+        .map(|l| {
+            let faults = l.split_once(" faults=").and_then(|(_, n)| n.parse().ok());
+            (
+                l,
+                faults.unwrap_or_else(|| panic!("no fault count in '{l}':\n{err}")),
+            )
+        })
+        .collect();
+    assert!(step_faults[0].0.contains("step=main at 0 us"), "{err}");
+    assert!(step_faults[0].1 > 0 && step_faults[1].1 > 0, "{err}");
     // Each line's time is the one before plus its delta.
     for pair in lines.windows(2) {
         assert_eq!(pair[0].1 + pair[1].2, pair[1].1, "{err}");

@@ -5,7 +5,7 @@
 //! for a PVH ELF, loaded once and inspected twice. [`ImageFile`] reads the first
 //! [`HEAD_LEN`] bytes in one call and serves what falls there from memory; what lies beyond
 //! (the kernel's segments, read into guest memory) is read from the file, at the position
-//! the loader asked for.
+//! the loader asked for, into guest pages allocated beforehand in one call.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -100,7 +100,9 @@ impl ReadVolatile for ImageFile {
         }
         self.sync_file_offset()
             .map_err(VolatileMemoryError::IOError)?;
-        let read = (&self.file).read_volatile(&mut buf.offset(from_head)?)?;
+        let mut rest = buf.offset(from_head)?;
+        super::populate::for_write(&rest);
+        let read = (&self.file).read_volatile(&mut rest)?;
         self.advance(read, true);
         Ok(from_head + read)
     }

@@ -1,9 +1,9 @@
 //! Placing the initrd: as high in RAM below 4 GiB (and below the kernel's limit) as it fits,
 //! and never over the kernel.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::{BootError, Initrd, InitrdPlacement};
+use super::{populate, BootError, Initrd, InitrdPlacement};
 use crate::layout::{HIMEM_START, MMIO_HOLE_START};
 
 const PAGE_SIZE: u64 = 4096;
@@ -35,6 +35,9 @@ pub(super) fn place(
         .filter(|&a| a >= bottom)
         .ok_or_else(too_big)?;
     let len = usize::try_from(size).map_err(|_| too_big())?;
+    if let Ok(slice) = mem.get_slice(GuestAddress(addr), len) {
+        populate::for_write(&slice);
+    }
     mem.read_exact_volatile_from(GuestAddress(addr), initrd.image, len)
         .map_err(|e| BootError::InitrdRead(std::io::Error::other(e.to_string())))?;
     Ok(InitrdPlacement {

@@ -7,6 +7,7 @@ mod format;
 mod image_file;
 mod initrd;
 mod linux;
+mod populate;
 mod pvh;
 
 use std::fs::File;

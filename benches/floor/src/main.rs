@@ -19,7 +19,9 @@
 //! seccomp filters, a vCPU thread (the vCPU runs on the main thread) and the event loop.
 //!
 //! Output on stderr, in nestor's `--boot-timer` format, in microseconds since `main`:
-//! `floor: first KVM_RUN at N us` and `floor: boot-timer code=0 at N us`.
+//! `floor: first KVM_RUN at N us faults=F` and `floor: boot-timer code=0 at N us`, F being
+//! the minor page faults since `main` (nestor's `--boot-timer` counts them per step), after
+//! `floor: boot-timer step=main at 0 us faults=F`, the faults before `main`.
 //!
 //! `nestor-floor --write-guest PATH` writes the same guest as a PVH ELF (an entry note and
 //! one loadable segment at 1 MiB) for `nestor run --kernel PATH`.
@@ -55,6 +57,7 @@ const GUEST: [u8; 10] = [
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    let faults_before_main = minor_faults();
     let mut memory_mib: u64 = 128;
     let mut pit = false;
     let mut args = std::env::args().skip(1);
@@ -77,7 +80,7 @@ fn main() -> ExitCode {
             other => return usage(&format!("unexpected argument '{other}'")),
         }
     }
-    match run(started, memory_mib << 20, pit) {
+    match run(started, faults_before_main, memory_mib << 20, pit) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -99,7 +102,7 @@ fn kvm(what: &str) -> impl FnOnce(kvm_ioctls::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-fn run(started: Instant, memory: u64, pit: bool) -> Result<(), String> {
+fn run(started: Instant, faults_before_main: u64, memory: u64, pit: bool) -> Result<(), String> {
     let kvm_fd = Kvm::new().map_err(kvm("/dev/kvm"))?;
     for cap in [Cap::Irqchip, Cap::Irqfd, Cap::Ioeventfd, Cap::UserMemory] {
         if !kvm_fd.check_extension(cap) {
@@ -197,10 +200,10 @@ fn run(started: Instant, memory: u64, pit: bool) -> Result<(), String> {
     };
     vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
 
-    eprintln!(
-        "floor: first KVM_RUN at {} us",
-        started.elapsed().as_micros()
-    );
+    let first_run = started.elapsed().as_micros();
+    let faults = minor_faults() - faults_before_main;
+    eprintln!("floor: boot-timer step=main at 0 us faults={faults_before_main}");
+    eprintln!("floor: first KVM_RUN at {first_run} us faults={faults}");
     loop {
         match vcpu.run().map_err(kvm("KVM_RUN"))? {
             VcpuExit::IoOut(BOOT_TIMER_PORT, _) => eprintln!(
@@ -251,6 +254,17 @@ fn pvh_elf() -> Vec<u8> {
     elf.extend(b"Xen\0");
     elf.extend((ENTRY as u32).to_le_bytes());
     elf
+}
+
+/// The process's minor page faults so far (it has one thread).
+fn minor_faults() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the one rusage it is given, which is zeroed to begin with.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    u64::try_from(usage.ru_minflt).unwrap_or(0)
 }
 
 #[cfg(test)]

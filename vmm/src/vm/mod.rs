@@ -31,6 +31,7 @@ use crate::event_loop::{EventLoop, KickRequest, VcpuKicker};
 use crate::seccomp::{self, ThreadKind};
 use crate::vcpu::{self, CrashReports, ExitCounters, PauseGate, VcpuContext, VcpuTimes};
 use output::GuestOutputs;
+pub use trace::Start;
 use trace::Trace;
 
 /// Below the 4 GiB boundary, out of RAM and the MMIO hole's devices; Intel VMX needs it.
@@ -80,9 +81,10 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
     Ok(vm)
 }
 
-/// Boots the guest described by `config` and returns nestor's exit status.
-pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
-    let mut trace = Trace::new(started);
+/// Boots the guest described by `config` and returns nestor's exit status. `start` is when
+/// nestor started, on the calling thread: `--boot-timer` counts from it.
+pub fn run_vm(config: VmConfig, start: Start) -> Result<u8, VmmError> {
+    let mut trace = Trace::new(start, config.boot_timer);
     trace.step("config");
     // Before any thread exists: binding sets the process umask for a moment.
     let api_listener = config
@@ -90,7 +92,7 @@ pub fn run_vm(config: VmConfig, started: Instant) -> Result<u8, VmmError> {
         .as_deref()
         .map(ApiListener::bind)
         .transpose()?;
-    let control = VmControl::new(started).map_err(|e| VmmError::Device(e.to_string()))?;
+    let control = VmControl::new(start.at).map_err(|e| VmmError::Device(e.to_string()))?;
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
     check_kvm(&kvm)?;
     let max_vcpus = kvm.get_max_vcpus();
