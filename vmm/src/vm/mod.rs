@@ -10,6 +10,7 @@ mod nested_passthrough;
 mod output;
 mod passthrough;
 mod pci;
+mod supported_cpuid;
 mod trace;
 
 use std::os::unix::thread::JoinHandleExt;
@@ -24,6 +25,7 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use error::kvm_err;
 pub use error::VmmError;
 pub use guest_vm::GuestVm;
+pub use supported_cpuid::SupportedCpuid;
 
 use crate::api::{ApiListener, ApiThread, ApiVm};
 use crate::config::VmConfig;
@@ -82,11 +84,13 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
 }
 
 /// Boots the guest described by `config` and returns nestor's exit status. `start` is when
-/// nestor started, on the calling thread: `--boot-timer` counts from it.
-pub fn run_vm(config: VmConfig, start: Start) -> Result<u8, VmmError> {
+/// nestor started, on the calling thread: `--boot-timer` counts from it. `cpuid` is KVM's
+/// supported CPUID, perhaps being fetched already.
+pub fn run_vm(config: VmConfig, start: Start, cpuid: SupportedCpuid) -> Result<u8, VmmError> {
     let mut trace = Trace::new(start, config.boot_timer);
     trace.step("config");
-    // Before any thread exists: binding sets the process umask for a moment.
+    // Before any thread that makes files exists (the one fetching the CPUID makes none):
+    // binding sets the process umask for a moment.
     let api_listener = config
         .api_socket
         .as_deref()
@@ -104,6 +108,8 @@ pub fn run_vm(config: VmConfig, start: Start) -> Result<u8, VmmError> {
     }
     trace.step("kvm");
     let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    // Its errors, if any, are reported where the vCPUs are set up, as they always were.
+    let cpuid = cpuid.take(&kvm);
     trace.step("vm");
     // The vCPU threads start and install their filters while the kernel builds the VM,
     // which is mostly waiting.
@@ -142,7 +148,7 @@ pub fn run_vm(config: VmConfig, start: Start) -> Result<u8, VmmError> {
     let entry = kernel::load_kernel(&mem, &config, rsdp)?;
     trace.step("kernel");
 
-    let cpuid = arch::cpu::supported_cpuid(&kvm)?;
+    let cpuid = cpuid?;
     let mut vcpu_fds = Vec::with_capacity(config.cpus.into());
     for index in 0..config.cpus {
         let fd = vm
