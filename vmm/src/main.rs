@@ -8,12 +8,12 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use vmm::cli::{Cli, Command};
-use vmm::{run_vm, Start, SupportedCpuid, VmmError};
+use vmm::{run_vm, HeadStart, Start, VmmError};
 
 fn main() -> ExitCode {
     let started = Start::now();
-    // The kernel works out the CPUID it supports while clap parses (see docs/startup.md).
-    let cpuid = wants_vm(std::env::args_os().skip(1)).then(SupportedCpuid::fetch_ahead);
+    // The boot vCPU's thread starts, and fetches KVM's CPUID, while clap parses.
+    let head_start = wants_vm(std::env::args_os().skip(1)).then(HeadStart::begin);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -24,8 +24,8 @@ fn main() -> ExitCode {
             .into_config()
             .map_err(VmmError::from)
             .and_then(|config| {
-                let cpuid = cpuid.unwrap_or_else(SupportedCpuid::on_demand);
-                run_vm(config, started, cpuid)
+                let head_start = head_start.unwrap_or_else(HeadStart::none);
+                run_vm(config, started, head_start)
             }),
         Command::Config(args) => print_config(args),
     };
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 
 /// Whether the command line asks for a VM: its subcommand is `run`, and it does not ask for
 /// help or the version. A guess made before parsing; when clap then rejects the command
-/// line, the CPUID was fetched for nothing, which costs the exit at most the end of one
+/// line, a thread was started for nothing, which costs the exit at most the end of one
 /// ioctl.
 fn wants_vm(args: impl Iterator<Item = OsString>) -> bool {
     let mut is_run = None;

@@ -4,13 +4,13 @@ mod device_memory;
 mod error;
 mod failure_report;
 mod guest_vm;
+mod head_start;
 mod kernel;
 mod legacy;
 mod nested_passthrough;
 mod output;
 mod passthrough;
 mod pci;
-mod supported_cpuid;
 mod trace;
 
 use std::os::unix::thread::JoinHandleExt;
@@ -25,7 +25,7 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use error::kvm_err;
 pub use error::VmmError;
 pub use guest_vm::GuestVm;
-pub use supported_cpuid::SupportedCpuid;
+pub use head_start::HeadStart;
 
 use crate::api::{ApiListener, ApiThread, ApiVm};
 use crate::config::VmConfig;
@@ -84,13 +84,13 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
 }
 
 /// Boots the guest described by `config` and returns nestor's exit status. `start` is when
-/// nestor started, on the calling thread: `--boot-timer` counts from it. `cpuid` is KVM's
-/// supported CPUID, perhaps being fetched already.
-pub fn run_vm(config: VmConfig, start: Start, cpuid: SupportedCpuid) -> Result<u8, VmmError> {
+/// nestor started, on the calling thread: `--boot-timer` counts from it. `head_start` is
+/// what was started before the configuration was known.
+pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u8, VmmError> {
     let mut trace = Trace::new(start, config.boot_timer);
     trace.step("config");
-    // Before any thread that makes files exists (the one fetching the CPUID makes none):
-    // binding sets the process umask for a moment.
+    // Before any thread that makes files exists (the boot vCPU's, started ahead, makes
+    // none): binding sets the process umask for a moment.
     let api_listener = config
         .api_socket
         .as_deref()
@@ -108,15 +108,18 @@ pub fn run_vm(config: VmConfig, start: Start, cpuid: SupportedCpuid) -> Result<u
     }
     trace.step("kvm");
     let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    // Its errors, if any, are reported where the vCPUs are set up, as they always were.
-    let cpuid = cpuid.take(&kvm);
+    // The CPUID's errors, if any, are reported where the vCPUs are set up, as they always were.
+    let (mut boot_vcpu_thread, cpuid) = head_start.take(&kvm);
     trace.step("vm");
-    // The vCPU threads start and install their filters while the kernel builds the VM,
-    // which is mostly waiting.
+    // The vCPU threads start (the boot vCPU's may have started ahead) and install their
+    // filters while the kernel builds the VM, which is mostly waiting.
     vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
     let (finished, vcpus_done) = mpsc::channel();
     let vcpu_threads = (0..config.cpus)
-        .map(|index| vcpu::spawn_vcpu(index, config.seccomp, control.clone(), finished.clone()))
+        .map(|index| match boot_vcpu_thread.take() {
+            Some(thread) => Ok(thread.assign(config.seccomp, control.clone(), finished.clone())),
+            None => vcpu::spawn_vcpu(index, config.seccomp, control.clone(), finished.clone()),
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(VmmError::Thread)?;
     drop(finished);
