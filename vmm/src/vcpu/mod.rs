@@ -3,6 +3,9 @@
 //! A vCPU thread starts before its vCPU exists ([`spawn_vcpu`]): it installs its seccomp
 //! filter while the VM is being built, then waits for its vCPU ([`VcpuThread::start`]), so
 //! neither the thread's creation nor its filter stands between the built VM and KVM_RUN.
+//! The boot vCPU's thread may start even earlier, before the command line is parsed, with
+//! work of its own that needs no VM ([`spawn_unassigned_vcpu`]); it gets its filter once
+//! assigned to the VM, before its vCPU.
 
 mod crash_report;
 mod exit_counters;
