@@ -23,7 +23,7 @@ fn main() {
     println!("booting:\n{}", config_file::to_json(&args));
     let vm = std::thread::spawn(move || -> Result<u8, vmm::VmmError> {
         let config = args.into_config()?;
-        vmm::run_vm(config, vmm::Start::now())
+        vmm::run_vm(config, vmm::Start::now(), vmm::HeadStart::none())
     });
     match vm.join() {
         Ok(Ok(status)) => {

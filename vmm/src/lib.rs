@@ -17,7 +17,7 @@ pub mod vfio_options;
 pub mod viommu;
 mod vm;
 
-pub use vm::{run_vm, Start, VmmError};
+pub use vm::{run_vm, HeadStart, Start, VmmError};
 
 /// The API socket's HTTP request parser, public for its fuzz target.
 pub mod api_http {

@@ -1,5 +1,6 @@
 //! nestor: a small KVM virtual machine monitor with a paravirtual IOMMU.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -7,10 +8,12 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use vmm::cli::{Cli, Command};
-use vmm::{run_vm, Start, VmmError};
+use vmm::{run_vm, HeadStart, Start, VmmError};
 
 fn main() -> ExitCode {
     let started = Start::now();
+    // The boot vCPU's thread starts, and fetches KVM's CPUID, while clap parses.
+    let head_start = wants_vm(std::env::args_os().skip(1)).then(HeadStart::begin);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -20,7 +23,10 @@ fn main() -> ExitCode {
         Command::Run(args) => args
             .into_config()
             .map_err(VmmError::from)
-            .and_then(|config| run_vm(config, started)),
+            .and_then(|config| {
+                let head_start = head_start.unwrap_or_else(HeadStart::none);
+                run_vm(config, started, head_start)
+            }),
         Command::Config(args) => print_config(args),
     };
     match result {
@@ -30,6 +36,25 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_status())
         }
     }
+}
+
+/// Whether the command line asks for a VM: its subcommand is `run`, and it does not ask for
+/// help or the version. A guess made before parsing; when clap then rejects the command
+/// line, a thread was started for nothing, which costs the exit at most the end of one
+/// ioctl.
+fn wants_vm(args: impl Iterator<Item = OsString>) -> bool {
+    let mut is_run = None;
+    for arg in args {
+        let arg = arg.to_string_lossy();
+        if matches!(&*arg, "-h" | "--help" | "-V" | "--version") {
+            return false;
+        }
+        // Only the global -v flags, which take no value, may come before the subcommand.
+        if is_run.is_none() && !arg.starts_with('-') {
+            is_run = Some(arg == "run");
+        }
+    }
+    is_run == Some(true)
 }
 
 /// `nestor config`: the options as a config file, the file's own options when one is named.
@@ -69,5 +94,27 @@ fn usage_error(e: clap::Error) -> ExitCode {
             vmm::logging::stderr_line(format_args!("nestor: error: {first} (see nestor --help)"));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wants(args: &[&str]) -> bool {
+        wants_vm(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn only_run_without_help_or_version_wants_a_vm() {
+        assert!(wants(&["run"]));
+        assert!(wants(&["-vv", "run", "--memory", "128M"]));
+        assert!(wants(&["run", "--config", "vm.json"]));
+        assert!(!wants(&[]));
+        assert!(!wants(&["config", "--kernel", "run"]));
+        assert!(!wants(&["help", "run"]));
+        assert!(!wants(&["run", "--help"]));
+        assert!(!wants(&["-V"]));
+        assert!(!wants(&["-v"]));
     }
 }

@@ -3,6 +3,9 @@
 //! A vCPU thread starts before its vCPU exists ([`spawn_vcpu`]): it installs its seccomp
 //! filter while the VM is being built, then waits for its vCPU ([`VcpuThread::start`]), so
 //! neither the thread's creation nor its filter stands between the built VM and KVM_RUN.
+//! The boot vCPU's thread may start even earlier, before the command line is parsed, with
+//! work of its own that needs no VM ([`spawn_unassigned_vcpu`]); it gets its filter once
+//! assigned to the VM, before its vCPU.
 
 mod crash_report;
 mod exit_counters;
@@ -97,10 +100,66 @@ pub fn spawn_vcpu(
     control: VmControl,
     finished: Sender<usize>,
 ) -> std::io::Result<VcpuThread> {
+    Ok(spawn_unassigned_vcpu(index, || ())?.assign(mode, control, finished))
+}
+
+/// What a vCPU thread started early learns once the VM's configuration is known.
+struct Assignment {
+    mode: SeccompMode,
+    control: VmControl,
+    finished: Sender<usize>,
+}
+
+/// A vCPU thread started before the VM's configuration is known. It runs unfiltered until
+/// it is assigned, and gets its own filter then, before its vCPU. Dropped unassigned, it ends.
+pub struct UnassignedVcpuThread {
+    index: u8,
+    assignment: Sender<Assignment>,
+    thread: VcpuThread,
+}
+
+impl UnassignedVcpuThread {
+    /// Tells the thread its seccomp mode, its VM's control and where to say it is done; it
+    /// installs its filter at once. See [`spawn_vcpu`].
+    pub fn assign(
+        self,
+        mode: SeccompMode,
+        control: VmControl,
+        finished: Sender<usize>,
+    ) -> VcpuThread {
+        let assignment = Assignment {
+            mode,
+            control,
+            finished,
+        };
+        if let Err(gone) = self.assignment.send(assignment) {
+            // The thread ended before (its first job panicked): say so for it.
+            drop(Finished(gone.0.finished, usize::from(self.index)));
+        }
+        self.thread
+    }
+}
+
+/// Starts the thread of vCPU `index`, which runs `first` (work that needs no VM), then waits
+/// to be assigned ([`UnassignedVcpuThread::assign`]) and for its vCPU.
+pub fn spawn_unassigned_vcpu(
+    index: u8,
+    first: impl FnOnce() + Send + 'static,
+) -> std::io::Result<UnassignedVcpuThread> {
+    let (assignment, assignments) = channel::<Assignment>();
     let (handoff, handoffs) = channel();
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
+            first();
+            let Ok(Assignment {
+                mode,
+                control,
+                finished,
+            }) = assignments.recv()
+            else {
+                return;
+            };
             let finished = Finished(finished, usize::from(index));
             if let Err(e) = seccomp::install(ThreadKind::Vcpu, mode) {
                 control.request_exit(VmExitReason::VmmFailure(format!("vcpu{index}: {e}")));
@@ -113,7 +172,11 @@ pub fn spawn_vcpu(
             // Only now: the fd and the context's hold on the VM are gone.
             drop(finished);
         })?;
-    Ok(VcpuThread { handoff, handle })
+    Ok(UnassignedVcpuThread {
+        index,
+        assignment,
+        thread: VcpuThread { handoff, handle },
+    })
 }
 
 fn run_loop(mut fd: VcpuFd, ctx: &VcpuContext) {

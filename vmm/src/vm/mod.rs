@@ -4,6 +4,7 @@ mod device_memory;
 mod error;
 mod failure_report;
 mod guest_vm;
+mod head_start;
 mod kernel;
 mod legacy;
 mod nested_passthrough;
@@ -24,6 +25,7 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use error::kvm_err;
 pub use error::VmmError;
 pub use guest_vm::GuestVm;
+pub use head_start::HeadStart;
 
 use crate::api::{ApiListener, ApiThread, ApiVm};
 use crate::config::VmConfig;
@@ -82,11 +84,13 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
 }
 
 /// Boots the guest described by `config` and returns nestor's exit status. `start` is when
-/// nestor started, on the calling thread: `--boot-timer` counts from it.
-pub fn run_vm(config: VmConfig, start: Start) -> Result<u8, VmmError> {
+/// nestor started, on the calling thread: `--boot-timer` counts from it. `head_start` is
+/// what was started before the configuration was known.
+pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u8, VmmError> {
     let mut trace = Trace::new(start, config.boot_timer);
     trace.step("config");
-    // Before any thread exists: binding sets the process umask for a moment.
+    // Before any thread that makes files exists (the boot vCPU's, started ahead, makes
+    // none): binding sets the process umask for a moment.
     let api_listener = config
         .api_socket
         .as_deref()
@@ -104,13 +108,18 @@ pub fn run_vm(config: VmConfig, start: Start) -> Result<u8, VmmError> {
     }
     trace.step("kvm");
     let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    // The CPUID's errors, if any, are reported where the vCPUs are set up, as they always were.
+    let (mut boot_vcpu_thread, cpuid) = head_start.take(&kvm);
     trace.step("vm");
-    // The vCPU threads start and install their filters while the kernel builds the VM,
-    // which is mostly waiting.
+    // The vCPU threads start (the boot vCPU's may have started ahead) and install their
+    // filters while the kernel builds the VM, which is mostly waiting.
     vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
     let (finished, vcpus_done) = mpsc::channel();
     let vcpu_threads = (0..config.cpus)
-        .map(|index| vcpu::spawn_vcpu(index, config.seccomp, control.clone(), finished.clone()))
+        .map(|index| match boot_vcpu_thread.take() {
+            Some(thread) => Ok(thread.assign(config.seccomp, control.clone(), finished.clone())),
+            None => vcpu::spawn_vcpu(index, config.seccomp, control.clone(), finished.clone()),
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(VmmError::Thread)?;
     drop(finished);
@@ -142,7 +151,7 @@ pub fn run_vm(config: VmConfig, start: Start) -> Result<u8, VmmError> {
     let entry = kernel::load_kernel(&mem, &config, rsdp)?;
     trace.step("kernel");
 
-    let cpuid = arch::cpu::supported_cpuid(&kvm)?;
+    let cpuid = cpuid?;
     let mut vcpu_fds = Vec::with_capacity(config.cpus.into());
     for index in 0..config.cpus {
         let fd = vm
