@@ -23,6 +23,10 @@ rig_fail() {
 
 rig_pass() { echo "RIG-L2 check ok $*"; }
 
+# rig_field KEY: the value of KEY=VALUE in $line, the guest's result line the
+# scenario read.
+rig_field() { echo "$line" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+
 # rig_nestor TAG TIMEOUT ARGS...: runs nestor; its stdout (the guest console)
 # goes to /tmp/TAG.out and to ttyS1, its stderr to /tmp/TAG.err and, once it
 # has ended, to this console. Sets NESTOR_RC (124 or 143 on timeout).

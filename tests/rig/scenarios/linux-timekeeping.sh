@@ -28,18 +28,17 @@ boot_one() {
     grep '^GUEST clock-log ' "/tmp/$tag.out" | tr -d '\r' | while read -r log; do
         rig_info "$tag ${log#GUEST }"
     done
-    field() { echo "$line" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
     t3=$(mark_us "$tag" 3) t4=$(mark_us "$tag" 4)
     if [ -z "$t3" ] || [ -z "$t4" ]; then
         rig_fail "$tag: nestor saw no boot-timer codes 3 and 4"
     fi
-    host_ms=$(( (t4 - t3) / 1000 )) guest_ms=$(field slept_ms)
+    host_ms=$(( (t4 - t3) / 1000 )) guest_ms=$(rig_field slept_ms)
     rig_info "$tag ${line#GUEST } host_ms=$host_ms"
-    case $(field current) in
+    case $(rig_field current) in
         kvm-clock|tsc) ;;
-        *) rig_fail "$tag: clocksource $(field current), not kvm-clock or tsc" ;;
+        *) rig_fail "$tag: clocksource $(rig_field current), not kvm-clock or tsc" ;;
     esac
-    [ "$(field loc)" -gt 0 ] || rig_fail "$tag: no local APIC timer interrupt during the sleep"
+    [ "$(rig_field loc)" -gt 0 ] || rig_fail "$tag: no local APIC timer interrupt during the sleep"
     # sleep 5 takes 5 s and a wake-up; both clocks must agree within 10%.
     if [ "$host_ms" -lt 5000 ] || [ "$host_ms" -gt 6000 ]; then
         rig_fail "$tag: the guest's 5 s sleep took $host_ms ms of host time"

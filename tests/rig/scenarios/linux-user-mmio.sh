@@ -16,10 +16,9 @@ rig_expect_clean_exit mmio
 line=$(grep -m1 '^GUEST user-mmio ' /tmp/mmio.out | tr -d '\r')
 [ -n "$line" ] || rig_fail "guest printed no 'GUEST user-mmio' line"
 rig_info "$line"
-field() { echo "$line" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-[ "$(field error)" = "" ] || rig_fail "guest user-mmio task: error=$(field error)"
-reads=$(field reads)
+[ "$(rig_field error)" = "" ] || rig_fail "guest user-mmio task: error=$(rig_field error)"
+reads=$(rig_field reads)
 [ "${reads:-0}" -ge 200 ] || rig_fail "only ${reads:-0} first-touch reads (expected at least 200)"
-[ "$(field all_ones)" = "$reads" ] ||
-    rig_fail "$(field all_ones) of $reads reads of absent functions' configuration space read all ones"
+[ "$(rig_field all_ones)" = "$reads" ] ||
+    rig_fail "$(rig_field all_ones) of $reads reads of absent functions' configuration space read all ones"
 rig_pass "$reads user-mode first reads of MMIO pages, each emulated, each all ones"

@@ -21,10 +21,9 @@ rig_expect_clean_exit blk
 line=$(grep -m1 '^GUEST blk ' /tmp/blk.out | tr -d '\r')
 [ -n "$line" ] || rig_fail "guest printed no 'GUEST blk' line"
 rig_info "$line"
-field() { echo "$line" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-[ "$(field error)" = "" ] || rig_fail "guest block task: error=$(field error)"
-[ "$(field iommus)" != none ] || rig_fail "no IOMMU in the guest's /sys/class/iommu"
-[ "$(field group)" != none ] || rig_fail "/dev/vda has no iommu_group"
-[ "$(field written_sha256)" = "$(field read_sha256)" ] || rig_fail "read-back checksum differs"
-[ "$(field faults)" = 0 ] || rig_fail "guest dmesg reports IOMMU faults"
+[ "$(rig_field error)" = "" ] || rig_fail "guest block task: error=$(rig_field error)"
+[ "$(rig_field iommus)" != none ] || rig_fail "no IOMMU in the guest's /sys/class/iommu"
+[ "$(rig_field group)" != none ] || rig_fail "/dev/vda has no iommu_group"
+[ "$(rig_field written_sha256)" = "$(rig_field read_sha256)" ] || rig_fail "read-back checksum differs"
+[ "$(rig_field faults)" = 0 ] || rig_fail "guest dmesg reports IOMMU faults"
 rig_pass "viommu-blk in guest"

@@ -27,13 +27,12 @@ edu_linux() {
     line=$(grep -m1 '^GUEST edu ' "/tmp/$1.out" | tr -d '\r')
     [ -n "$line" ] || rig_fail "$1: guest printed no 'GUEST edu' line"
     rig_info "$1 $line"
-    field() { echo "$line" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-    [ "$(field error)" = "" ] || rig_fail "$1: guest edu task: error=$(field error)"
-    [ "$(field group_type)" = "$4" ] || rig_fail "$1: edu's IOMMU group type is $(field group_type), want $4"
-    [ "$(field id)" = 0x010000ed ] || rig_fail "$1: edu identification reads $(field id), not 0x010000ed"
+    [ "$(rig_field error)" = "" ] || rig_fail "$1: guest edu task: error=$(rig_field error)"
+    [ "$(rig_field group_type)" = "$4" ] || rig_fail "$1: edu's IOMMU group type is $(rig_field group_type), want $4"
+    [ "$(rig_field id)" = 0x010000ed ] || rig_fail "$1: edu identification reads $(rig_field id), not 0x010000ed"
     rig_pass "$1: BAR 0 identification register through nestor"
-    [ "$(field liveness)" = 0xedcba987 ] || rig_fail "$1: liveness after 0x12345678 reads $(field liveness)"
-    [ "$(field liveness2)" = 0xffff0000 ] || rig_fail "$1: liveness after 0x0000ffff reads $(field liveness2)"
+    [ "$(rig_field liveness)" = 0xedcba987 ] || rig_fail "$1: liveness after 0x12345678 reads $(rig_field liveness)"
+    [ "$(rig_field liveness2)" = 0xffff0000 ] || rig_fail "$1: liveness after 0x0000ffff reads $(rig_field liveness2)"
     rig_pass "$1: liveness register inverts what the guest writes"
 }
 

@@ -100,30 +100,29 @@ run_mode() {
     line=$(grep -m1 '^GUEST nvme-dev ' "$out" | tr -d '\r')
     [ -n "$line" ] || rig_fail "$mode: guest printed no 'GUEST nvme-dev' line"
     rig_info "${line#GUEST }"
-    field() { echo "$line" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-    [ "$(field domain)" = "$4" ] || rig_fail "$mode: the controller's IOMMU domain is $(field domain), want $4"
+    [ "$(rig_field domain)" = "$4" ] || rig_fail "$mode: the controller's IOMMU domain is $(rig_field domain), want $4"
     line=$(grep -m1 '^GUEST nvme-env ' "$out" | tr -d '\r')
     [ -n "$line" ] || rig_fail "$mode: guest printed no 'GUEST nvme-env' line"
-    [ "$(field faults)" = 0 ] || rig_fail "$mode: guest dmesg reports IOMMU faults"
-    [ "$(field errors)" = 0 ] || rig_fail "$mode: guest dmesg reports nvme errors"
+    [ "$(rig_field faults)" = 0 ] || rig_fail "$mode: guest dmesg reports IOMMU faults"
+    [ "$(rig_field errors)" = 0 ] || rig_fail "$mode: guest dmesg reports nvme errors"
     line=$(grep -m1 '^GUEST nvme-pattern ' "$out" | tr -d '\r')
-    [ "$(field sha256)" = "$pattern_sha" ] ||
-        rig_fail "$mode: the guest reads the pattern as '$(field sha256)', want $pattern_sha"
+    [ "$(rig_field sha256)" = "$pattern_sha" ] ||
+        rig_fail "$mode: the guest reads the pattern as '$(rig_field sha256)', want $pattern_sha"
     line=$(grep -m1 '^GUEST nvme-unbind ' "$out" | tr -d '\r')
-    rig_info "$mode unbind_usec=$(field usec)"
+    rig_info "$mode unbind_usec=$(rig_field usec)"
     line=$(grep -m1 '^GUEST nvme-pattern ' "$out" | tr -d '\r')
-    rig_info "$mode pattern_sha256=$(field sha256) read_MB/s=$(mbps "$(field bytes)" "$(field usec)")"
+    rig_info "$mode pattern_sha256=$(rig_field sha256) read_MB/s=$(mbps "$(rig_field bytes)" "$(rig_field usec)")"
     rig_pass "$mode: the guest reads the host's pattern"
     for bs in 1M 4K; do
         line=$(grep -m1 "^GUEST nvme-sum mode=$mode bs=$bs " "$out" | tr -d '\r')
-        wrote=$(field written_sha256)
+        wrote=$(rig_field written_sha256)
         [ -n "$wrote" ] || rig_fail "$mode bs=$bs: no checksums from the guest"
-        [ "$wrote" = "$(field read_sha256)" ] ||
-            rig_fail "$mode bs=$bs: read back $(field read_sha256), wrote $wrote"
+        [ "$wrote" = "$(rig_field read_sha256)" ] ||
+            rig_fail "$mode bs=$bs: read back $(rig_field read_sha256), wrote $wrote"
         rates=""
         for op in write read; do
             line=$(grep -m1 "^GUEST nvme mode=$mode bs=$bs op=$op " "$out" | tr -d '\r')
-            rates="$rates $op""_MB/s=$(mbps "$(field bytes)" "$(field usec)")"
+            rates="$rates $op""_MB/s=$(mbps "$(rig_field bytes)" "$(rig_field usec)")"
         done
         rig_info "$mode bs=$bs written_sha256=$wrote$rates"
     done
