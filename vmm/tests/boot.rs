@@ -128,11 +128,12 @@ fn boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order() {
             .position(|(w, _, _)| w == what)
             .unwrap_or_else(|| panic!("no '{what}' line in:\n{err}"))
     };
-    // Guest RAM goes in before the interrupt controller; there is no PIT by default.
+    // The VM is made while the command line is parsed; guest RAM goes in before the
+    // interrupt controller; there is no PIT by default.
     let order = [
+        "boot-timer step=vm",
         "boot-timer step=config",
         "boot-timer step=kvm",
-        "boot-timer step=vm",
         "boot-timer step=memory",
         "boot-timer step=irqchip",
         "boot-timer step=kernel",
@@ -153,7 +154,7 @@ fn boot_timer_traces_every_step_of_the_start_and_the_end_in_time_order() {
     assert!(!err.contains("step=pit"), "{err}");
     // Every step of nestor's, from main's start to the end under the VMM thread's filter,
     // says how many page faults it took; the program's loading and the first touch of the
-    // command-line parser take some.
+    // code that starts a thread and makes the VM take some.
     let step_faults: Vec<(&str, u64)> = err
         .lines()
         .filter(|l| l.starts_with("nestor: boot-timer step=") && !l.contains("-left-guest"))

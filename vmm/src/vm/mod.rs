@@ -88,6 +88,10 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
 /// what was started before the configuration was known.
 pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u8, VmmError> {
     let mut trace = Trace::new(start, config.boot_timer);
+    let ahead = head_start.take();
+    if let Some(made) = ahead.made {
+        trace.step_ended("vm", made);
+    }
     trace.step("config");
     // Before any thread that makes files exists (the boot vCPU's, started ahead, makes
     // none): binding sets the process umask for a moment.
@@ -97,7 +101,10 @@ pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u
         .map(ApiListener::bind)
         .transpose()?;
     let control = VmControl::new(start.at).map_err(|e| VmmError::Device(e.to_string()))?;
-    let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+    let (kvm, made_vm) = match ahead.vm {
+        Some((kvm, fd)) => (kvm, Some(fd)),
+        None => (Kvm::new().map_err(VmmError::KvmOpen)?, None),
+    };
     check_kvm(&kvm)?;
     let max_vcpus = kvm.get_max_vcpus();
     if usize::from(config.cpus) > max_vcpus {
@@ -107,10 +114,16 @@ pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u
         }));
     }
     trace.step("kvm");
-    let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    // The CPUID's errors, if any, are reported where the vCPUs are set up, as they always were.
-    let (mut boot_vcpu_thread, cpuid) = head_start.take(&kvm);
-    trace.step("vm");
+    // Made ahead, the VM's step is already in the trace, before `config`.
+    let fd = match made_vm {
+        Some(fd) => fd,
+        None => {
+            let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+            trace.step("vm");
+            fd
+        }
+    };
+    let mut boot_vcpu_thread = ahead.boot_vcpu_thread;
     // The vCPU threads start (the boot vCPU's may have started ahead) and install their
     // filters while the kernel builds the VM, which is mostly waiting.
     vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
@@ -151,7 +164,8 @@ pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u
     let entry = kernel::load_kernel(&mem, &config, rsdp)?;
     trace.step("kernel");
 
-    let cpuid = cpuid?;
+    // Fetched ahead if it could be; its errors are reported here, as they always were.
+    let cpuid = ahead.cpuid.get(&kvm)?;
     let mut vcpu_fds = Vec::with_capacity(config.cpus.into());
     for index in 0..config.cpus {
         let fd = vm

@@ -87,6 +87,14 @@ impl Trace {
         let faults = self.count_faults.then(thread_faults);
         self.steps.push(Step { name, at, faults });
     }
+
+    /// Marks the end of step `name` at `end`, taken earlier on this thread (before the
+    /// trace existed).
+    pub fn step_ended(&mut self, name: &'static str, end: Start) {
+        let at = end.at.saturating_duration_since(self.start.at);
+        let faults = self.count_faults.then_some(end.faults);
+        self.steps.push(Step { name, at, faults });
+    }
 }
 
 /// What happened at one point of the VM's life, for the report.
