@@ -11,6 +11,8 @@
 
 #[path = "build/seccomp.rs"]
 mod seccomp;
+#[path = "build/seccomp_dispatch.rs"]
+mod seccomp_dispatch;
 
 use std::env;
 use std::ffi::OsString;

@@ -8,13 +8,18 @@
 //!
 //! seccompiler lays out one chain per syscall in syscall-number order and keeps the order
 //! of a syscall's rules, so a policy lists its hot rules (KVM_RUN among the ioctls) first.
-//! Syscalls allowed without conditions cost nothing per call: the kernel caches them.
+//! A binary search over the syscall numbers goes in front of the chain
+//! (`seccomp_dispatch.rs`), so a syscall reaches its rules, and the kernel learns which
+//! syscalls it may always allow, without walking every block before them. Syscalls allowed
+//! without conditions cost nothing per call: the kernel caches them.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
 use seccompiler::{sock_filter, TargetArch};
+
+use super::seccomp_dispatch::{check_same_verdicts, with_dispatch};
 
 /// Policy file stems, in the order of `vmm::seccomp::ThreadKind`.
 const POLICIES: [&str; 6] = [
@@ -78,9 +83,12 @@ fn compile(name: &str, policy: &serde_json::Value) -> Vec<sock_filter> {
     let json = policy.to_string();
     let mut programs = seccompiler::compile_from_json(json.as_bytes(), TargetArch::x86_64)
         .unwrap_or_else(|e| panic!("compiling seccomp policy {name}: {e}"));
-    programs
+    let chained = programs
         .remove(name)
-        .unwrap_or_else(|| panic!("seccomp policy {name}: no filter named {name}"))
+        .unwrap_or_else(|| panic!("seccomp policy {name}: no filter named {name}"));
+    let dispatched = with_dispatch(&chained);
+    check_same_verdicts(&chained, &dispatched);
+    dispatched
 }
 
 fn write_program(out: &mut String, ident: &str, program: &[sock_filter]) {
