@@ -27,17 +27,14 @@ use crate::vcpu::{self, UnassignedVcpuThread};
 /// `/dev/kvm`.
 type FetchedCpuid = Option<Result<CpuId, CpuError>>;
 
-/// The boot vCPU's thread and the VM, when made ahead.
-pub struct HeadStart(MadeAhead);
-
-/// What the VM's construction takes from a [`HeadStart`].
-pub(super) struct MadeAhead {
-    pub boot_vcpu_thread: Option<UnassignedVcpuThread>,
+/// The boot vCPU's thread and the VM, when made ahead; the VM's construction takes them.
+pub struct HeadStart {
+    pub(super) boot_vcpu_thread: Option<UnassignedVcpuThread>,
     /// `/dev/kvm` and a new VM on it; none if either failed.
-    pub vm: Option<(Kvm, VmFd)>,
+    pub(super) vm: Option<(Kvm, VmFd)>,
     /// When the VM was at hand, for `--boot-timer`.
-    pub made: Option<Start>,
-    pub cpuid: AheadCpuid,
+    pub(super) made: Option<Start>,
+    pub(super) cpuid: AheadCpuid,
 }
 
 /// The CPUID the boot vCPU's thread fetches after the parse, if it was started.
@@ -72,26 +69,22 @@ impl HeadStart {
         // A thread that ended without sending (it could not be started, or panicked)
         // leaves the parse to this one.
         let result = parse_result.recv().unwrap_or_else(|_| parse());
-        let ahead = MadeAhead {
+        let head_start = Self {
             boot_vcpu_thread: thread,
             vm,
             made,
             cpuid: AheadCpuid(Some(cpuid)),
         };
-        (Self(ahead), result)
+        (head_start, result)
     }
 
     /// Nothing made ahead: the VM's construction does it all.
     pub fn none() -> Self {
-        Self(MadeAhead {
+        Self {
             boot_vcpu_thread: None,
             vm: None,
             made: None,
             cpuid: AheadCpuid(None),
-        })
-    }
-
-    pub(super) fn take(self) -> MadeAhead {
-        self.0
+        }
     }
 }

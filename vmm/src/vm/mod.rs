@@ -88,8 +88,7 @@ fn build_vm(fd: VmFd, config: &VmConfig, trace: &mut Trace) -> Result<GuestVm, V
 /// what was started before the configuration was known.
 pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u8, VmmError> {
     let mut trace = Trace::new(start, config.boot_timer);
-    let ahead = head_start.take();
-    if let Some(made) = ahead.made {
+    if let Some(made) = head_start.made {
         trace.step_ended("vm", made);
     }
     trace.step("config");
@@ -101,7 +100,7 @@ pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u
         .map(ApiListener::bind)
         .transpose()?;
     let control = VmControl::new(start.at).map_err(|e| VmmError::Device(e.to_string()))?;
-    let (kvm, made_vm) = match ahead.vm {
+    let (kvm, made_vm) = match head_start.vm {
         Some((kvm, fd)) => (kvm, Some(fd)),
         None => (Kvm::new().map_err(VmmError::KvmOpen)?, None),
     };
@@ -123,7 +122,7 @@ pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u
             fd
         }
     };
-    let mut boot_vcpu_thread = ahead.boot_vcpu_thread;
+    let mut boot_vcpu_thread = head_start.boot_vcpu_thread;
     // The vCPU threads start (the boot vCPU's may have started ahead) and install their
     // filters while the kernel builds the VM, which is mostly waiting.
     vcpu::install_kick_handler().map_err(|e| VmmError::Thread(e.into()))?;
@@ -165,7 +164,7 @@ pub fn run_vm(config: VmConfig, start: Start, head_start: HeadStart) -> Result<u
     trace.step("kernel");
 
     // Fetched ahead if it could be; its errors are reported here, as they always were.
-    let cpuid = ahead.cpuid.get(&kvm)?;
+    let cpuid = head_start.cpuid.get(&kvm)?;
     let mut vcpu_fds = Vec::with_capacity(config.cpus.into());
     for index in 0..config.cpus {
         let fd = vm
